@@ -1,0 +1,261 @@
+"""The ``lawforge`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import sys
+from typing import Any, Sequence
+
+from lawforge import __version__
+from lawforge.errors import ConfigError, LawforgeError
+
+
+def _json_default(o):
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    try:
+        import numpy as np
+
+        if isinstance(o, np.generic):
+            return o.item()
+    except ImportError:  # pragma: no cover
+        pass
+    raise TypeError(f"not JSON serializable: {type(o).__name__}")
+
+
+def _clean(o):
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if isinstance(o, dict):
+        return {k: _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    return o
+
+
+def _print_json(obj) -> None:
+    print(json.dumps(_clean(obj), default=_json_default))
+
+
+def _fmt(x, digits: int = 5) -> str:
+    if x is None:
+        return "-"
+    if isinstance(x, float):
+        if not math.isfinite(x):
+            return "nan"
+        return f"{x:.{digits}f}" if abs(x) < 1e4 and (abs(x) >= 1e-3 or x == 0) else f"{x:.4g}"
+    return str(x)
+
+
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    t = Table(title=title, title_justify="left")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*[_fmt(v) for v in r])
+    Console(width=max(100, len(columns) * 14)).print(t)
+
+
+# ------------------------------------------------------------------------------ commands
+def cmd_datasets(args) -> int:
+    from lawforge.datasets import bundled_card_paths, data_available, get_card, load_dataset
+
+    rows = []
+    for name in bundled_card_paths():
+        card = get_card(name)
+        avail = data_available(card, args.data_dir)
+        n_rows = groups = None
+        if avail:
+            try:
+                ds = load_dataset(card, args.data_dir, allow_download=False)
+                n_rows, groups = f"{ds.train.n}/{ds.test.n}", len(ds.train.group_names)
+            except LawforgeError as exc:
+                avail = f"error: {exc}"
+        rows.append({"dataset": name, "rows": n_rows, "groups": groups,
+                     "features": card.feature_columns, "targets": card.target_columns,
+                     "param_limit": card.param_limit, "available": avail})
+    if args.json:
+        _print_json(rows)
+    else:
+        _table("Datasets (rows = train/test)", ["dataset", "rows", "groups", "features", "targets", "limit", "data here"],
+               [[r["dataset"], r["rows"], r["groups"], ", ".join(r["features"]), ", ".join(r["targets"]),
+                 r["param_limit"] if r["param_limit"] is not None else "none",
+                 "yes" if r["available"] is True else ("no" if r["available"] is False else r["available"])]
+                for r in rows])
+    return 0
+
+
+def _parse_params(spec: str | None):
+    if spec is None:
+        return None
+    import yaml
+
+    try:
+        val = yaml.safe_load(spec)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"--params is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(val, dict):
+        raise ConfigError("--params must be a mapping like '{A: {init: 100, bounds: [0, .inf]}, E: 1.5}'")
+    return val
+
+
+def _print_score(score, args, fitted_note: str = "") -> None:
+    law = score.law
+    if args.json:
+        row = score.row()
+        row["train_nmse"] = score.train.to_dict()["nmse"]
+        row["params"] = score.params
+        row["latex"] = law.to_latex()
+        if score.fit_result is not None:
+            row["fit"] = score.fit
+            row["groups_status"] = {g: gf.status for g, gf in score.fit_result.groups.items()}
+        _print_json(row)
+        return
+    print(f"dataset: {score.dataset}")
+    print(f"law: {law.name}: {law.to_string()}  ({law.n_params} parameters per group)")
+    print(f"constants: {score.fit}{fitted_note}")
+    _table("Metrics", ["split", "R2", "NMSE", "NMAE", "rows", "status"],
+           [["train", score.train.r2, score.train.nmse, score.train.nmae, score.train.n, score.train.status],
+            ["test", score.test.r2, score.test.nmse, score.test.nmae, score.test.n, score.test.status]])
+    names = law.param_names
+    rows = []
+    for g, vals in score.params.items():
+        st = score.fit_result.groups[g].status if score.fit_result else ""
+        rows.append([g] + [vals.get(n) for n in names] + ([st] if st else []))
+    _table("Constants per group", ["group"] + names + (["status"] if score.fit_result else []), rows)
+    if getattr(args, "latex", False):
+        print(law.to_latex())
+
+
+def cmd_fit(args) -> int:
+    from lawforge.datasets import load_dataset
+    from lawforge.evaluators.law import law_from_text
+    from lawforge.evaluators.scoring import score_human, score_refit
+
+    if args.human == bool(args.law):
+        raise ConfigError("give exactly one of --law EXPR or --human")
+    if args.fit and not args.human:
+        raise ConfigError("--fit applies to --human only (a --law is always fitted on train)")
+    ds = load_dataset(args.dataset, args.data_dir)
+    fit_kw = dict(restarts=args.restarts, seed=args.seed, device=args.device, max_iter=args.max_iter,
+                  loss=args.loss)
+    if args.human:
+        score = score_human(ds, args.fit or "published", data_dir=args.data_dir, **fit_kw)
+    else:
+        law = law_from_text(args.law, ds.card.variables, ds.card.target_columns,
+                            _parse_params(args.params), name="user law")
+        score = score_refit(ds, law, **fit_kw)
+    note = f" (fitted on train, {args.restarts} restarts, seed {args.seed})" if score.fit == "refit" else ""
+    _print_score(score, args, note)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from lawforge.datasets import bundled_card_paths, data_available, get_card, load_dataset
+    from lawforge.evaluators.scoring import score_human
+
+    if args.laws != "human":
+        raise ConfigError(f"--laws must be 'human' (the only law set so far), got {args.laws!r}")
+    modes = ["published", "refit"] if args.fit == "both" else [args.fit]
+    if args.datasets:
+        names = [n.strip() for n in args.datasets.split(",") if n.strip()]
+        explicit = True
+    else:
+        names = list(bundled_card_paths())
+        explicit = False
+    rows = []
+    for name in names:
+        card = get_card(name)
+        if not card.human_laws:
+            continue
+        if not data_available(card, args.data_dir) and not explicit:
+            print(f"skipping {name}: its data is not available here (see 'lawforge datasets')", file=sys.stderr)
+            continue
+        ds = load_dataset(card, args.data_dir)
+        for mode in modes:
+            _, h = card.human_law()
+            if mode == "published" and not h.published:
+                continue
+            s = score_human(ds, mode, data_dir=args.data_dir, restarts=args.restarts, seed=args.seed,
+                            device=args.device, max_iter=args.max_iter)
+            rows.append(s.row())
+    if args.json:
+        _print_json(rows)
+    else:
+        _table("Human laws (test R2, SLDBench protocol)", ["dataset", "law", "fit", "R2", "NMSE", "NMAE", "params"],
+               [[r["dataset"], r["law"], r["fit"], r["r2"], r["nmse"], r["nmae"], r["n_params"]] for r in rows])
+    return 0
+
+
+# ------------------------------------------------------------------------------ parser
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--data-dir", help="directory with the benchmark data (<task>/train.csv, "
+                        "test.csv); default: $LAWFORGE_DATA")
+    common.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    common.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    fitopts = argparse.ArgumentParser(add_help=False)
+    fitopts.add_argument("--restarts", type=int, default=64, help="random restarts per group (default 64)")
+    fitopts.add_argument("--seed", type=int, default=0)
+    fitopts.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    fitopts.add_argument("--max-iter", type=int, default=200, help="LM iterations (default 200)")
+
+    p = argparse.ArgumentParser(prog="lawforge", description="Automated scaling-law discovery.")
+    p.add_argument("--version", action="version", version=f"lawforge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("datasets", parents=[common], help="list the known datasets")
+    sp.set_defaults(func=cmd_datasets)
+
+    sp = sub.add_parser("fit", parents=[common, fitopts], help="fit a law on a dataset and score it")
+    sp.add_argument("dataset", help="a bundled dataset name or the path of a card (.yaml)")
+    sp.add_argument("--law", help="expression, e.g. 'E + A/N**alpha + B/D**beta', or "
+                    "'name = expr; target = expr' statements")
+    sp.add_argument("--params", help="parameter specs as YAML, e.g. '{A: {init: 100, bounds: [0, .inf]}}'")
+    sp.add_argument("--human", action="store_true", help="use the dataset's human law")
+    sp.add_argument("--fit", choices=["published", "refit"], help="with --human: published constants "
+                    "(default) or a refit on train")
+    sp.add_argument("--loss", choices=["l2", "huber"], default="l2")
+    sp.add_argument("--latex", action="store_true", help="also print the law in LaTeX")
+    sp.set_defaults(func=cmd_fit)
+
+    sp = sub.add_parser("bench", parents=[common, fitopts], help="score a set of laws over datasets")
+    sp.add_argument("--laws", default="human", help="law set to score (default: human)")
+    sp.add_argument("--fit", choices=["published", "refit", "both"], default="both")
+    sp.add_argument("--datasets", help="comma-separated dataset names (default: all with data here)")
+    sp.set_defaults(func=cmd_bench)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except LawforgeError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # unexpected: one line unless --debug
+        if args.debug:
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {exc}); rerun with --debug for the "
+              f"traceback", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,248 @@
+"""Dataset cards: YAML files describing a dataset, its split, its limit and its human laws."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from lawforge.errors import DatasetError, did_you_mean
+from lawforge.evaluators.law import Law
+
+_CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
+              "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
+_FEATURE_KEYS = {"column", "symbol", "description", "unit"}
+_TARGET_KEYS = {"column", "description", "unit", "higher_is_better"}
+_SPLIT_KEYS = {"train", "test", "file"}
+_DATA_KEYS = {"source", "task"}
+_DATA_SOURCES = {"sldbench", "package", "path"}
+_VALIDATION_KEYS = {"axis", "fraction"}
+_HUMAN_KEYS = {"name", "citation", "expr", "targets", "where", "params", "published"}
+
+
+def _check_keys(d: Mapping, allowed: set[str], where: str) -> None:
+    if not isinstance(d, Mapping):
+        raise DatasetError(f"{where}: expected a mapping, got {type(d).__name__}")
+    for k in d:
+        if k not in allowed:
+            raise DatasetError(f"{where}: unknown key {k!r}{did_you_mean(k, allowed)}; "
+                               f"valid keys are {', '.join(sorted(allowed))}")
+
+
+@dataclass
+class Feature:
+    column: str
+    symbol: str
+    description: str = ""
+    unit: str = ""
+
+
+@dataclass
+class Target:
+    column: str
+    description: str = ""
+    unit: str = ""
+    higher_is_better: bool = False
+
+
+@dataclass
+class HumanLaw:
+    name: str
+    citation: str
+    expr: str | None
+    targets: dict[str, str] | None
+    where: dict[str, str]
+    params: dict[str, Any]
+    published: dict[str, Any] | None
+
+
+@dataclass
+class DatasetCard:
+    name: str
+    description: str
+    source: str
+    citation: str
+    features: list[Feature]
+    targets: list[Target]
+    group: str | None
+    split: dict[str, str]
+    data: dict[str, str]
+    param_limit: int | None
+    validation: dict[str, Any]
+    human_laws: list[HumanLaw] = field(default_factory=list)
+    provenance: str = ""
+    notes: str = ""
+    path: Path | None = None  # where the card was read from
+
+    # ------------------------------------------------------------------ derived
+    @property
+    def feature_columns(self) -> list[str]:
+        return [f.column for f in self.features]
+
+    @property
+    def target_columns(self) -> list[str]:
+        return [t.column for t in self.targets]
+
+    @property
+    def variables(self) -> dict[str, str]:
+        """Law symbol -> column. Column names work as symbols too when they are identifiers."""
+        out = {f.symbol: f.column for f in self.features}
+        for f in self.features:
+            if f.column.isidentifier() and f.column not in out:
+                out[f.column] = f.column
+        return out
+
+    def human_law(self, name: str | None = None) -> tuple[Law, HumanLaw]:
+        if not self.human_laws:
+            raise DatasetError(f"dataset {self.name!r} has no human law in its card")
+        if name is None:
+            h = self.human_laws[0]
+        else:
+            match = [h for h in self.human_laws if h.name == name]
+            if not match:
+                raise DatasetError(f"dataset {self.name!r} has no human law {name!r}"
+                                   f"{did_you_mean(name, [h.name for h in self.human_laws])}")
+            h = match[0]
+        targets = h.targets if h.targets else {self.target_columns[0]: h.expr}
+        law = Law(targets, {f.symbol: f.column for f in self.features}, h.params, h.where,
+                  name=h.name, citation=h.citation)
+        return law, h
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name, "description": self.description, "source": self.source,
+            "citation": self.citation, "provenance": self.provenance, "notes": self.notes,
+            "features": [vars(f) for f in self.features], "targets": [vars(t) for t in self.targets],
+            "group": self.group, "split": dict(self.split), "data": dict(self.data),
+            "param_limit": self.param_limit, "validation": dict(self.validation),
+            "human_laws": [{k: v for k, v in vars(h).items() if v is not None} for h in self.human_laws],
+        }
+
+
+def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
+    where = str(path) if path else "card"
+    _check_keys(raw, _CARD_KEYS, where)
+    for k in ("name", "features", "targets", "split", "data"):
+        if k not in raw:
+            raise DatasetError(f"{where}: missing required key {k!r}")
+    feats = []
+    for i, f in enumerate(raw["features"] or []):
+        if isinstance(f, str):
+            f = {"column": f}
+        _check_keys(f, _FEATURE_KEYS, f"{where}: features[{i}]")
+        if "column" not in f:
+            raise DatasetError(f"{where}: features[{i}] has no 'column'")
+        sym = str(f.get("symbol", f["column"]))
+        if not sym.isidentifier() or sym.startswith("_"):
+            raise DatasetError(f"{where}: feature symbol {sym!r} is not a valid name")
+        feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", ""))))
+    if not feats:
+        raise DatasetError(f"{where}: 'features' is empty")
+    syms = [f.symbol for f in feats]
+    if len(set(syms)) != len(syms):
+        raise DatasetError(f"{where}: duplicate feature symbols {syms}")
+    targets = []
+    for i, t in enumerate(raw["targets"] or []):
+        if isinstance(t, str):
+            t = {"column": t}
+        _check_keys(t, _TARGET_KEYS, f"{where}: targets[{i}]")
+        if "column" not in t:
+            raise DatasetError(f"{where}: targets[{i}] has no 'column'")
+        targets.append(Target(str(t["column"]), str(t.get("description", "")), str(t.get("unit", "")),
+                              bool(t.get("higher_is_better", False))))
+    if not targets:
+        raise DatasetError(f"{where}: 'targets' is empty")
+    split = raw["split"]
+    _check_keys(split, _SPLIT_KEYS, f"{where}: split")
+    if "file" in split:
+        if "test" not in split or "train" in split:
+            raise DatasetError(f"{where}: split with 'file' needs a 'test' rule and no 'train' file")
+    elif not ("train" in split and "test" in split):
+        raise DatasetError(f"{where}: split needs 'train' and 'test' files, or 'file' and a 'test' rule")
+    data = raw["data"]
+    _check_keys(data, _DATA_KEYS, f"{where}: data")
+    src = data.get("source", "path")
+    if src not in _DATA_SOURCES:
+        raise DatasetError(f"{where}: data source {src!r} is not valid; valid sources are "
+                           f"{', '.join(sorted(_DATA_SOURCES))}")
+    if src == "sldbench" and "task" not in data:
+        raise DatasetError(f"{where}: data source 'sldbench' needs a 'task'")
+    limit = raw.get("param_limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise DatasetError(f"{where}: param_limit must be a positive integer or null, got {limit!r}")
+    val = raw.get("validation") or {}
+    _check_keys(val, _VALIDATION_KEYS, f"{where}: validation")
+    frac = float(val.get("fraction", 0.2))
+    if not 0 < frac < 1:
+        raise DatasetError(f"{where}: validation fraction must be in (0, 1), got {frac}")
+    axis = val.get("axis")
+    if axis is not None and axis not in [f.column for f in feats]:
+        raise DatasetError(f"{where}: validation axis {axis!r} is not a feature column"
+                           f"{did_you_mean(axis, [f.column for f in feats])}")
+    humans = []
+    for i, h in enumerate(raw.get("human_laws") or []):
+        _check_keys(h, _HUMAN_KEYS, f"{where}: human_laws[{i}]")
+        if ("expr" in h) == ("targets" in h):
+            raise DatasetError(f"{where}: human_laws[{i}] needs exactly one of 'expr' or 'targets'")
+        humans.append(HumanLaw(str(h.get("name", f"human_{i}")), str(h.get("citation", "")),
+                               h.get("expr"), h.get("targets"), dict(h.get("where") or {}),
+                               dict(h.get("params") or {}), h.get("published")))
+    card = DatasetCard(
+        name=str(raw["name"]), description=str(raw.get("description", "")).strip(),
+        source=str(raw.get("source", "")).strip(), citation=str(raw.get("citation", "")).strip(),
+        features=feats, targets=targets, group=raw.get("group"), split={k: str(v) for k, v in split.items()},
+        data={"source": src, **({"task": str(data["task"])} if "task" in data else {})},
+        param_limit=limit, validation={"axis": axis, "fraction": frac}, human_laws=humans,
+        provenance=str(raw.get("provenance", "")).strip(), notes=str(raw.get("notes", "")).strip(),
+        path=path)
+    # Check the human laws parse against the card's variables and limit now, not after a fit.
+    for h in humans:
+        law, _ = card.human_law(h.name)
+        if h.targets and set(h.targets) - set(card.target_columns):
+            raise DatasetError(f"{where}: human law {h.name!r} names unknown targets "
+                               f"{sorted(set(h.targets) - set(card.target_columns))}")
+        if card.param_limit is not None and law.n_params > card.param_limit:
+            raise DatasetError(f"{where}: human law {h.name!r} has {law.n_params} parameters, above "
+                               f"the card's limit {card.param_limit}")
+    return card
+
+
+def read_card(path: str | Path) -> DatasetCard:
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"card file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        raise DatasetError(f"{p}: invalid YAML: {exc}") from None
+    return parse_card(raw, p)
+
+
+def bundled_card_paths() -> dict[str, Path]:
+    root = resources.files("lawforge.datasets") / "cards"
+    out = {}
+    for entry in sorted(root.iterdir(), key=lambda e: e.name):
+        if entry.name.endswith(".yaml"):
+            out[entry.name[:-5]] = Path(str(entry))
+    return out
+
+
+def get_card(name_or_path: str | Path) -> DatasetCard:
+    """A bundled card by name, or a card file by path."""
+    s = str(name_or_path)
+    cards = bundled_card_paths()
+    if s in cards:
+        return read_card(cards[s])
+    p = Path(s)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        return read_card(p)
+    raise DatasetError(f"unknown dataset {s!r}{did_you_mean(s, cards)}; run 'lawforge datasets' "
+                       f"for the list, or give the path of a card file (.yaml)")
+
+
+def _isinf(x) -> bool:
+    return isinstance(x, float) and math.isinf(x)

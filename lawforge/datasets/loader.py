@@ -1,0 +1,307 @@
+"""Loading a dataset's data: data directory, hub cache, or the package's own synthetic files."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from lawforge.datasets.card import DatasetCard, get_card
+from lawforge.datasets.rules import evaluate_rule
+from lawforge.errors import DatasetError
+
+log = logging.getLogger(__name__)
+
+HUB_REPO = "pkuHaowei/sldbench"
+ENV_DATA = "LAWFORGE_DATA"
+ENV_HUMAN = "LAWFORGE_HUMAN"
+
+
+@dataclass
+class DataSplit:
+    """Rows of one split: features by column, targets (n, d), and a group label per row."""
+
+    name: str
+    X: dict[str, np.ndarray]
+    y: np.ndarray
+    groups: np.ndarray
+    group_names: list[str]
+    target_columns: list[str]
+
+    @property
+    def n(self) -> int:
+        return len(self.groups)
+
+    def select(self, mask: np.ndarray, name: str | None = None) -> "DataSplit":
+        groups = self.groups[mask]
+        names = [g for g in self.group_names if np.any(groups == g)]
+        return DataSplit(name or self.name, {k: v[mask] for k, v in self.X.items()}, self.y[mask],
+                         groups, names, self.target_columns)
+
+    def group_rows(self, group: str) -> np.ndarray:
+        return np.flatnonzero(self.groups == group)
+
+
+class Dataset:
+    """A card plus its validated train and test splits."""
+
+    def __init__(self, card: DatasetCard, train: pd.DataFrame, test: pd.DataFrame, origin: str):
+        self.card = card
+        self.origin = origin
+        self._train_df = train
+        self._test_df = test
+        self.train = self._to_split(train, "train")
+        self._test = self._to_split(test, "test")
+        missing = [g for g in self._test.group_names if g not in self.train.group_names]
+        if missing:
+            raise DatasetError(f"{card.name}: group {missing[0]!r} has test rows but no train rows")
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def test(self) -> DataSplit:
+        return self._test
+
+    def _to_split(self, df: pd.DataFrame, name: str) -> DataSplit:
+        card = self.card
+        X = {c: df[c].to_numpy(dtype=np.float64) for c in card.feature_columns}
+        y = np.stack([df[c].to_numpy(dtype=np.float64) for c in card.target_columns], axis=1)
+        if card.group:
+            groups = df[card.group].astype(str).to_numpy()
+        else:
+            groups = np.full(len(df), "all", dtype=object)
+        names = list(dict.fromkeys(groups.tolist()))
+        return DataSplit(name, X, y, groups, names, card.target_columns)
+
+    @cached_property
+    def data_hash(self) -> str:
+        h = hashlib.sha256()
+        for df in (self._train_df, self._test_df):
+            h.update(pd.util.hash_pandas_object(df, index=False).to_numpy().tobytes())
+        return h.hexdigest()[:16]
+
+    def summary(self) -> dict[str, Any]:
+        return {"dataset": self.name, "train_rows": self.train.n, "test_rows": self.test.n,
+                "groups": len(self.train.group_names), "features": self.card.feature_columns,
+                "targets": self.card.target_columns, "origin": self.origin}
+
+
+# ------------------------------------------------------------------------- resolution
+def data_root(data_dir: str | Path | None = None) -> Path | None:
+    d = data_dir or os.environ.get(ENV_DATA)
+    return Path(d).expanduser() if d else None
+
+
+def _task_dir_candidates(task: str, root: Path) -> list[Path]:
+    return [root / task, root / "sldbench-rebuilt" / task]
+
+
+def find_sldbench_files(card: DatasetCard, data_dir=None) -> tuple[Path, Path] | None:
+    task = card.data["task"]
+    root = data_root(data_dir)
+    if root is not None:
+        for d in _task_dir_candidates(task, root):
+            tr, te = d / card.split["train"], d / card.split["test"]
+            if tr.is_file() and te.is_file():
+                return tr, te
+    cached = _hub_cache_dir() / task
+    tr, te = cached / card.split["train"], cached / card.split["test"]
+    if tr.is_file() and te.is_file():
+        return tr, te
+    return None
+
+
+def _hub_cache_dir() -> Path:
+    base = os.environ.get("LAWFORGE_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lawforge")
+    return Path(base) / "sldbench"
+
+
+def download_from_hub(task: str) -> tuple[Path, Path]:
+    """Download one task's splits from the benchmark's public hub dataset into the cache.
+
+    Needs ``huggingface_hub`` and a network; neither is available on the project's CI machines,
+    so this path is kept small and is not exercised by the tests.
+    """
+    try:
+        from huggingface_hub import hf_hub_download  # lazy: optional
+    except ImportError as exc:
+        raise DatasetError("huggingface_hub is not installed") from exc
+    out = _hub_cache_dir() / task
+    out.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for split in ("train", "test"):
+        src = hf_hub_download(HUB_REPO, f"{task}/{split}.csv", repo_type="dataset")
+        dst = out / f"{split}.csv"
+        tmp = dst.with_suffix(".tmp")
+        tmp.write_bytes(Path(src).read_bytes())
+        os.replace(tmp, dst)
+        paths.append(dst)
+    return paths[0], paths[1]
+
+
+def _no_data_error(card: DatasetCard, data_dir) -> DatasetError:
+    task = card.data["task"]
+    root = data_root(data_dir)
+    where = f"under {root}" if root else f"(no data directory set: use --data-dir or {ENV_DATA})"
+    return DatasetError(
+        f"{card.name}: data not found {where}. Put the benchmark's splits at "
+        f"<data-dir>/{task}/train.csv and test.csv (the layout of SLDBench), or go online and "
+        f"'pip install huggingface_hub' to download {HUB_REPO} once into the cache")
+
+
+def _read_csv(path: Path, card: DatasetCard) -> pd.DataFrame:
+    if not path.is_file():
+        raise DatasetError(f"{card.name}: data file not found: {path}")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DatasetError(f"{path}: cannot read as CSV: {str(exc).splitlines()[0]}") from None
+    cols = list(df.columns)
+    if len(set(cols)) != len(cols) or any(str(c).endswith(".1") and str(c)[:-2] in cols for c in cols):
+        raise DatasetError(f"{path}: duplicate column names in the header")
+    return df
+
+
+def validate_frame(df: pd.DataFrame, card: DatasetCard, path: str) -> pd.DataFrame:
+    """Check columns, numeric values, NaN/inf and group labels; return the numeric frame."""
+    needed = card.feature_columns + card.target_columns + ([card.group] if card.group else [])
+    missing = [c for c in needed if c not in df.columns]
+    if missing:
+        from lawforge.errors import did_you_mean
+
+        raise DatasetError(f"{path}: missing column {missing[0]!r}{did_you_mean(missing[0], df.columns)}; "
+                           f"the file has {', '.join(map(str, df.columns))}")
+    if len(df) == 0:
+        raise DatasetError(f"{path}: no rows")
+    df = df.copy()
+    for c in card.feature_columns + card.target_columns:
+        col = pd.to_numeric(df[c], errors="coerce")
+        bad = col.isna() & df[c].notna()
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise DatasetError(f"{path}: column {c!r} has a non-numeric value {df[c].iloc[i]!r} "
+                               f"(data row {i + 1})")
+        arr = col.to_numpy(dtype=np.float64)
+        nonfinite = ~np.isfinite(arr)
+        if nonfinite.any():
+            i = int(np.flatnonzero(nonfinite)[0])
+            raise DatasetError(f"{path}: column {c!r} has a missing or non-finite value "
+                               f"({df[c].iloc[i]!r}, data row {i + 1})")
+        df[c] = arr
+    if card.group:
+        g = df[card.group]
+        empty = g.isna() | (g.astype(str).str.strip() == "")
+        if empty.any():
+            i = int(np.flatnonzero(empty.to_numpy())[0])
+            raise DatasetError(f"{path}: group column {card.group!r} is empty at data row {i + 1}")
+        labels = g.astype(str)
+        norm = labels.str.strip().str.lower()
+        clash = norm.groupby(norm).apply(lambda s: sorted(set(labels[s.index])))
+        dup = [v for v in clash if len(v) > 1]
+        if dup:
+            raise DatasetError(f"{path}: group labels {dup[0]} differ only by case or spaces "
+                               f"(duplicate groups)")
+        df[card.group] = labels
+    return df
+
+
+def load_dataset(name_or_card: str | Path | DatasetCard, data_dir: str | Path | None = None,
+                 allow_download: bool = True) -> Dataset:
+    """Load a bundled dataset by name, or a user dataset from its card path."""
+    card = name_or_card if isinstance(name_or_card, DatasetCard) else get_card(name_or_card)
+    src = card.data["source"]
+    if src == "sldbench":
+        files = find_sldbench_files(card, data_dir)
+        if files is None:
+            if allow_download and not os.environ.get("LAWFORGE_OFFLINE"):
+                try:
+                    files = download_from_hub(card.data["task"])
+                except Exception as exc:  # any network or import failure: one clear error
+                    log.debug("hub download failed: %s", exc)
+                    raise _no_data_error(card, data_dir) from None
+            else:
+                raise _no_data_error(card, data_dir)
+        paths = files
+    elif src == "package":
+        base = Path(str(resources.files("lawforge.datasets") / "synthetic_data"))
+        paths = (base / card.split["file"],) if "file" in card.split else (
+            base / card.split["train"], base / card.split["test"])
+    else:  # "path": relative to the card file
+        base = card.path.parent if card.path else Path.cwd()
+        paths = (base / card.split["file"],) if "file" in card.split else (
+            base / card.split["train"], base / card.split["test"])
+    if "file" in card.split:
+        df = validate_frame(_read_csv(paths[0], card), card, str(paths[0]))
+        table = {c: df[c].to_numpy() for c in df.columns if isinstance(c, str) and c.isidentifier()}
+        mask = evaluate_rule(card.split["test"], table)
+        if mask.all():
+            raise DatasetError(f"{card.name}: test rule {card.split['test']!r} matches every row of {paths[0]}")
+        if not mask.any():
+            raise DatasetError(f"{card.name}: test rule {card.split['test']!r} matches no row of {paths[0]}")
+        train, test = df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
+        origin = str(paths[0])
+    else:
+        train = validate_frame(_read_csv(paths[0], card), card, str(paths[0]))
+        test = validate_frame(_read_csv(paths[1], card), card, str(paths[1]))
+        origin = str(paths[0].parent)
+    return Dataset(card, train, test, origin)
+
+
+def data_available(card: DatasetCard, data_dir=None) -> bool:
+    if card.data["source"] == "sldbench":
+        return find_sldbench_files(card, data_dir) is not None
+    return True
+
+
+# ------------------------------------------------------------------------- published constants
+def human_dir(data_dir=None) -> Path | None:
+    d = os.environ.get(ENV_HUMAN)
+    if d:
+        return Path(d).expanduser()
+    root = data_root(data_dir)
+    if root is None:
+        return None
+    for cand in (root / "sldbench-human", root.parent / "sldbench-human", root / "human"):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def load_published_constants(card: DatasetCard, law_name: str | None = None, data_dir=None
+                             ) -> dict[str, dict[str, float]]:
+    """Published constants per group for the card's human law, keyed by our parameter names."""
+    _, h = card.human_law(law_name)
+    if not h.published:
+        raise DatasetError(f"{card.name}: human law {h.name!r} has no published constants")
+    d = human_dir(data_dir)
+    task = card.data.get("task", card.name)
+    if d is None or not (d / f"{task}.json").is_file():
+        raise DatasetError(f"{card.name}: published constants not found; put {task}.json (the layout "
+                           f"of sldbench-human) in <data-dir>/sldbench-human/ or set {ENV_HUMAN}")
+    path = d / f"{task}.json"
+    try:
+        raw = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise DatasetError(f"{path}: invalid JSON: {exc}") from None
+    order: Sequence[str] = h.published.get("param_order")
+    theirs = raw.get("param_order", [])
+    if not order or len(order) != len(theirs):
+        raise DatasetError(f"{path}: its param_order {theirs} does not match the card's {order}")
+    out = {}
+    for g, vals in raw.get("params_by_group", {}).items():
+        if len(vals) != len(order):
+            raise DatasetError(f"{path}: group {g!r} has {len(vals)} constants, expected {len(order)}")
+        out[str(g)] = {n: float(v) for n, v in zip(order, vals)}
+    return out

@@ -1,0 +1,1 @@
+"""Laws, fitting, metrics and scoring."""

@@ -1,0 +1,1 @@
+"""Reserved subpackage; see the project issues for what lands here."""
