@@ -99,7 +99,8 @@ def parse_expression(text: str, allowed: Iterable[str] | None = None, *, what: s
                 raise LawError(f"{what}: function {name!r} used without a call")
             if allowed_set is not None and name not in allowed_set:
                 raise LawError(f"{what}: unknown symbol {name!r}"
-                               f"{did_you_mean(name, sorted(allowed_set | set(defs)))}")
+                               f"{did_you_mean(name, sorted(allowed_set | set(defs)))}: it is neither a "
+                               f"variable nor a declared parameter")
             return make_symbol(name)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
             return _BINOPS[type(node.op)](conv(node.left), conv(node.right))
@@ -108,7 +109,7 @@ def parse_expression(text: str, allowed: Iterable[str] | None = None, *, what: s
             return -val if isinstance(node.op, ast.USub) else val
         if isinstance(node, ast.Call):
             if not isinstance(node.func, ast.Name):
-                raise LawError(f"{what}: only calls of whitelisted functions by name are allowed")
+                raise LawError(f"{what}: {ast.unparse(node.func)[:40]!r} is not allowed: only whitelisted functions may be called, by name")
             fname = node.func.id
             if fname not in FUNCTIONS:
                 raise LawError(f"{what}: unknown function {fname!r}{did_you_mean(fname, FUNCTIONS)}; "

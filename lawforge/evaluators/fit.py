@@ -9,9 +9,12 @@ Design (see ``docs/fitting-notes.md`` in shared for the measurements behind it):
   damping; the linear systems are solved by a batched Cholesky. A problem is one group when all
   parameters are per group, or the whole dataset when some are shared across groups.
 * Bounds are enforced by transforms (``lo + exp(u)``, ``hi - exp(u)``, a scaled sigmoid).
-* Linear coefficients (parameters the law is affine in, without bounds) are projected out at
-  every start: they are solved exactly by least squares given the nonlinear ones (variable
-  projection of the starting points), which removes most bad basins from random restarts.
+* Variable projection: parameters the law is jointly affine in and that carry no bounds are
+  solved exactly by linear least squares at every evaluation, and LM runs over the nonlinear
+  parameters only, with Kaufman's projected Jacobian ``(I - Phi Phi^+) J_nl``. A purely linear
+  law is solved in one projection.
+* Damping follows Nielsen's gain-ratio rule; a restart stops on small relative loss change
+  (``ftol``), small steps (``xtol``), a vanishing gradient, or saturated damping.
 * A trial step whose loss or Jacobian is not finite is rejected (damping goes up); a restart
   that is not finite at its start is dropped. NaN never spreads across the batch.
 * Optional Huber loss via iteratively reweighted residuals.
@@ -86,13 +89,13 @@ class _Problems:
     """Padded tensors describing Pb independent least-squares problems."""
 
     names: list[list[str]]          # groups in each problem
-    X: dict[str, Any]               # symbol -> (Pb, 1, n)
-    y: Any                          # (Pb, 1, d, n)
-    mask: Any                       # (Pb, 1, 1, n) bool
+    X: dict[str, Any]               # symbol -> (Pb, n)
+    y: Any                          # (Pb, d, n)
+    mask: Any                       # (Pb, 1, n) bool
     row_group: np.ndarray           # (Pb, n) index of the group within the problem (-1 padding)
     rows: list[list[np.ndarray]]    # per problem, per group: row indices in the split
     n_local: int                    # parameters per problem
-    col: Any | None                 # (Pb, 1, K, n) column of law param k at each row (shared case)
+    col: Any | None                 # (Pb, K, n) column of law param k at each row (shared case)
     kind: Any                       # (P,) transform code per local column
     lo: Any
     hi: Any
@@ -176,13 +179,13 @@ def _build(law: Law, split, torch, device) -> _Problems:
         n_local = len(shared) + n_groups * len(per)
         law_index = np.array(shared + [k for _ in range(n_groups) for k in per])
         group_of_col = np.array([-1] * len(shared) + [g for g in range(n_groups) for _ in per])
-        col = np.zeros((Pb, 1, K, n_max), dtype=np.int64)
+        col = np.zeros((Pb, K, n_max), dtype=np.int64)
         for k in range(K):
             if k in shared:
-                col[:, 0, k, :] = shared.index(k)
+                col[:, k, :] = shared.index(k)
             else:
                 rg = np.where(row_group < 0, 0, row_group)
-                col[:, 0, k, :] = len(shared) + rg * len(per) + per.index(k)
+                col[:, k, :] = len(shared) + rg * len(per) + per.index(k)
         col_t = torch.as_tensor(col, device=device)
     else:
         n_local = K
@@ -192,9 +195,9 @@ def _build(law: Law, split, torch, device) -> _Problems:
     kinds = [_transform_kind(law.params[k]) for k in law_index]
     return _Problems(
         names=problem_groups,
-        X={s: torch.as_tensor(v, dtype=dt, device=device).unsqueeze(1) for s, v in Xs.items()},
-        y=torch.as_tensor(y, dtype=dt, device=device).unsqueeze(1),
-        mask=torch.as_tensor(mask, device=device).view(Pb, 1, 1, n_max),
+        X={s: torch.as_tensor(v, dtype=dt, device=device) for s, v in Xs.items()},
+        y=torch.as_tensor(y, dtype=dt, device=device),
+        mask=torch.as_tensor(mask, device=device).view(Pb, 1, n_max),
         row_group=row_group, rows=rows, n_local=n_local, col=col_t,
         kind=torch.as_tensor([k[0] for k in kinds], device=device),
         lo=torch.as_tensor([k[1] for k in kinds], dtype=dt, device=device),
@@ -203,15 +206,16 @@ def _build(law: Law, split, torch, device) -> _Problems:
 
 
 def _to_theta(u, pr: _Problems, torch):
-    u = u.clamp(-_U_CLAMP, _U_CLAMP)
-    e = torch.exp(u.clamp(max=700.0))
-    s = torch.sigmoid(u)
+    uc = u.clamp(-_U_CLAMP, _U_CLAMP)  # only the exp/sigmoid branches need a finite range
+    e = torch.exp(uc)
+    s = torch.sigmoid(uc)
     theta = torch.where(pr.kind == _ID, u,
                         torch.where(pr.kind == _LO, pr.lo + e,
                                     torch.where(pr.kind == _HI, pr.hi - e, pr.lo + (pr.hi - pr.lo) * s)))
+    inside = (u.abs() <= _U_CLAMP).to(u.dtype)
     dtheta = torch.where(pr.kind == _ID, torch.ones_like(u),
-                         torch.where(pr.kind == _LO, e,
-                                     torch.where(pr.kind == _HI, -e, (pr.hi - pr.lo) * s * (1 - s))))
+                         torch.where(pr.kind == _LO, e * inside,
+                                     torch.where(pr.kind == _HI, -e * inside, (pr.hi - pr.lo) * s * (1 - s))))
     return theta, dtheta
 
 
@@ -224,7 +228,7 @@ def _to_u(theta: np.ndarray, pr: _Problems) -> np.ndarray:
                      np.where(kind == _LO, np.log(np.maximum(theta - lo, 1e-300)),
                               np.where(kind == _HI, np.log(np.maximum(hi - theta, 1e-300)),
                                        _logit(np.clip((theta - lo) / np.where(hi > lo, hi - lo, 1), 1e-12, 1 - 1e-12)))))
-    return np.clip(u, -_U_CLAMP, _U_CLAMP)
+    return np.where(kind == _ID, u, np.clip(u, -_U_CLAMP, _U_CLAMP))
 
 
 def _logit(p):
@@ -233,53 +237,49 @@ def _logit(p):
 
 # ------------------------------------------------------------------------------- evaluation
 class _Evaluator:
-    def __init__(self, law: Law, pr: _Problems, R: int, torch):
-        self.law, self.pr, self.R, self.torch = law, pr, R, torch
+    """Residuals and Jacobian for a flat batch of (problem, restart) rows."""
+
+    def __init__(self, law: Law, pr: _Problems, torch):
+        self.law, self.pr, self.torch = law, pr, torch
         self.program, self.pairs = law.jacobian_program
         self.backend = torch_backend()
         self.names = law.param_names
         self.d = len(law.target_names)
 
-    def __call__(self, u, want_jac: bool = True):
-        """u: (Pb, R, P) -> residuals (Pb, R, d*n), Jacobian (Pb, R, d*n, P) or None."""
+    def __call__(self, u, pidx):
+        """u: (B, P), pidx: (B,) problem of each row -> r (B, d*n), J (B, d*n, P)."""
         torch, pr = self.torch, self.pr
         theta, dtheta = _to_theta(u, pr, torch)
-        env = dict(pr.X)
-        if pr.col is None:
-            for k, name in enumerate(self.names):
-                env[name] = theta[..., k:k + 1]
-        else:
-            Pb, R, P = theta.shape
-            n = pr.col.shape[-1]
-            K = len(self.names)
-            gathered = torch.gather(theta.unsqueeze(2).expand(Pb, R, K, P), 3,
-                                    pr.col.expand(Pb, R, K, n))
-            for k, name in enumerate(self.names):
-                env[name] = gathered[:, :, k, :]
-        outs = self.program.run(self.backend, env)
-        Pb, R, P = u.shape
+        B, P = u.shape
         n = pr.y.shape[-1]
-        shape = (Pb, R, n)
-        vals = [torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape) for o in outs[:self.d]]
-        f = torch.stack(vals, dim=2)                                   # (Pb, R, d, n)
-        r = torch.where(pr.mask, f - pr.y, torch.zeros((), dtype=u.dtype, device=u.device))
-        r = r.reshape(Pb, R, self.d * n)
-        if not want_jac:
-            return r, None
+        env = {s: v[pidx] for s, v in pr.X.items()}
         if pr.col is None:
-            J = torch.zeros((Pb, R, self.d, n, P), dtype=u.dtype, device=u.device)
-            for (t, k), o in zip(self.pairs, outs[self.d:]):
-                J[:, :, t, :, k] = torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape) \
-                    * dtheta[..., k:k + 1]
+            for k, name in enumerate(self.names):
+                env[name] = theta[:, k:k + 1]
+            cols = None
         else:
-            J = torch.zeros((Pb, R, self.d, n, P), dtype=u.dtype, device=u.device)
-            for (t, k), o in zip(self.pairs, outs[self.d:]):
-                colk = pr.col[:, :, k, :].expand(Pb, R, n)               # (Pb, R, n)
-                dk = torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape) \
-                    * torch.gather(dtheta, 2, colk)
-                J[:, :, t].scatter_add_(3, colk.unsqueeze(-1), dk.unsqueeze(-1))
-        J = torch.where(pr.mask.unsqueeze(-1), J, torch.zeros((), dtype=u.dtype, device=u.device))
-        return r, J.reshape(Pb, R, self.d * n, P)
+            K = len(self.names)
+            cols = pr.col[pidx]                                           # (B, K, n)
+            gathered = torch.gather(theta.unsqueeze(1).expand(B, K, P), 2, cols)
+            for k, name in enumerate(self.names):
+                env[name] = gathered[:, k, :]
+        outs = self.program.run(self.backend, env)
+        zero = torch.zeros((), dtype=u.dtype, device=u.device)
+        shape = (B, n)
+        f = torch.stack([torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape)
+                         for o in outs[:self.d]], dim=1)                  # (B, d, n)
+        mask = pr.mask[pidx]                                              # (B, 1, n)
+        r = torch.where(mask, f - pr.y[pidx], zero).reshape(B, self.d * n)
+        J = torch.zeros((B, self.d, n, P), dtype=u.dtype, device=u.device)
+        for (t, k), o in zip(self.pairs, outs[self.d:]):
+            o = torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape)
+            if cols is None:
+                J[:, t, :, k] = o * dtheta[:, k:k + 1]
+            else:
+                colk = cols[:, k, :]
+                J[:, t].scatter_add_(2, colk.unsqueeze(-1), (o * torch.gather(dtheta, 1, colk)).unsqueeze(-1))
+        J = torch.where(mask.unsqueeze(-1), J, zero)
+        return r, J.reshape(B, self.d * n, P)
 
 
 def _linear_params(law: Law) -> list[int]:
@@ -354,33 +354,8 @@ def _starts(law, pr, restarts, seed, extra_starts, torch, device):
     return torch.as_tensor(U, dtype=torch.float64, device=device)
 
 
-def _project_linear(u, ev: _Evaluator, lin_cols: list[int], torch):
-    """Solve exactly for the linear columns given the others (least squares per restart)."""
-    if not lin_cols:
-        return u
-    r, J = ev(u)
-    Jl = J[..., lin_cols]                                         # (Pb, R, M, L)
-    # residual is affine in the linear columns: r(u + delta) = r + Jl delta
-    A = Jl.transpose(-1, -2) @ Jl
-    g = Jl.transpose(-1, -2) @ r.unsqueeze(-1)
-    L = len(lin_cols)
-    eye = torch.eye(L, dtype=u.dtype, device=u.device)
-    scale = A.diagonal(dim1=-2, dim2=-1).clamp_min(1e-300).unsqueeze(-1)
-    A = A + 1e-12 * eye * scale
-    ok = torch.isfinite(A).all(-1).all(-1) & torch.isfinite(g).all(-1).all(-1)
-    A = torch.where(ok[..., None, None], A, eye)
-    g = torch.where(ok[..., None, None], g, torch.zeros_like(g))
-    chol, info = torch.linalg.cholesky_ex(A)
-    good = ok & (info == 0)
-    chol = torch.where(good[..., None, None], chol, eye)
-    delta = -torch.cholesky_solve(torch.where(good[..., None, None], g, torch.zeros_like(g)), chol).squeeze(-1)
-    new = u.clone()
-    new[..., lin_cols] = u[..., lin_cols] + torch.where(good[..., None], delta, torch.zeros_like(delta))
-    return new
-
-
 def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str = "cpu",
-            max_iter: int = 200, ftol: float = 1e-10, loss: str = "l2",
+            max_iter: int = 200, ftol: float = 1e-10, xtol: float = 1e-10, loss: str = "l2",
             huber_delta: float | None = None,
             extra_starts: Mapping[str, Mapping[str, float]] | Sequence | None = None,
             project_linear: bool = True) -> FitResult:
@@ -402,18 +377,22 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
     _check_data(law, split)
     t0 = time.perf_counter()
     pr = _build(law, split, torch, device)
-    ev = _Evaluator(law, pr, restarts, torch)
+    ev = _Evaluator(law, pr, torch)
     u = _starts(law, pr, restarts, seed, extra_starts, torch, device)
     Pb, R, P = u.shape
-    if project_linear:
-        lin_law = set(_linear_params(law))
-        lin_cols = [j for j, k in enumerate(pr.law_index) if k in lin_law]
-        if lin_cols and len(lin_cols) < P:
-            with torch.no_grad():
-                u = _project_linear(u, ev, lin_cols, torch)
+    B = Pb * R
+    u = u.reshape(B, P)
+    pidx_all = torch.arange(Pb, device=device).repeat_interleave(R)
     delta_h = huber_delta
     if loss == "huber" and delta_h is None:
         delta_h = 0.01 * float(np.std(split.y)) or 1e-8
+    lin_cols: list[int] = []
+    if project_linear and loss == "l2":
+        lin_law = set(_linear_params(law))
+        lin_cols = [j for j, k in enumerate(pr.law_index) if k in lin_law]
+    nl_cols = [j for j in range(P) if j not in set(lin_cols)]
+    Pn = len(nl_cols)
+    zero = torch.zeros((), dtype=u.dtype, device=device)
 
     def objective(r):
         if loss == "l2":
@@ -421,61 +400,92 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
         a = r.abs()
         return torch.where(a <= delta_h, r * r, 2 * delta_h * a - delta_h**2).sum(-1)
 
+    def evaluate(u, pidx):
+        """Residuals and Jacobian over the nonlinear columns, linear columns projected out."""
+        r, J = ev(u, pidx)
+        ok = torch.isfinite(r).all(-1)
+        r = torch.where(ok[:, None], r, zero)
+        # A finite value with a non-finite partial (0*log(0) at x = 0, sqrt'(0)) has no usable
+        # sensitivity there: that entry counts as 0. Rows whose value is not finite are dropped.
+        J = torch.where(ok[:, None, None] & torch.isfinite(J), J, zero)
+        if lin_cols:
+            Phi = J[..., lin_cols]
+            Jn = J[..., nl_cols]
+            G = Phi.transpose(-1, -2) @ Phi
+            G = G + torch.diag_embed(1e-13 * G.diagonal(dim1=-2, dim2=-1) + 1e-300)
+            chol, info = torch.linalg.cholesky_ex(G)
+            good = info == 0
+            chol = torch.where(good[:, None, None], chol, torch.eye(len(lin_cols), dtype=u.dtype, device=device))
+            sol = torch.cholesky_solve(Phi.transpose(-1, -2) @ torch.cat([r.unsqueeze(-1), Jn], dim=-1), chol)
+            sol = torch.where(good[:, None, None], sol, zero)
+            dc = -sol[..., 0]
+            r = r + (Phi @ dc.unsqueeze(-1)).squeeze(-1)
+            J = Jn - Phi @ sol[..., 1:]
+            u = u.clone()
+            u[:, lin_cols] = u[:, lin_cols] + dc
+        obj = objective(r)
+        ok = ok & torch.isfinite(obj) & torch.isfinite(r).all(-1) & torch.isfinite(J).all(-1).all(-1)
+        return u, r, J, torch.where(ok, obj, torch.full_like(obj, math.inf)), ok
+
     with torch.no_grad():
-        r, J = ev(u)
-        cur = objective(r)
-        finite = torch.isfinite(cur) & torch.isfinite(J).all(-1).all(-1)
-        cur = torch.where(finite, cur, torch.full_like(cur, math.inf))
-        alive = finite.clone()
+        u, r, J, cur, alive = evaluate(u, pidx_all)
         done = ~alive
         converged = torch.zeros_like(done)
-        lam = torch.full((Pb, R), 1e-3, dtype=u.dtype, device=device)
-        eye = torch.eye(P, dtype=u.dtype, device=device)
-        iters = torch.zeros((Pb, R), dtype=torch.int64, device=device)
-        stall = torch.zeros((Pb, R), dtype=torch.int64, device=device)
-        J = torch.where(finite[..., None, None], J, torch.zeros((), dtype=u.dtype, device=device))
-        r = torch.where(finite[..., None], r, torch.zeros((), dtype=u.dtype, device=device))
-        for _ in range(max_iter):
-            if bool(done.all()):
+        if Pn == 0:  # purely linear law: the projection is the exact least-squares solution
+            converged, done = alive.clone(), torch.ones_like(done)
+        lam = torch.full((B,), 1e-3, dtype=u.dtype, device=device)
+        nu = torch.full((B,), 2.0, dtype=u.dtype, device=device)
+        eye = torch.eye(max(Pn, 1), dtype=u.dtype, device=device)
+        iters = torch.zeros(B, dtype=torch.int64, device=device)
+        stall = torch.zeros(B, dtype=torch.int64, device=device)
+        for _ in range(max_iter if Pn else 0):
+            act = torch.nonzero(~done).squeeze(1)
+            if act.numel() == 0:
                 break
+            ua, ra, Ja, ca, la, na = u[act], r[act], J[act], cur[act], lam[act], nu[act]
             if loss == "huber":
-                w = torch.where(r.abs() <= delta_h, torch.ones_like(r), delta_h / r.abs().clamp_min(1e-300)).sqrt()
-                Jw, rw = J * w.unsqueeze(-1), r * w
+                w = torch.where(ra.abs() <= delta_h, torch.ones_like(ra), delta_h / ra.abs().clamp_min(1e-300)).sqrt()
+                Jw, rw = Ja * w.unsqueeze(-1), ra * w
             else:
-                Jw, rw = J, r
+                Jw, rw = Ja, ra
             A = Jw.transpose(-1, -2) @ Jw
             g = (Jw.transpose(-1, -2) @ rw.unsqueeze(-1)).squeeze(-1)
             diag = A.diagonal(dim1=-2, dim2=-1)
-            dmax = diag.amax(-1, keepdim=True)
-            damp = diag.clamp_min(1e-12 * dmax + 1e-300)
-            Al = A + torch.diag_embed(lam.unsqueeze(-1) * damp)
-            chol, info = torch.linalg.cholesky_ex(Al)
+            damp = diag.clamp_min(1e-12 * diag.amax(-1, keepdim=True) + 1e-300)
+            chol, info = torch.linalg.cholesky_ex(A + torch.diag_embed(la.unsqueeze(-1) * damp))
             good = (info == 0) & torch.isfinite(chol).all(-1).all(-1)
-            chol = torch.where(good[..., None, None], chol, eye)
-            step = -torch.cholesky_solve(torch.where(good[..., None], g, torch.zeros_like(g)).unsqueeze(-1),
-                                         chol).squeeze(-1)
-            active = ~done
-            step = torch.where((good & active)[..., None], step, torch.zeros_like(step))
-            u_new = u + step
-            r_new, J_new = ev(u_new)
-            new = objective(r_new)
-            ok_new = torch.isfinite(new) & torch.isfinite(J_new).all(-1).all(-1)
-            accept = active & good & ok_new & (new < cur)
-            rel = torch.where(accept, (cur - new) / cur.clamp_min(1e-300), torch.zeros_like(cur))
-            u = torch.where(accept[..., None], u_new, u)
-            r = torch.where(accept[..., None], r_new, r)
-            J = torch.where(accept[..., None, None], J_new, J)
-            cur = torch.where(accept, new, cur)
-            lam = torch.where(accept, (lam * 0.3).clamp_min(1e-12), (lam * 4.0).clamp_max(1e16))
-            iters = iters + active.to(torch.int64)
+            chol = torch.where(good[:, None, None], chol, eye)
+            step = -torch.cholesky_solve(torch.where(good[:, None], g, zero).unsqueeze(-1), chol).squeeze(-1)
+            step = torch.where(good[:, None], step, zero)
+            pred = -(g * step).sum(-1) + la * (damp * step * step).sum(-1)
+            u_try = ua.clone()
+            u_try[:, nl_cols] = ua[:, nl_cols] + step
+            u_new, r_new, J_new, new, ok_new = evaluate(u_try, pidx_all[act])
+            accept = good & ok_new & (new < ca)
+            rho = (ca - new) / pred.clamp_min(1e-300)
+            rel = torch.where(accept, (ca - new) / ca.clamp_min(1e-300), torch.zeros_like(ca))
+            u[act] = torch.where(accept[:, None], u_new, ua)
+            r[act] = torch.where(accept[:, None], r_new, ra)
+            J[act] = torch.where(accept[:, None, None], J_new, Ja)
+            cur[act] = torch.where(accept, new, ca)
+            shrink = torch.clamp(1 - (2 * rho.clamp(0, 1) - 1) ** 3, min=1 / 3)
+            la = torch.where(accept, (la * shrink).clamp_min(1e-15), (la * na).clamp_max(1e16))
+            lam[act] = la
+            nu[act] = torch.where(accept, torch.full_like(na, 2.0), (na * 2).clamp_max(1e6))
+            iters[act] += 1
             small = accept & (rel < ftol)
-            stall = torch.where(accept & ~small, torch.zeros_like(stall), stall + active.to(torch.int64))
-            gnorm = (g.abs() * (1 + u.abs())).amax(-1)
-            conv_now = active & ((small & (stall >= 2)) | (lam >= 1e15) | (gnorm <= 1e-14 * (1 + cur))
-                                 | (cur <= 1e-30))
-            converged = converged | conv_now
-            done = done | conv_now
+            st = torch.where(accept & ~small, torch.zeros_like(stall[act]), stall[act] + small.to(torch.int64))
+            stall[act] = st
+            un = u[act][:, nl_cols]
+            tiny_step = accept & (step.abs() <= xtol * (un.abs() + xtol)).all(-1)
+            gnorm = (g.abs() * (1 + un.abs())).amax(-1)
+            conv_now = (st >= 2) | tiny_step | (la >= 1e15) | (gnorm <= 1e-14 * (1 + cur[act])) | (cur[act] <= 1e-30)
+            converged[act] = converged[act] | conv_now
+            done[act] = done[act] | conv_now
         theta, _ = _to_theta(u, pr, torch)
+        theta, cur, converged, iters = (theta.reshape(Pb, R, P), cur.reshape(Pb, R),
+                                        converged.reshape(Pb, R), iters.reshape(Pb, R))
+        r = r.reshape(Pb, R, -1)
     # pick the best restart per problem
     cur_np = cur.cpu().numpy()
     theta_np = theta.cpu().numpy()

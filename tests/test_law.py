@@ -1,0 +1,130 @@
+import os
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+from lawforge.errors import LawError
+from lawforge.evaluators.expr import numpy_backend, parse_expression, torch_backend
+from lawforge.evaluators.law import Law, Param, law_from_text
+
+VARS = {"N": "N", "D": "D"}
+
+
+def test_parse_and_infer_params():
+    law = Law("E + A/N**alpha + B/D**beta", VARS, target_names=["loss"])
+    assert law.param_names == ["A", "B", "E", "alpha", "beta"]
+    assert law.n_params == 5
+    x = {"N": np.array([1e8, 1e9]), "D": np.array([1e10, 1e11])}
+    out = law.predict(x, {"A": 400.0, "B": 410.0, "E": 1.7, "alpha": 0.34, "beta": 0.28})
+    expected = 1.7 + 400 / x["N"] ** 0.34 + 410 / x["D"] ** 0.28
+    np.testing.assert_allclose(out[:, 0], expected, rtol=1e-13)
+
+
+@pytest.mark.parametrize("text, match", [
+    ("E + A/M**alpha", "unknown symbol 'M'"),
+    ("E + foo(N)", "unknown function 'foo'"),
+    ("__import__('os').system('touch /tmp/x')", "not allowed|unknown function"),
+    ("E + (A/N", "syntax error"),
+    ("N.__class__", "not allowed"),
+    ("lambda: 1", "not allowed"),
+    ("[N for N in N]", "not allowed"),
+    ("E + 'text'", "numeric"),
+    ("exp", "without a call"),
+    ("", "empty"),
+    ("max(N)", "at least 2"),
+])
+def test_parse_rejects_bad_expressions(text, match):
+    with pytest.raises(LawError, match=match):
+        Law(text, VARS, params={"E": 1, "A": 1, "alpha": 0.5}, target_names=["loss"])
+
+
+def test_injection_text_is_never_executed(tmp_path):
+    marker = tmp_path / "pwned"
+    for text in [f"__import__('os').system('touch {marker}')",
+                 f"exp(N) if open('{marker}', 'w') else 1",
+                 f"().__class__.__bases__[0].__subclasses__()"]:
+        with pytest.raises(LawError):
+            parse_expression(text, ["N"])
+    assert not marker.exists()
+
+
+def test_unknown_symbol_with_inference_suggests_variable():
+    with pytest.raises(LawError, match="did you mean 'num_params'"):
+        Law("E + A/num_param**a", {"num_params": "num_params"}, target_names=["loss"])
+
+
+def test_huge_expression_rejected():
+    with pytest.raises(LawError, match="characters long|syntax nodes"):
+        parse_expression("+".join(["N"] * 3000), ["N"])
+
+
+def test_parameter_limit_enforced():
+    law = Law("E + A/N**alpha + B/D**beta", VARS, target_names=["loss"])
+    law.check_limit(5, "d")
+    with pytest.raises(LawError, match="5 parameters per group; tiny allows at most 4"):
+        law.check_limit(4, "tiny")
+
+
+def test_param_specs_and_validation():
+    law = Law("E + A/N**alpha", VARS, params={"E": 1.5, "A": {"init": 10, "bounds": [0, None]},
+                                               "alpha": {"init": 0.3, "lower": 0, "upper": 2}},
+              target_names=["loss"])
+    assert law.params[1].lower == 0 and law.params[1].upper == float("inf")
+    with pytest.raises(LawError, match="outside its bounds"):
+        Param.from_spec("a", {"init": 5, "bounds": [0, 1]})
+    with pytest.raises(LawError, match="did you mean 'bounds'"):
+        Param.from_spec("a", {"bound": [0, 1]})
+    with pytest.raises(LawError, match="do not appear"):
+        Law("E + A/N", VARS, params={"E": 1, "A": 1, "Z": 1}, target_names=["loss"])
+
+
+def test_multi_target_and_definitions():
+    law = Law({"l1": "c1 + k1*exp(t*r)", "l2": "c2 + s*q"}, {"r": "r"},
+              params=["c1", "k1", "t", "c2"], where={"q": "r**2 + 1", "s": "k1*2"})
+    assert law.target_names == ["l1", "l2"]
+    out = law.predict({"r": np.array([0.0, 1.0])}, {"c1": 1.0, "k1": 2.0, "t": 0.5, "c2": 3.0})
+    np.testing.assert_allclose(out[:, 0], 1 + 2 * np.exp(0.5 * np.array([0, 1.0])))
+    np.testing.assert_allclose(out[:, 1], 3 + 4 * np.array([1.0, 2.0]))
+
+
+def test_law_from_text_statements():
+    law = law_from_text("Dp = D/2; loss = E + A/Dp**b", VARS, ["loss"])
+    assert set(law.param_names) == {"E", "A", "b"}
+    with pytest.raises(LawError, match="no expression for target 'l2'"):
+        law_from_text("l1 = a*N", VARS, ["l1", "l2"])
+
+
+def test_numpy_and_torch_agree_and_jacobian_matches_finite_differences():
+    law = Law("(A/(N*(k*log(D) + 1)))**alpha + E + max(N, D)*0 + tanh(k)", VARS, target_names=["y"])
+    prog, pairs = law.jacobian_program
+    rng = np.random.default_rng(0)
+    env_np = {"N": rng.uniform(1e8, 1e9, 5), "D": rng.uniform(2, 8, 5)}
+    vals = {"A": 1.3e8, "k": 0.4, "alpha": 0.2, "E": 1.4}
+    env_np.update({k: np.float64(v) for k, v in vals.items()})
+    out_np = prog.run(numpy_backend(), env_np)
+    env_t = {k: torch.as_tensor(v, dtype=torch.float64) for k, v in env_np.items()}
+    out_t = prog.run(torch_backend(), env_t)
+    for a, b in zip(out_np, out_t):
+        np.testing.assert_allclose(np.broadcast_to(a, (5,)), torch.as_tensor(b).expand(5).numpy(), rtol=1e-12)
+    names = law.param_names
+    for (t, k), d in zip(pairs, out_np[1:]):
+        h = 1e-6 * max(abs(vals[names[k]]), 1)
+        up = dict(vals); up[names[k]] += h
+        dn = dict(vals); dn[names[k]] -= h
+        fd = (law.predict(env_np, up)[:, 0] - law.predict(env_np, dn)[:, 0]) / (2 * h)
+        np.testing.assert_allclose(np.broadcast_to(d, (5,)), fd, rtol=1e-5, atol=1e-9)
+
+
+def test_exports():
+    law = Law("E + A/N**alpha", VARS, target_names=["loss"])
+    assert isinstance(law.to_sympy()["loss"], sp.Expr)
+    tex = law.to_latex()
+    assert "\\alpha" in tex and "loss" in tex
+    py = law.to_python()
+    assert py.startswith("import numpy") and "def law(N, D, *, " in py
+    again = Law(law.to_string(), VARS, target_names=["loss"])
+    assert sp.simplify(again.exprs["loss"] - law.exprs["loss"]) == 0
+    d = law.to_dict()
+    assert Law.from_dict(d).param_names == law.param_names
