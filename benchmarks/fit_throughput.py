@@ -88,8 +88,13 @@ def _scipy_fit(law, split, U, pr, max_nfev):
     return best_total, fits, failures
 
 
-def problems(data_dir):
-    """(label, dataset name, restarts) problems: the 8 human laws and one of >= 10,000 fits."""
+def problems(data_dir, fits_per_problem: int = 1024):
+    """(label, dataset, restarts per group) problems.
+
+    Each human law is fitted with about ``fits_per_problem`` fits (restarts = that / groups, at
+    least 32; sft's 42 groups x 256 restarts = 10,752 fits is the >= 10,000-fit problem), plus
+    two small-batch rows (32 restarts) that show where batching stops paying.
+    """
     out = []
     sld = [n for n in bundled_card_paths() if not n.startswith("synthetic")]
     have = [n for n in sld if data_available(get_card(n), data_dir)]
@@ -97,16 +102,17 @@ def problems(data_dir):
         print(f"note: SLDBench data not found for {sorted(set(sld) - set(have))}; using what is here",
               file=sys.stderr)
     for n in have:
-        if n == "sft_scaling_law":  # 42 groups x 256 starts: the >= 10,000-fit problem
-            out.append(("sft_scaling_law (human law, 10,752 fits)", n, 256))
-        else:
-            out.append((f"{n} (human law)", n, 128))
-    if "sft_scaling_law" in have:
-        pass
-    else:  # synthetic fallback of the same size class
-        out.append(("synthetic_multigroup x2,560 restarts (10,240 fits)", "synthetic_multigroup", 2560))
+        groups = len(load_dataset(n, data_dir).train.group_names)
+        R = 256 if n == "sft_scaling_law" else max(32, -(-fits_per_problem // groups))
+        out.append((f"{n} (human law)", n, R))
+    if "sft_scaling_law" not in have:  # a synthetic problem of the same size class
+        out.append(("synthetic_multigroup (10,240 fits)", "synthetic_multigroup", 2560))
     for n in ("synthetic_chinchilla", "synthetic_multigroup"):
-        out.append((f"{n} (true form)", n, 128))
+        out.append((f"{n} (true form)", n, max(32, fits_per_problem // len(load_dataset(n).train.group_names))))
+    out.append(("parallel_scaling_law (small batch)" if "parallel_scaling_law" in have else
+                "synthetic_multigroup (small batch)",
+                "parallel_scaling_law" if "parallel_scaling_law" in have else "synthetic_multigroup", 32))
+    out.append(("synthetic_chinchilla (small batch)", "synthetic_chinchilla", 32))
     return out
 
 
@@ -117,12 +123,13 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=os.environ.get("LAWFORGE_DATA"))
     ap.add_argument("--max-iter", type=int, default=200)
     ap.add_argument("--only", help="comma-separated substrings of problem labels to run")
+    ap.add_argument("--fits-per-problem", type=int, default=1024)
     args = ap.parse_args(argv)
 
     rows = []
     warm = load_dataset("synthetic_chinchilla")
     fit_law(warm.card.human_law()[0], warm.train, restarts=4, device=args.device)  # warm-up
-    for label, name, R in problems(args.data_dir):
+    for label, name, R in problems(args.data_dir, args.fits_per_problem):
         if args.only and not any(s in label for s in args.only.split(",")):
             continue
         ds = load_dataset(name, args.data_dir)
@@ -156,7 +163,12 @@ def main(argv=None):
     tot_fits = sum(r["fits"] for r in rows)
     lf_t = sum(r["lawforge_seconds"] for r in rows)
     sp_t = sum(r["scipy_seconds"] for r in rows)
+    human = [r for r in rows if "(human law)" in r["problem"]]
+    h_fits = sum(r["fits"] for r in human)
     summary = {"device": args.device, "problems": rows, "total_fits": tot_fits,
+               "human_law_speedup": (h_fits / sum(r["lawforge_seconds"] for r in human))
+               / (h_fits / sum(r["scipy_seconds"] for r in human)) if human else None,
+               "human_law_equal_or_better": all(r["equal_or_better"] for r in human),
                "lawforge_fits_per_s": tot_fits / lf_t, "scipy_fits_per_s": tot_fits / sp_t,
                "speedup": (tot_fits / lf_t) / (tot_fits / sp_t),
                "speedup_min": min(r["speedup"] for r in rows),
@@ -164,7 +176,10 @@ def main(argv=None):
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"\nTOTAL {tot_fits} fits: lawforge {summary['lawforge_fits_per_s']:.0f} fits/s, scipy "
+        if human:
+            print(f"\nHUMAN LAWS {h_fits} fits: speedup x{summary['human_law_speedup']:.1f}, best loss equal or "
+                  f"better on {sum(r['equal_or_better'] for r in human)}/{len(human)}")
+        print(f"TOTAL {tot_fits} fits: lawforge {summary['lawforge_fits_per_s']:.0f} fits/s, scipy "
               f"{summary['scipy_fits_per_s']:.0f} fits/s, speedup x{summary['speedup']:.1f} "
               f"(min per problem x{summary['speedup_min']:.1f}); best loss equal or better on "
               f"{sum(r['equal_or_better'] for r in rows)}/{len(rows)} problems")

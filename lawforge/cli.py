@@ -50,7 +50,7 @@ def _fmt(x, digits: int = 5) -> str:
     return str(x)
 
 
-def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -59,7 +59,7 @@ def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) ->
         t.add_column(c)
     for r in rows:
         t.add_row(*[_fmt(v) for v in r])
-    Console(width=max(100, len(columns) * 14)).print(t)
+    Console(width=width or max(100, len(columns) * 14)).print(t)
 
 
 # ------------------------------------------------------------------------------ commands
@@ -87,7 +87,7 @@ def cmd_datasets(args) -> int:
                [[r["dataset"], r["rows"], r["groups"], ", ".join(r["features"]), ", ".join(r["targets"]),
                  r["param_limit"] if r["param_limit"] is not None else "none",
                  "yes" if r["available"] is True else ("no" if r["available"] is False else r["available"])]
-                for r in rows])
+                for r in rows], width=150)
     return 0
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -242,7 +241,3 @@ def get_card(name_or_path: str | Path) -> DatasetCard:
         return read_card(p)
     raise DatasetError(f"unknown dataset {s!r}{did_you_mean(s, cards)}; run 'lawforge datasets' "
                        f"for the list, or give the path of a card file (.yaml)")
-
-
-def _isinf(x) -> bool:
-    return isinstance(x, float) and math.isinf(x)

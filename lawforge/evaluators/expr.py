@@ -148,38 +148,67 @@ class Program:
 
     ``instructions`` is a list of ``(op, args)`` where each arg is ``("r", i)`` (register),
     ``("in", name)`` (input) or ``("c", value)`` (constant). ``outputs`` are args too.
+    ``static[i]`` is true when instruction ``i`` depends only on the static inputs (the data);
+    ``frontier`` lists the static registers that dynamic instructions or outputs read, which
+    :meth:`static_values` computes once so :meth:`run` can skip all static work.
     """
 
     inputs: tuple[str, ...]
     instructions: tuple[tuple[str, tuple], ...]
     outputs: tuple[tuple, ...]
+    static: tuple[bool, ...] = ()
+    frontier: tuple[int, ...] = ()
 
-    def run(self, backend: "Backend", env: dict[str, Any]) -> list[Any]:
-        regs: list[Any] = []
+    def static_values(self, backend: "Backend", env: dict[str, Any]) -> dict[int, Any]:
+        regs: dict[int, Any] = {}
+        for i, (op, args) in enumerate(self.instructions):
+            if self.static[i]:
+                regs[i] = backend.ops[op](*[_get(a, regs, env) for a in args])
+        return {i: regs[i] for i in self.frontier}
 
-        def get(a):
-            kind, v = a
-            if kind == "r":
-                return regs[v]
-            if kind == "in":
-                return env[v]
-            return v
-
-        for op, args in self.instructions:
-            regs.append(backend.ops[op](*[get(a) for a in args]))
-        return [get(o) for o in self.outputs]
+    def run(self, backend: "Backend", env: dict[str, Any], static: dict[int, Any] | None = None) -> list[Any]:
+        regs: dict[int, Any] = {}
+        if static is not None:
+            regs.update(static)
+        for i, (op, args) in enumerate(self.instructions):
+            if static is not None and self.static[i]:
+                continue
+            regs[i] = backend.ops[op](*[_get(a, regs, env) for a in args])
+        return [_get(o, regs, env) for o in self.outputs]
 
 
-def compile_exprs(exprs: Sequence[sp.Expr], inputs: Sequence[str]) -> Program:
-    """Compile expressions (after common-subexpression elimination) into a :class:`Program`."""
+def _get(a, regs, env):
+    kind, v = a
+    if kind == "r":
+        return regs[v]
+    if kind == "in":
+        return env[v]
+    return v
+
+
+def compile_exprs(exprs: Sequence[sp.Expr], inputs: Sequence[str],
+                  static_inputs: Iterable[str] = ()) -> Program:
+    """Compile expressions (after common-subexpression elimination) into a :class:`Program`.
+
+    ``static_inputs`` name the inputs that stay fixed across calls (the data): work that depends
+    only on them is marked static, and ``x**p`` with static ``x`` and non-static ``p`` becomes
+    ``exp(p*log(x))`` so that ``log(x)`` is static too.
+    """
     input_set = set(inputs)
+    static_set = set(static_inputs)
+    static_flags: list[bool] = []
     replacements, reduced = sp.cse(list(exprs), optimizations="basic")
     instructions: list[tuple[str, tuple]] = []
     memo: dict[sp.Basic, tuple] = {}
     cse_map: dict[sp.Symbol, tuple] = {}
 
+    def is_static(a) -> bool:
+        kind, v = a
+        return kind == "c" or (kind == "in" and v in static_set) or (kind == "r" and static_flags[v])
+
     def emit(op: str, *args) -> tuple:
         instructions.append((op, tuple(args)))
+        static_flags.append(all(is_static(a) for a in args))
         return ("r", len(instructions) - 1)
 
     def walk(e: sp.Basic) -> tuple:
@@ -235,7 +264,10 @@ def compile_exprs(exprs: Sequence[sp.Expr], inputs: Sequence[str]) -> Program:
                 return emit("div", ("c", 1.0), emit("sqrt", walk(base)))
             if base is sp.E:
                 return emit("exp", walk(ex))
-            return emit("pow", walk(base), walk(ex))
+            b, x = walk(base), walk(ex)
+            if is_static(b) and not is_static(x) and b[0] != "c":
+                return emit("exp", emit("mul", x, emit("log", b)))
+            return emit("pow", b, x)
         if isinstance(e, sp.exp):
             return emit("exp", walk(e.args[0]))
         if isinstance(e, sp.log):
@@ -268,7 +300,12 @@ def compile_exprs(exprs: Sequence[sp.Expr], inputs: Sequence[str]) -> Program:
     for sym, sub in replacements:
         cse_map[sym] = walk(sub)
     outputs = tuple(walk(e) for e in reduced)
-    return Program(tuple(inputs), tuple(instructions), outputs)
+    frontier = set()
+    for i, (_op, args) in enumerate(instructions):
+        if not static_flags[i]:
+            frontier.update(v for k, v in args if k == "r" and static_flags[v])
+    frontier.update(v for k, v in outputs if k == "r" and static_flags[v])
+    return Program(tuple(inputs), tuple(instructions), outputs, tuple(static_flags), tuple(sorted(frontier)))
 
 
 class Backend:

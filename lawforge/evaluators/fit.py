@@ -101,6 +101,7 @@ class _Problems:
     hi: Any
     law_index: np.ndarray           # (P,) law-parameter index of each local column
     group_of_col: np.ndarray        # (P,) group index within problem (-1 if shared)
+    padded: bool = True             # False when every problem has the same rows count
 
 
 def _check_data(law: Law, split) -> None:
@@ -202,7 +203,7 @@ def _build(law: Law, split, torch, device) -> _Problems:
         kind=torch.as_tensor([k[0] for k in kinds], device=device),
         lo=torch.as_tensor([k[1] for k in kinds], dtype=dt, device=device),
         hi=torch.as_tensor([k[2] for k in kinds], dtype=dt, device=device),
-        law_index=law_index, group_of_col=group_of_col)
+        law_index=law_index, group_of_col=group_of_col, padded=not bool(mask.all()))
 
 
 def _to_theta(u, pr: _Problems, torch):
@@ -245,6 +246,9 @@ class _Evaluator:
         self.backend = torch_backend()
         self.names = law.param_names
         self.d = len(law.target_names)
+        # data-only work (log(x) of every x**p, ...) is computed once per fit, per problem
+        with np.errstate(all="ignore"):
+            self.static = self.program.static_values(self.backend, dict(pr.X))
 
     def __call__(self, u, pidx):
         """u: (B, P), pidx: (B,) problem of each row -> r (B, d*n), J (B, d*n, P)."""
@@ -263,13 +267,29 @@ class _Evaluator:
             gathered = torch.gather(theta.unsqueeze(1).expand(B, K, P), 2, cols)
             for k, name in enumerate(self.names):
                 env[name] = gathered[:, k, :]
-        outs = self.program.run(self.backend, env)
+        static = {i: (v[pidx] if isinstance(v, torch.Tensor) and v.dim() == 2 else v)
+                  for i, v in self.static.items()}
+        outs = self.program.run(self.backend, env, static)
         zero = torch.zeros((), dtype=u.dtype, device=u.device)
         shape = (B, n)
         f = torch.stack([torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape)
-                         for o in outs[:self.d]], dim=1)                  # (B, d, n)
-        mask = pr.mask[pidx]                                              # (B, 1, n)
-        r = torch.where(mask, f - pr.y[pidx], zero).reshape(B, self.d * n)
+                         for o in outs[:self.d]], dim=1) if self.d > 1 else \
+            torch.as_tensor(outs[0], dtype=u.dtype, device=u.device).expand(shape).unsqueeze(1)  # (B, d, n)
+        if pr.padded:
+            mask = pr.mask[pidx]                                          # (B, 1, n)
+            r = torch.where(mask, f - pr.y[pidx], zero).reshape(B, self.d * n)
+        else:
+            mask = None
+            r = (f - pr.y[pidx]).reshape(B, self.d * n)
+        if cols is None and self.d == 1:
+            by_param: dict[int, Any] = {}
+            for (t, k), o in zip(self.pairs, outs[self.d:]):
+                by_param[k] = torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape) * dtheta[:, k:k + 1]
+            J = torch.stack([by_param[k] if k in by_param else torch.zeros(shape, dtype=u.dtype, device=u.device)
+                             for k in range(P)], dim=-1)                  # (B, n, P)
+            if mask is not None:
+                J = torch.where(mask.reshape(B, n, 1), J, zero)
+            return r, J
         J = torch.zeros((B, self.d, n, P), dtype=u.dtype, device=u.device)
         for (t, k), o in zip(self.pairs, outs[self.d:]):
             o = torch.as_tensor(o, dtype=u.dtype, device=u.device).expand(shape)
@@ -278,7 +298,8 @@ class _Evaluator:
             else:
                 colk = cols[:, k, :]
                 J[:, t].scatter_add_(2, colk.unsqueeze(-1), (o * torch.gather(dtheta, 1, colk)).unsqueeze(-1))
-        J = torch.where(mask.unsqueeze(-1), J, zero)
+        if mask is not None:
+            J = torch.where(mask.unsqueeze(-1), J, zero)
         return r, J.reshape(B, self.d * n, P)
 
 
@@ -400,35 +421,56 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
         a = r.abs()
         return torch.where(a <= delta_h, r * r, 2 * delta_h * a - delta_h**2).sum(-1)
 
+    lin_t = torch.as_tensor(lin_cols, dtype=torch.long, device=device)
+    nl_t = torch.as_tensor(nl_cols, dtype=torch.long, device=device)
+
+    def normal_eqs(r, J):
+        if loss == "huber":
+            w = torch.where(r.abs() <= delta_h, torch.ones_like(r), delta_h / r.abs().clamp_min(1e-300)).sqrt()
+            J, r = J * w.unsqueeze(-1), r * w
+        Jt = J.transpose(-1, -2)
+        return Jt @ J, (Jt @ r.unsqueeze(-1)).squeeze(-1)
+
     def evaluate(u, pidx):
-        """Residuals and Jacobian over the nonlinear columns, linear columns projected out."""
+        """Normal equations (J^T W J, J^T W r) over the nonlinear columns with the linear
+        columns projected out (Kaufman's variable projection), and the objective.
+
+        The full normal matrix is formed first (one pass over J); finiteness is checked on it,
+        the projection is solved from its blocks, and only the projected nonlinear block of J
+        is formed explicitly (forming it keeps full precision in near-collinear valleys)."""
         r, J = ev(u, pidx)
         ok = torch.isfinite(r).all(-1)
         r = torch.where(ok[:, None], r, zero)
-        # A finite value with a non-finite partial (0*log(0) at x = 0, sqrt'(0)) has no usable
-        # sensitivity there: that entry counts as 0. Rows whose value is not finite are dropped.
-        J = torch.where(ok[:, None, None] & torch.isfinite(J), J, zero)
+        N, b = normal_eqs(r, J)
+        bad = ~(torch.isfinite(N).all(-1).all(-1) & torch.isfinite(b).all(-1))
+        if bool(bad.any()):
+            # A finite value with a non-finite partial (0*log(0) at x = 0, sqrt'(0)) has no usable
+            # sensitivity there: that entry counts as 0. Rows whose value is not finite are dropped.
+            J = torch.where(torch.isfinite(J) & ok[:, None, None], J, zero)
+            N, b = normal_eqs(r, J)
         if lin_cols:
-            Phi = J[..., lin_cols]
-            Jn = J[..., nl_cols]
-            G = Phi.transpose(-1, -2) @ Phi
+            G = N[:, lin_t][:, :, lin_t]
             G = G + torch.diag_embed(1e-13 * G.diagonal(dim1=-2, dim2=-1) + 1e-300)
             chol, info = torch.linalg.cholesky_ex(G)
             good = info == 0
             chol = torch.where(good[:, None, None], chol, torch.eye(len(lin_cols), dtype=u.dtype, device=device))
-            sol = torch.cholesky_solve(Phi.transpose(-1, -2) @ torch.cat([r.unsqueeze(-1), Jn], dim=-1), chol)
-            sol = torch.where(good[:, None, None], sol, zero)
+            rhs = torch.cat([b[:, lin_t].unsqueeze(-1), N[:, lin_t][:, :, nl_t]], dim=-1)
+            sol = torch.where(good[:, None, None], torch.cholesky_solve(rhs, chol), zero)
             dc = -sol[..., 0]
+            Phi = J[..., lin_t]
             r = r + (Phi @ dc.unsqueeze(-1)).squeeze(-1)
-            J = Jn - Phi @ sol[..., 1:]
+            J = J[..., nl_t] - Phi @ sol[..., 1:]
             u = u.clone()
             u[:, lin_cols] = u[:, lin_cols] + dc
+            A, g = normal_eqs(r, J)
+        else:
+            A, g = N, b
         obj = objective(r)
-        ok = ok & torch.isfinite(obj) & torch.isfinite(r).all(-1) & torch.isfinite(J).all(-1).all(-1)
-        return u, r, J, torch.where(ok, obj, torch.full_like(obj, math.inf)), ok
+        ok = ok & torch.isfinite(obj) & torch.isfinite(A).all(-1).all(-1) & torch.isfinite(g).all(-1)
+        return u, A, g, torch.where(ok, obj, torch.full_like(obj, math.inf)), ok
 
     with torch.no_grad():
-        u, r, J, cur, alive = evaluate(u, pidx_all)
+        u, A, g, cur, alive = evaluate(u, pidx_all)
         done = ~alive
         converged = torch.zeros_like(done)
         if Pn == 0:  # purely linear law: the projection is the exact least-squares solution
@@ -442,31 +484,24 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
             act = torch.nonzero(~done).squeeze(1)
             if act.numel() == 0:
                 break
-            ua, ra, Ja, ca, la, na = u[act], r[act], J[act], cur[act], lam[act], nu[act]
-            if loss == "huber":
-                w = torch.where(ra.abs() <= delta_h, torch.ones_like(ra), delta_h / ra.abs().clamp_min(1e-300)).sqrt()
-                Jw, rw = Ja * w.unsqueeze(-1), ra * w
-            else:
-                Jw, rw = Ja, ra
-            A = Jw.transpose(-1, -2) @ Jw
-            g = (Jw.transpose(-1, -2) @ rw.unsqueeze(-1)).squeeze(-1)
-            diag = A.diagonal(dim1=-2, dim2=-1)
+            ua, Aa, ga, ca, la, na = u[act], A[act], g[act], cur[act], lam[act], nu[act]
+            diag = Aa.diagonal(dim1=-2, dim2=-1)
             damp = diag.clamp_min(1e-12 * diag.amax(-1, keepdim=True) + 1e-300)
-            chol, info = torch.linalg.cholesky_ex(A + torch.diag_embed(la.unsqueeze(-1) * damp))
+            chol, info = torch.linalg.cholesky_ex(Aa + torch.diag_embed(la.unsqueeze(-1) * damp))
             good = (info == 0) & torch.isfinite(chol).all(-1).all(-1)
             chol = torch.where(good[:, None, None], chol, eye)
-            step = -torch.cholesky_solve(torch.where(good[:, None], g, zero).unsqueeze(-1), chol).squeeze(-1)
+            step = -torch.cholesky_solve(torch.where(good[:, None], ga, zero).unsqueeze(-1), chol).squeeze(-1)
             step = torch.where(good[:, None], step, zero)
-            pred = -(g * step).sum(-1) + la * (damp * step * step).sum(-1)
+            pred = -(ga * step).sum(-1) + la * (damp * step * step).sum(-1)
             u_try = ua.clone()
             u_try[:, nl_cols] = ua[:, nl_cols] + step
-            u_new, r_new, J_new, new, ok_new = evaluate(u_try, pidx_all[act])
+            u_new, A_new, g_new, new, ok_new = evaluate(u_try, pidx_all[act])
             accept = good & ok_new & (new < ca)
             rho = (ca - new) / pred.clamp_min(1e-300)
             rel = torch.where(accept, (ca - new) / ca.clamp_min(1e-300), torch.zeros_like(ca))
             u[act] = torch.where(accept[:, None], u_new, ua)
-            r[act] = torch.where(accept[:, None], r_new, ra)
-            J[act] = torch.where(accept[:, None, None], J_new, Ja)
+            A[act] = torch.where(accept[:, None, None], A_new, Aa)
+            g[act] = torch.where(accept[:, None], g_new, ga)
             cur[act] = torch.where(accept, new, ca)
             shrink = torch.clamp(1 - (2 * rho.clamp(0, 1) - 1) ** 3, min=1 / 3)
             la = torch.where(accept, (la * shrink).clamp_min(1e-15), (la * na).clamp_max(1e16))
@@ -478,21 +513,23 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
             stall[act] = st
             un = u[act][:, nl_cols]
             tiny_step = accept & (step.abs() <= xtol * (un.abs() + xtol)).all(-1)
-            gnorm = (g.abs() * (1 + un.abs())).amax(-1)
+            gnorm = (ga.abs() * (1 + ua[:, nl_cols].abs())).amax(-1)
             conv_now = (st >= 2) | tiny_step | (la >= 1e15) | (gnorm <= 1e-14 * (1 + cur[act])) | (cur[act] <= 1e-30)
             converged[act] = converged[act] | conv_now
             done[act] = done[act] | conv_now
         theta, _ = _to_theta(u, pr, torch)
         theta, cur, converged, iters = (theta.reshape(Pb, R, P), cur.reshape(Pb, R),
                                         converged.reshape(Pb, R), iters.reshape(Pb, R))
-        r = r.reshape(Pb, R, -1)
+        best = torch.where(torch.isfinite(cur), cur, torch.full_like(cur, math.inf)).argmin(-1)
+        r_best, _ = ev(u.reshape(Pb, R, P)[torch.arange(Pb, device=device), best],
+                       torch.arange(Pb, device=device))
     # pick the best restart per problem
     cur_np = cur.cpu().numpy()
     theta_np = theta.cpu().numpy()
     conv_np = converged.cpu().numpy()
     it_np = iters.cpu().numpy()
     alive_np = np.isfinite(cur_np)
-    r_np = r.cpu().numpy()
+    r_np = r_best.cpu().numpy()
     groups: dict[str, GroupFit] = {}
     names = law.param_names
     for b, pg in enumerate(pr.names):
@@ -504,7 +541,7 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
         best = int(np.nanargmin(np.where(alive_np[b], cur_np[b], np.inf)))
         status = "converged" if conv_np[b, best] else "max_iter"
         n = pr.y.shape[-1]
-        res = r_np[b, best].reshape(-1, n)
+        res = r_np[b].reshape(-1, n)
         for gi, g in enumerate(pg):
             vals = {}
             for j, k in enumerate(pr.law_index):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, asdict
+from dataclasses import dataclass, asdict
 from functools import cached_property
 from typing import Any, Mapping, Sequence
 
@@ -105,7 +105,6 @@ def _default_init(lower: float, upper: float) -> float:
     return 1.0
 
 
-@dataclass
 class Law:
     """One functional form, shared by all groups, with one expression per target.
 
@@ -114,13 +113,6 @@ class Law:
     parameter names to specs; when omitted, every name that is neither a variable nor a
     definition becomes a per-group parameter with init 1 (as lmfit infers from a function).
     """
-
-    targets: dict[str, str]
-    variables: dict[str, str]
-    params: list[Param] = field(default_factory=list)
-    where: dict[str, str] = field(default_factory=dict)
-    name: str = "law"
-    citation: str | None = None
 
     def __init__(self, targets: Mapping[str, str] | str, variables: Mapping[str, str] | Sequence[str],
                  params: Mapping[str, Any] | Sequence[Param] | None = None,
@@ -242,7 +234,7 @@ class Law:
                 if d != 0:
                     pairs.append((ti, pi))
                     derivs.append(d)
-        return compile_exprs(exprs + derivs, self._inputs), pairs
+        return compile_exprs(exprs + derivs, self._inputs, static_inputs=list(self.variables)), pairs
 
     @property
     def _inputs(self) -> list[str]:
