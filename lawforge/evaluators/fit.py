@@ -379,7 +379,7 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
             max_iter: int = 200, ftol: float = 1e-10, xtol: float = 1e-10, loss: str = "l2",
             huber_delta: float | None = None,
             extra_starts: Mapping[str, Mapping[str, float]] | Sequence | None = None,
-            project_linear: bool = True) -> FitResult:
+            project_linear: bool = True, chunk_elements: float = 4e6) -> FitResult:
     """Fit ``law`` on ``split`` (a :class:`~lawforge.datasets.DataSplit`), per group.
 
     Returns the best restart per group with its convergence status. Raises :class:`FitError`
@@ -469,17 +469,18 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
         ok = ok & torch.isfinite(obj) & torch.isfinite(A).all(-1).all(-1) & torch.isfinite(g).all(-1)
         return u, A, g, torch.where(ok, obj, torch.full_like(obj, math.inf)), ok
 
-    with torch.no_grad():
-        u, A, g, cur, alive = evaluate(u, pidx_all)
+    def run_lm(u, pidx):
+        """LM on one chunk of (problem, restart) rows."""
+        u, A, g, cur, alive = evaluate(u, pidx)
         done = ~alive
         converged = torch.zeros_like(done)
         if Pn == 0:  # purely linear law: the projection is the exact least-squares solution
             converged, done = alive.clone(), torch.ones_like(done)
-        lam = torch.full((B,), 1e-3, dtype=u.dtype, device=device)
-        nu = torch.full((B,), 2.0, dtype=u.dtype, device=device)
+        lam = torch.full((len(u),), 1e-3, dtype=u.dtype, device=device)
+        nu = torch.full((len(u),), 2.0, dtype=u.dtype, device=device)
         eye = torch.eye(max(Pn, 1), dtype=u.dtype, device=device)
-        iters = torch.zeros(B, dtype=torch.int64, device=device)
-        stall = torch.zeros(B, dtype=torch.int64, device=device)
+        iters = torch.zeros(len(u), dtype=torch.int64, device=device)
+        stall = torch.zeros(len(u), dtype=torch.int64, device=device)
         for _ in range(max_iter if Pn else 0):
             act = torch.nonzero(~done).squeeze(1)
             if act.numel() == 0:
@@ -495,7 +496,7 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
             pred = -(ga * step).sum(-1) + la * (damp * step * step).sum(-1)
             u_try = ua.clone()
             u_try[:, nl_cols] = ua[:, nl_cols] + step
-            u_new, A_new, g_new, new, ok_new = evaluate(u_try, pidx_all[act])
+            u_new, A_new, g_new, new, ok_new = evaluate(u_try, pidx[act])
             accept = good & ok_new & (new < ca)
             rho = (ca - new) / pred.clamp_min(1e-300)
             rel = torch.where(accept, (ca - new) / ca.clamp_min(1e-300), torch.zeros_like(ca))
@@ -517,6 +518,14 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
             conv_now = (st >= 2) | tiny_step | (la >= 1e15) | (gnorm <= 1e-14 * (1 + cur[act])) | (cur[act] <= 1e-30)
             converged[act] = converged[act] | conv_now
             done[act] = done[act] | conv_now
+        return u, cur, converged, iters
+
+    # Chunk very large batches (many restarts x many rows) so the Jacobian stays ~32 MB.
+    row_cost = pr.y.shape[-1] * len(law.target_names) * P
+    chunk = max(1, int(chunk_elements // max(row_cost, 1)))
+    with torch.no_grad():
+        parts = [run_lm(u[i:i + chunk], pidx_all[i:i + chunk]) for i in range(0, B, chunk)]
+        u, cur, converged, iters = (torch.cat(x) for x in zip(*parts))
         theta, _ = _to_theta(u, pr, torch)
         theta, cur, converged, iters = (theta.reshape(Pb, R, P), cur.reshape(Pb, R),
                                         converged.reshape(Pb, R), iters.reshape(Pb, R))
