@@ -193,6 +193,34 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_discover(args) -> int:
+    from lawforge.datasets import load_dataset
+    from lawforge.search.discover import discover, parse_budget
+    from lawforge.search.native import SearchConfig
+
+    budget = parse_budget(args.budget)
+    if budget is None and args.max_evals is None:
+        budget = 300.0
+    cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=args.workers)
+    ds = load_dataset(args.dataset, args.data_dir)
+    quiet = args.json or not sys.stderr.isatty()
+
+    def progress(msg: str) -> None:
+        if not quiet or args.verbose:
+            print(msg, file=sys.stderr, flush=True)
+
+    s = discover(ds, cfg, args.out, engine=args.engine, progress=progress)
+    if args.json:
+        _print_json(s)
+    else:
+        print(f"dataset: {s['dataset']}   evaluations: {s['evaluations']} in {s['seconds']}s ({s['stopped']})")
+        print(f"law: {s['law']}   ({s['n_params']} parameters per group)")
+        _table("Chosen law", ["val R2 (search)", "test R2", "test NMSE", "test NMAE"],
+               [[s["val_r2"], s["test_r2"], s["test_nmse"], s["test_nmae"]]])
+        print(f"run folder: {s['run_dir']}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ parser
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
@@ -226,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--latex", action="store_true", help="also print the law in LaTeX")
     sp.set_defaults(func=cmd_fit)
 
+    sp = sub.add_parser("discover", parents=[common], help="search for a law (no LLM needed)")
+    sp.add_argument("dataset", help="a bundled dataset name or the path of a card (.yaml)")
+    sp.add_argument("--budget", help="wall-clock budget such as 60s, 5m (default 5m unless --max-evals)")
+    sp.add_argument("--max-evals", type=int, help="stop after this many candidate evaluations "
+                    "(with --seed, gives the same law on the CPU)")
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--engine", choices=["native", "pysr"], default="native")
+    sp.add_argument("--workers", type=int, default=1, help="worker processes for fitting (default 1)")
+    sp.add_argument("--out", help="run folder (default runs/<dataset>-<time>-s<seed>)")
+    sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
+    sp.set_defaults(func=cmd_discover)
+
     sp = sub.add_parser("bench", parents=[common, fitopts], help="score a set of laws over datasets")
     sp.add_argument("--laws", default="human", help="law set to score (default: human)")
     sp.add_argument("--fit", choices=["published", "refit", "both"], default="both")
@@ -245,7 +285,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -305,3 +305,74 @@ def load_published_constants(card: DatasetCard, law_name: str | None = None, dat
             raise DatasetError(f"{path}: group {g!r} has {len(vals)} constants, expected {len(order)}")
         out[str(g)] = {n: float(v) for n, v in zip(order, vals)}
     return out
+
+
+# ------------------------------------------------------------------------- sealed splits
+class TestAccessError(RuntimeError):
+    """Raised when code reads the test split of a sealed dataset before final scoring."""
+
+    __test__ = False  # not a pytest test class
+
+
+class SealedDataset:
+    """A dataset view for searches: train is open, test raises until :meth:`unseal`.
+
+    Discovery fits on ``fit`` and ranks on ``val`` (both carved from train along the card's
+    scale axis); the test split is read once, after the search, to report.
+    """
+
+    def __init__(self, dataset: Dataset, seed: int = 0):
+        self._ds = dataset
+        self._sealed = True
+        self.card = dataset.card
+        self.name = dataset.name
+        self.train = dataset.train
+        self.fit, self.val = carve_validation(dataset.train, dataset.card, seed)
+
+    @property
+    def test(self) -> DataSplit:
+        if self._sealed:
+            raise TestAccessError(f"{self.name}: the test split is sealed during the search")
+        return self._ds.test
+
+    @property
+    def data_hash(self) -> str:
+        return self._ds.data_hash
+
+    def unseal(self) -> Dataset:
+        self._sealed = False
+        return self._ds
+
+
+def carve_validation(train: DataSplit, card: DatasetCard, seed: int = 0) -> tuple[DataSplit, DataSplit]:
+    """Hold out, per group, the train rows at the largest values of the card's scale axis (the
+    top ``fraction`` of that group's distinct axis values), the way the benchmark extrapolates.
+    Without an axis, a seeded random ``fraction`` of each group's rows. Each group keeps at
+    least 2 fitting rows and gives at least 1 validation row when it has 3 or more rows."""
+    axis = card.validation.get("axis")
+    frac = float(card.validation.get("fraction", 0.2))
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7919]))
+    val = np.zeros(train.n, dtype=bool)
+    for g in train.group_names:
+        idx = train.group_rows(g)
+        if len(idx) < 3:
+            continue
+        if axis:
+            vals = train.X[axis][idx]
+            distinct = np.unique(vals)
+            k = max(1, int(round(frac * len(distinct))))
+            k = min(k, len(distinct) - 1) if len(distinct) > 1 else 0
+            if k == 0:
+                continue
+            thresh = distinct[-k]
+            chosen = idx[vals >= thresh]
+            if len(idx) - len(chosen) < 2:
+                chosen = idx[np.argsort(vals)[-(len(idx) - 2):]]
+        else:
+            k = max(1, int(round(frac * len(idx))))
+            k = min(k, len(idx) - 2)
+            chosen = rng.choice(idx, size=k, replace=False)
+        val[chosen] = True
+    if not val.any():
+        raise DatasetError(f"{card.name}: cannot carve a validation split from train (too few rows per group)")
+    return train.select(~val, "fit"), train.select(val, "val")

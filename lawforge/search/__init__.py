@@ -1,1 +1,1 @@
-"""Reserved subpackage; see the project issues for what lands here."""
+"""Symbolic search engines: the native evolutionary engine (default) and the PySR backend."""

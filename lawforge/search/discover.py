@@ -1,0 +1,157 @@
+"""``lawforge discover``: search on a sealed dataset, then refit the chosen law and score test once."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import platform
+import re
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import sympy as sp
+
+from lawforge import __version__
+from lawforge.datasets.loader import Dataset, SealedDataset
+from lawforge.errors import ConfigError
+from lawforge.evaluators.fit import fit_law, predict
+from lawforge.evaluators.metrics import compute_metrics
+from lawforge.search import space as S
+from lawforge.search.evaluate import EvalContext
+from lawforge.search.native import SearchConfig, SearchResult, run_search
+
+log = logging.getLogger(__name__)
+ENGINES = ("native", "pysr")
+
+
+def parse_budget(text: str | None) -> float | None:
+    """'90s', '5m', '1h', '300' (seconds) -> seconds."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"--budget must look like 90s, 5m or 1h, got {text!r}")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def build_space(ds: SealedDataset) -> S.Space:
+    infos = []
+    for f in ds.card.features:
+        v = ds.train.X[f.column]
+        infos.append(S.VarInfo(f.symbol, bool(np.all(v > 0)), bool(np.max(np.abs(v)) <= 50)))
+    return S.Space(infos, n_targets=len(ds.card.targets), param_limit=ds.card.param_limit)
+
+
+def seeds_for(ds: SealedDataset, space: S.Space) -> list[tuple[sp.Expr, str]]:
+    out: list[tuple[sp.Expr, str]] = []
+    for h in ds.card.human_laws:
+        law, _ = ds.card.human_law(h.name)
+        e = S.from_law(law)
+        if e is not None:
+            out.append((e, f"human:{h.name}"))
+        elif len(law.exprs) > 1:  # per-target law: seed with its first target's form
+            first = next(iter(law.exprs.values()))
+            names = [p.name for p in law.params if make_param_in(first, p.name)]
+            ren = {sp.Symbol(n, real=True): S.P(i) for i, n in enumerate(names)}
+            out.append((first.xreplace(ren), f"human:{h.name}"))
+    out += [(e, "seed:generic") for e in S.generic_seeds(space)]
+    return out
+
+
+def make_param_in(expr: sp.Expr, name: str) -> bool:
+    return any(s.name == name for s in expr.free_symbols)
+
+
+def _manifest(ds: SealedDataset, cfg: SearchConfig, engine: str) -> dict:
+    import torch
+
+    return {"lawforge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+            "numpy": np.__version__, "sympy": sp.__version__, "torch": torch.__version__,
+            "device": "cpu", "seed": cfg.seed, "engine": engine, "dataset": ds.name,
+            "data_hash": ds.data_hash, "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = None, engine: str = "native",
+             progress: Callable[[str], None] | None = None, final_restarts: int = 64) -> dict[str, Any]:
+    """Run a discovery on ``dataset`` and write its run folder; return the summary."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "pysr":
+        from lawforge.search.pysr_backend import require_pysr
+
+        require_pysr()
+    sealed = SealedDataset(dataset, cfg.seed)
+    extra_seeds: list[tuple[sp.Expr, str]] = []
+    if engine == "pysr":  # pragma: no cover - needs Julia
+        from lawforge.search.pysr_backend import pysr_candidates
+
+        extra_seeds = [(S.from_law(lw), "pysr") for lw, _ in pysr_candidates(sealed, cfg)]
+    run_id = f"{dataset.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
+    run_dir = Path(out_dir) if out_dir else Path("runs") / run_id
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config = {"dataset": dataset.name, "card": dataset.card.to_dict(), "engine": engine, **asdict(cfg),
+              "final_restarts": final_restarts, "validation_rows": sealed.val.n, "fit_rows": sealed.fit.n}
+    _atomic_write(run_dir / "config.json", json.dumps(config, indent=2, default=str))
+    _atomic_write(run_dir / "manifest.json", json.dumps(_manifest(sealed, cfg, engine), indent=2))
+    space = build_space(sealed)
+    ctx = EvalContext(dict(dataset.card.variables), dataset.card.target_columns, sealed.fit, sealed.val,
+                      restarts=cfg.restarts, max_iter=cfg.max_iter)
+    log_f = open(run_dir / "candidates.jsonl", "a")
+
+    def on_eval(m):
+        rec = {k: v for k, v in m.rec.items() if k != "params"}
+        rec["origin"] = m.origin
+        log_f.write(json.dumps(rec) + "\n")
+        log_f.flush()
+
+    def on_gen(gen, pop, evals, secs):
+        best = min((m for m in pop if m.ok), key=lambda m: m.score(cfg.parsimony))
+        if progress:
+            progress(f"gen {gen:3d}  evals {evals:5d}  best val R2 {best.rec['val_r2']:.5f}  "
+                     f"{evals / max(secs, 1e-9):6.1f} cand/s  {secs:6.1f}s")
+
+    try:
+        res: SearchResult = run_search(space, ctx, extra_seeds + seeds_for(sealed, space), cfg, on_eval, on_gen)
+    finally:
+        log_f.close()
+    with open(run_dir / "pareto.csv", "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(["complexity", "n_params", "val_r2", "val_nmse", "expression"])
+        for m in res.front:
+            w.writerow([m.rec["complexity"], m.rec["n_params"], m.rec["val_r2"], m.rec["val_nmse"], sp.sstr(m.expr)])
+    ok = [m for m in res.members if m.ok]
+    if not ok:
+        raise ConfigError(f"{dataset.name}: no candidate could be fitted")
+    best = min(ok, key=lambda m: m.score(cfg.parsimony))
+    # Final: refit the chosen form on the whole train split, then read test once.
+    law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
+    fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
+    params = fit.params()
+    full = sealed.unseal()
+    tm = compute_metrics(full.test.y, predict(law, params, full.test))
+    trm = compute_metrics(full.train.y, predict(law, params, full.train))
+    law_json = {"expression": law.to_string(), "form": sp.sstr(best.expr), "latex": law.to_latex(),
+                "python": law.to_python(), "n_params": law.n_params, "params": params, "origin": best.origin,
+                "fit_status": {g: gf.status for g, gf in fit.groups.items()}}
+    _atomic_write(run_dir / "law.json", json.dumps(law_json, indent=2, default=float))
+    summary = {"dataset": dataset.name, "law": law.to_string(), "n_params": law.n_params,
+               "val_r2": best.rec["val_r2"], "test_r2": tm.r2, "test_r2_raw": tm.to_dict()["r2_raw"],
+               "test_nmse": tm.to_dict()["nmse"], "test_nmae": tm.to_dict()["nmae"], "train_r2": trm.r2,
+               "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
+               "stopped": res.stopped, "seed": cfg.seed, "engine": engine, "run_dir": str(run_dir)}
+    _atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    return summary

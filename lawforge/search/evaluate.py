@@ -1,0 +1,86 @@
+"""Fitting and scoring one candidate form on the fit/validation splits (never on test)."""
+
+from __future__ import annotations
+
+import logging
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy as sp
+
+from lawforge.errors import LawforgeError
+from lawforge.evaluators.fit import fit_law, predict
+from lawforge.evaluators.metrics import compute_metrics
+from lawforge.search.space import complexity, n_params, to_law
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("ok", "nan", "failed", "error", "invalid")
+
+
+@dataclass
+class EvalContext:
+    """What a worker needs to score candidates: variables, targets, and the two train parts."""
+
+    variables: dict[str, str]
+    targets: list[str]
+    fit: Any       # DataSplit
+    val: Any       # DataSplit
+    restarts: int = 6
+    max_iter: int = 60
+    device: str = "cpu"
+
+
+def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = None) -> dict:
+    """Fit ``expr_text`` on ``ctx.fit`` and score it on ``ctx.val``.
+
+    Returns a record with a typed ``status``: ``ok`` (finite validation predictions), ``nan``
+    (the fit worked but validation predictions are not finite), ``failed`` (every restart of
+    some group diverged), ``error`` (an exception while fitting) or ``invalid`` (not a law).
+    Failed candidates carry no made-up score (``val_nmse`` is None).
+    """
+    from lawforge.evaluators.expr import parse_expression
+
+    rec: dict[str, Any] = {"expr": expr_text, "status": "invalid", "val_r2": None, "val_nmse": None,
+                           "fit_r2": None, "n_params": None, "complexity": None, "params": None}
+    try:
+        expr = parse_expression(expr_text, None, what="candidate")
+        law = to_law(expr, ctx.variables, ctx.targets, inits=inits)
+        rec["n_params"] = law.n_params
+        rec["complexity"] = complexity(expr)
+    except LawforgeError as exc:
+        rec["error"] = str(exc)
+        return rec
+    seed = zlib.crc32(expr_text.encode())
+    try:
+        res = fit_law(law, ctx.fit, restarts=ctx.restarts, seed=seed, max_iter=ctx.max_iter, device=ctx.device)
+    except (LawforgeError, RuntimeError, ValueError, ArithmeticError) as exc:
+        rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
+        return rec
+    if not res.ok:
+        rec["status"] = "failed"
+        return rec
+    params = res.params()
+    rec["params"] = params
+    tcols = [ctx.val.target_columns.index(t) for t in law.target_names]
+    with np.errstate(all="ignore"):
+        pv = predict(law, params, ctx.val)
+        pf = predict(law, params, ctx.fit)
+    mv = compute_metrics(ctx.val.y[:, tcols], pv)
+    if mv.status != "ok":
+        rec["status"] = "nan"
+        return rec
+    mf = compute_metrics(ctx.fit.y[:, tcols], pf)
+    rec.update(status="ok", val_r2=mv.r2_raw, val_nmse=mv.nmse, val_nmae=mv.nmae,
+               fit_r2=mf.r2_raw if mf.status == "ok" else None)
+    return rec
+
+
+def expr_text(expr: sp.Expr) -> str:
+    return sp.sstr(expr)
+
+
+def n_params_of(expr: sp.Expr) -> int:
+    return n_params(expr)

@@ -1,0 +1,307 @@
+"""The search space: candidate law forms as sympy trees, seeds, mutation and crossover.
+
+A form is one sympy expression over the dataset's variable symbols and parameter symbols
+``p0, p1, ...`` (fitted per group). Multi-target datasets apply the same form to every target
+with its own parameters. Forms are canonicalised (variable-free parameter subtrees merged into
+one parameter, parameters renamed in order of appearance) so duplicates are found by string.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+import sympy as sp
+
+from lawforge.evaluators.expr import make_symbol
+from lawforge.evaluators.law import Law
+
+PARAM_PREFIX = "p"
+MAX_NODES = 60
+
+
+def is_param(s) -> bool:
+    return isinstance(s, sp.Symbol) and s.name.startswith(PARAM_PREFIX) and s.name[1:].isdigit()
+
+
+def P(i: int) -> sp.Symbol:
+    return make_symbol(f"{PARAM_PREFIX}{i}")
+
+
+@dataclass(frozen=True)
+class VarInfo:
+    symbol: str
+    positive: bool      # all train values > 0: powers and logs allowed
+    small: bool         # |values| <= 50: exp(p*x) is safe
+
+
+class Space:
+    """The variables of one dataset and the random generators over them."""
+
+    def __init__(self, variables: Sequence[VarInfo], n_targets: int = 1, param_limit: int | None = None):
+        self.vars = list(variables)
+        self.n_targets = n_targets
+        self.param_limit = param_limit
+        self.syms = {v.symbol: make_symbol(v.symbol) for v in self.vars}
+
+    # ------------------------------------------------------------------ random pieces
+    def atom(self, rng: np.random.Generator, k: int) -> sp.Expr:
+        """A random unary building block of one variable, with fresh parameter ``p{k}``."""
+        v = self.vars[rng.integers(len(self.vars))]
+        x = self.syms[v.symbol]
+        choices: list[Callable[[], sp.Expr]] = []
+        if v.positive:
+            choices += [lambda: x ** (-P(k)), lambda: x ** P(k), lambda: sp.log(x),
+                        lambda: 1 / (x ** P(k) + 1)]
+        if v.small:
+            choices += [lambda: sp.exp(-P(k) * x), lambda: x, lambda: (x - P(k)) ** 2]
+        if not choices:
+            choices = [lambda: x]
+        return choices[rng.integers(len(choices))]()
+
+    def term(self, rng: np.random.Generator, k0: int) -> sp.Expr:
+        """A coefficient times one or two atoms."""
+        t = P(k0) * self.atom(rng, k0 + 1)
+        if len(self.vars) > 1 and rng.random() < 0.4:
+            t = t * self.atom(rng, k0 + 2)
+        return t
+
+
+# ---------------------------------------------------------------------- seeds
+def generic_seeds(space: Space) -> list[sp.Expr]:
+    """Generic scaling-law building blocks over the space's variables (no task answers)."""
+    seeds: list[sp.Expr] = []
+    pos = [space.syms[v.symbol] for v in space.vars if v.positive]
+    small = [space.syms[v.symbol] for v in space.vars if v.small]
+    for x in pos:
+        seeds += [
+            P(0) + P(1) * x ** (-P(2)),                                  # power law with offset
+            P(0) + P(1) / (x ** P(2) + P(3)),                            # saturating (rectified)
+            P(0) + P(1) / (1 + sp.exp(P(2) * (sp.log(x) - P(3)))),       # logistic in log
+            P(0) + P(1) * sp.log(x) + P(2) * sp.log(x) ** 2,             # quadratic bowl in log
+            P(0) + P(1) * sp.log(x),                                     # log-linear
+        ]
+    for i, x in enumerate(pos):
+        for y in pos[i + 1:]:
+            seeds += [
+                P(0) + P(1) * x ** (-P(2)) + P(3) * y ** (-P(4)),        # sum of power laws
+                P(0) + P(1) * x ** (-P(2)) * y ** (-P(3)),               # product of power laws
+                (P(0) * x ** (-P(1)) + P(2) * y ** (-P(3))) ** P(4) + P(5),
+                P(0) + P(1) * sp.log(x) + P(2) * sp.log(y) + P(3) * sp.log(x) * sp.log(y),
+            ]
+    if len(pos) >= 2:
+        seeds.append(P(0) + sum((P(2 * i + 1) * x ** (-P(2 * i + 2)) for i, x in enumerate(pos)), sp.Integer(0)))
+        seeds.append(P(0) + sum((P(i + 1) * sp.log(x) for i, x in enumerate(pos)), sp.Integer(0)))
+    for x in small:
+        seeds += [
+            P(0) + P(1) * sp.exp(-P(2) * x),                              # exponential saturation
+            P(0) + P(1) * x + P(2) * x ** 2,                              # quadratic bowl
+            P(0) + P(1) * x + P(2) * x ** 2 + P(3) * x ** 3,
+            P(0) + P(1) / (1 + sp.exp(-P(2) * (x - P(3)))),               # logistic
+        ]
+    if len(small) >= 2:
+        seeds.append(P(0) + P(1) * sp.exp(sum((P(i + 2) * x for i, x in enumerate(small)), sp.Integer(0))))
+        seeds.append(P(0) + sum((P(i + 1) * x for i, x in enumerate(small)), sp.Integer(0)))
+    if len(pos) >= 2:  # smooth max of two power-law terms
+        x, y = pos[0], pos[1]
+        seeds.append(P(0) + sp.log(sp.exp(P(1) * x ** (-P(2))) + sp.exp(P(3) * y ** (-P(4)))))
+    return [canonical(s) for s in seeds]
+
+
+# ---------------------------------------------------------------------- canonical form
+def n_params(expr: sp.Expr) -> int:
+    return sum(1 for s in expr.free_symbols if is_param(s))
+
+
+def complexity(expr: sp.Expr) -> int:
+    return sum(1 for _ in sp.preorder_traversal(expr))
+
+
+def _merge_param_subtrees(expr: sp.Expr, counter: list[int]) -> sp.Expr:
+    """Replace every maximal subtree with parameters but no variables by one fresh parameter;
+    in a sum or product, all parameter-only terms together become one parameter."""
+    free = expr.free_symbols
+    if free and all(is_param(s) for s in free) and not is_param(expr):
+        counter[0] += 1
+        return make_symbol(f"q{counter[0]}")
+    if not expr.args:
+        return expr
+    args = list(expr.args)
+    if isinstance(expr, (sp.Add, sp.Mul)):
+        pure = [a for a in args if a.free_symbols and all(is_param(s) for s in a.free_symbols)]
+        nums = [a for a in args if a.is_Number]
+        if len(pure) >= 2 or (pure and nums):
+            rest = [a for a in args if a not in pure and not a.is_Number]
+            counter[0] += 1
+            args = rest + [make_symbol(f"q{counter[0]}")]
+            return expr.func(*[_merge_param_subtrees(a, counter) for a in args])
+    new_args = [_merge_param_subtrees(a, counter) for a in args]
+    return expr.func(*new_args) if any(n is not o for n, o in zip(new_args, args)) else expr
+
+
+def canonical(expr: sp.Expr) -> sp.Expr:
+    """Merge parameter-only subtrees and rename parameters p0.. in order of appearance."""
+    expr = _merge_param_subtrees(sp.sympify(expr), [0])
+    for _ in range(3):
+        order: list[sp.Symbol] = []
+        for node in sp.preorder_traversal(expr):
+            if isinstance(node, sp.Symbol) and (is_param(node) or node.name.startswith("q")) \
+                    and node.name[1:].isdigit() and node not in order:
+                order.append(node)
+        tmp = {s: make_symbol(f"_t{i}") for i, s in enumerate(order)}
+        expr = expr.xreplace(tmp).xreplace({make_symbol(f"_t{i}"): P(i) for i in range(len(order))})
+    return expr
+
+
+def key(expr: sp.Expr) -> str:
+    return sp.srepr(expr)
+
+
+# ---------------------------------------------------------------------- tree editing
+def _paths(expr: sp.Expr, path=()):
+    yield path, expr
+    for i, a in enumerate(expr.args):
+        yield from _paths(a, path + (i,))
+
+
+def _replace(expr: sp.Expr, path: tuple, new: sp.Expr) -> sp.Expr:
+    if not path:
+        return new
+    args = list(expr.args)
+    args[path[0]] = _replace(args[path[0]], path[1:], new)
+    return expr.func(*args)
+
+
+def _fresh(expr: sp.Expr) -> int:
+    return max([int(s.name[1:]) for s in expr.free_symbols if is_param(s)] + [-1]) + 1
+
+
+def _pick(rng, items):
+    return items[rng.integers(len(items))]
+
+
+def mutate_subtree(expr, space: Space, rng) -> sp.Expr:
+    """Replace a random subtree with a random term."""
+    paths = [p for p, _ in _paths(expr) if p]
+    if not paths:
+        return expr + space.term(rng, _fresh(expr))
+    return _replace(expr, _pick(rng, paths), space.term(rng, _fresh(expr)))
+
+
+def mutate_insert(expr, space: Space, rng) -> sp.Expr:
+    """Wrap a random subtree in a new operation."""
+    path, node = _pick(rng, list(_paths(expr)))
+    k = _fresh(expr)
+    ops = [lambda s: s + space.term(rng, k), lambda s: s * space.atom(rng, k),
+           lambda s: s ** P(k), lambda s: P(k) * s + P(k + 1), lambda s: s / (1 + P(k) * space.atom(rng, k + 1)),
+           lambda s: sp.exp(-P(k) * s), lambda s: sp.log(s + P(k))]
+    return _replace(expr, path, _pick(rng, ops)(node))
+
+
+def mutate_remove(expr, space: Space, rng) -> sp.Expr:
+    """Replace a random operation by one of its operands."""
+    inner = [(p, n) for p, n in _paths(expr) if n.args]
+    if not inner:
+        return expr
+    path, node = _pick(rng, inner)
+    return _replace(expr, path, _pick(rng, list(node.args)))
+
+
+def mutate_const_param(expr, space: Space, rng) -> sp.Expr:
+    """Turn a numeric constant into a parameter, or fix a parameter to a simple constant."""
+    nums = [(p, n) for p, n in _paths(expr) if n.is_Number and p]
+    params = sorted((s for s in expr.free_symbols if is_param(s)), key=lambda s: s.name)
+    if nums and (not params or rng.random() < 0.5):
+        path, _ = _pick(rng, nums)
+        return _replace(expr, path, P(_fresh(expr)))
+    if params:
+        return expr.xreplace({_pick(rng, params): sp.Rational(int(_pick(rng, [0, 1, 1, 2, -1])), 1)
+                              if rng.random() < 0.7 else sp.Rational(1, 2)})
+    return expr
+
+
+def mutate_exponent(expr, space: Space, rng) -> sp.Expr:
+    """Change the exponent of a random power: nudge a number, or swap number <-> parameter."""
+    pows = [(p, n) for p, n in _paths(expr) if isinstance(n, sp.Pow)]
+    if not pows:
+        return mutate_insert(expr, space, rng)
+    path, node = _pick(rng, pows)
+    base, ex = node.args
+    if ex.is_Number:
+        new_ex = P(_fresh(expr)) if rng.random() < 0.5 else ex + _pick(rng, [sp.Rational(1, 2), -sp.Rational(1, 2), 1, -1])
+    else:
+        new_ex = _pick(rng, [sp.Rational(1, 2), sp.Integer(1), sp.Integer(2), sp.Integer(-1), -ex])
+    return _replace(expr, path, base ** new_ex)
+
+
+def crossover(a, b, space: Space, rng) -> sp.Expr:
+    """Put a random subtree of ``b`` (its parameters renumbered) at a random place in ``a``."""
+    k = _fresh(a)
+    shift = {s: P(int(s.name[1:]) + k) for s in b.free_symbols if is_param(s)}
+    donor = _pick(rng, [n for _, n in _paths(b.xreplace(shift))])
+    path, _ = _pick(rng, list(_paths(a)))
+    return _replace(a, path, donor)
+
+
+MUTATIONS = {
+    "subtree": mutate_subtree,
+    "insert": mutate_insert,
+    "remove": mutate_remove,
+    "const_param": mutate_const_param,
+    "exponent": mutate_exponent,
+}
+
+
+def valid(expr: sp.Expr, space: Space) -> bool:
+    """Structural checks: finite, has a variable and a parameter, within size and the limit."""
+    if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
+        return False
+    syms = expr.free_symbols
+    if not any(not is_param(s) for s in syms) or not any(is_param(s) for s in syms):
+        return False
+    if complexity(expr) > MAX_NODES:
+        return False
+    if space.param_limit is not None and n_params(expr) * space.n_targets > space.param_limit:
+        return False
+    return True
+
+
+def to_law(expr: sp.Expr, variables: dict[str, str], targets: Sequence[str], name: str = "candidate",
+           inits: dict[str, float] | None = None) -> Law:
+    """A :class:`Law` applying ``expr`` to every target with its own parameters."""
+    params = sorted((s.name for s in expr.free_symbols if is_param(s)), key=lambda n: int(n[1:]))
+    text = sp.sstr(expr)
+    if len(targets) == 1:
+        spec = {p: {"init": (inits or {}).get(p, _default_init(expr, p))} for p in params}
+        return Law({targets[0]: text}, variables, spec, name=name)
+    tmap, spec = {}, {}
+    for j, t in enumerate(targets):
+        ren = {make_symbol(p): make_symbol(f"{p}_{j + 1}") for p in params}
+        tmap[t] = sp.sstr(expr.xreplace(ren))
+        for p in params:
+            spec[f"{p}_{j + 1}"] = {"init": (inits or {}).get(p, _default_init(expr, p))}
+    return Law(tmap, variables, spec, name=name)
+
+
+def _default_init(expr: sp.Expr, p: str) -> float:
+    s = make_symbol(p)
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Pow) and s in node.args[1].free_symbols:
+            return 0.3  # exponents of scaling laws are mostly O(0.1-1)
+    return 1.0
+
+
+def from_law(law: Law) -> sp.Expr | None:
+    """The single-target form of a law with its parameters renamed p0.. (for seeding)."""
+    if len(law.exprs) != 1:
+        return None
+    e = next(iter(law.exprs.values()))
+    ren = {make_symbol(p.name): make_symbol(f"_h{i}") for i, p in enumerate(law.params)}
+    e = e.xreplace(ren).xreplace({make_symbol(f"_h{i}"): P(i) for i in range(len(law.params))})
+    return e
+
+
+def finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,148 @@
+import json
+
+import numpy as np
+import pytest
+import sympy as sp
+
+from lawforge.cli import main
+from lawforge.datasets import load_dataset
+from lawforge.datasets.loader import Dataset, SealedDataset, TestAccessError, carve_validation
+from lawforge.search import space as S
+from lawforge.search.discover import discover, parse_budget
+from lawforge.search.native import SearchConfig
+
+N, D = sp.Symbol("N", real=True), sp.Symbol("D", real=True)
+
+
+def _space(limit=None, targets=1):
+    return S.Space([S.VarInfo("N", True, False), S.VarInfo("D", True, False)], n_targets=targets, param_limit=limit)
+
+
+def test_canonical_merges_parameter_subtrees_and_renames():
+    e = S.P(5) * S.P(7) + S.P(3) * N ** (-S.P(1)) + sp.exp(S.P(2))
+    c = S.canonical(e)
+    assert S.n_params(c) == 3  # p5*p7 + exp(p2) merged into one offset
+    assert {s.name for s in c.free_symbols} == {"N", "p0", "p1", "p2"}
+    assert S.key(S.canonical(c)) == S.key(c)
+
+
+@pytest.mark.parametrize("op", sorted(S.MUTATIONS))
+def test_each_mutation_changes_the_form(op):
+    space = _space()
+    base = S.canonical(S.P(0) + S.P(1) * N ** (-S.P(2)) + S.P(3) * D ** sp.Rational(-1, 2))
+    changed = 0
+    for seed in range(20):
+        child = S.canonical(S.MUTATIONS[op](base, space, np.random.default_rng(seed)))
+        changed += S.key(child) != S.key(base)
+    assert changed >= 10, op
+
+
+def test_crossover_takes_material_from_both_parents():
+    space = _space()
+    a = S.canonical(S.P(0) + S.P(1) * N ** (-S.P(2)))
+    b = S.canonical(S.P(0) + S.P(1) * sp.log(D))
+    kids = [S.crossover(a, b, space, np.random.default_rng(s)) for s in range(20)]
+    assert any(k.has(D) and k.has(N) for k in kids)
+
+
+def test_parameter_limit_and_validity():
+    space = _space(limit=4)
+    ok = S.canonical(S.P(0) + S.P(1) * N ** (-S.P(2)))
+    too_many = S.canonical(S.P(0) + S.P(1) * N ** (-S.P(2)) + S.P(3) * D ** (-S.P(4)))
+    assert S.valid(ok, space) and not S.valid(too_many, space)
+    assert not S.valid(S.canonical(S.P(0) + S.P(1)), space)           # no variable
+    assert not S.valid(S.canonical(N ** 2), space)                     # no parameter
+    assert not S.valid(S.canonical(S.P(0) + S.P(1) * N ** (-S.P(2))), _space(limit=5, targets=2))
+    law = S.to_law(ok, {"N": "N", "D": "D"}, ["l1", "l2"])
+    assert law.n_params == 6 and set(law.targets) == {"l1", "l2"}
+
+
+def test_generic_seeds_are_valid_and_task_agnostic():
+    seeds = S.generic_seeds(_space())
+    assert len(seeds) >= 10 and all(S.valid(s, _space()) for s in seeds)
+
+
+def test_validation_split_holds_out_largest_scale():
+    ds = load_dataset("synthetic_multigroup")
+    fit, val = carve_validation(ds.train, ds.card)
+    for g in ds.train.group_names:
+        assert val.X["D"][val.groups == g].min() > fit.X["D"][fit.groups == g].max()
+    assert fit.n + val.n == ds.train.n
+
+
+def test_sealed_dataset_blocks_test_until_unsealed():
+    sealed = SealedDataset(load_dataset("synthetic_chinchilla"))
+    with pytest.raises(TestAccessError):
+        _ = sealed.test
+    assert sealed.unseal().test.n == 12
+
+
+def test_search_never_reads_a_test_row(monkeypatch, tmp_path):
+    import lawforge.search.discover as disc
+
+    state = {"searching": False, "test_reads_during_search": 0, "test_reads_after": 0}
+    real_test = Dataset.test.fget
+
+    def guarded(self):
+        if state["searching"]:
+            state["test_reads_during_search"] += 1
+            raise AssertionError("test split read during the search")
+        state["test_reads_after"] += 1
+        return real_test(self)
+
+    monkeypatch.setattr(Dataset, "test", property(guarded))
+    real_run = disc.run_search
+
+    def wrapped(*a, **k):
+        state["searching"] = True
+        try:
+            return real_run(*a, **k)
+        finally:
+            state["searching"] = False
+
+    monkeypatch.setattr(disc, "run_search", wrapped)
+    ds = load_dataset("synthetic_chinchilla")
+    out = discover(ds, SearchConfig(max_evals=40, seed=0), tmp_path / "run")
+    assert state["test_reads_during_search"] == 0 and state["test_reads_after"] >= 1
+    assert out["test_r2"] is not None
+
+
+def test_same_seed_and_eval_budget_give_the_same_law(tmp_path):
+    ds = load_dataset("synthetic_multigroup")
+    a = discover(ds, SearchConfig(max_evals=70, seed=3), tmp_path / "a")
+    b = discover(ds, SearchConfig(max_evals=70, seed=3), tmp_path / "b")
+    assert a["law"] == b["law"] and a["test_r2"] == b["test_r2"] and a["evaluations"] == 70
+    la = [json.loads(l)["expr"] for l in open(tmp_path / "a" / "candidates.jsonl")]
+    lb = [json.loads(l)["expr"] for l in open(tmp_path / "b" / "candidates.jsonl")]
+    assert la == lb
+
+
+def test_discover_cli_writes_the_run_folder(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["discover", "synthetic_chinchilla", "--max-evals", "50", "--seed", "1", "--out", str(out), "--json"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for k in ("dataset", "law", "n_params", "val_r2", "test_r2", "test_nmse", "test_nmae", "evaluations", "seconds", "run_dir"):
+        assert k in s
+    assert s["evaluations"] == 50 and s["test_r2"] > 0.9
+    for f in ("config.json", "manifest.json", "candidates.jsonl", "pareto.csv", "law.json", "metrics.json"):
+        assert (out / f).is_file(), f
+    recs = [json.loads(l) for l in open(out / "candidates.jsonl")]
+    assert len(recs) == 50 and all(r["status"] in ("ok", "nan", "failed", "error", "invalid") for r in recs)
+    assert all(r["val_nmse"] is None for r in recs if r["status"] != "ok")  # no made-up scores
+    law = json.loads((out / "law.json").read_text())
+    assert "latex" in law and law["params"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 1 and manifest["data_hash"]
+
+
+def test_pysr_engine_without_julia_exits_2(capsys, monkeypatch):
+    monkeypatch.setattr("shutil.which", lambda name: None)
+    assert main(["discover", "synthetic_chinchilla", "--engine", "pysr", "--max-evals", "5"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Julia" in err and "pip install" in err
+
+
+def test_parse_budget():
+    assert parse_budget("90s") == 90 and parse_budget("5m") == 300 and parse_budget("1h") == 3600
+    with pytest.raises(Exception, match="--budget"):
+        parse_budget("soon")
