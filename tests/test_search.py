@@ -127,7 +127,7 @@ def test_discover_cli_writes_the_run_folder(tmp_path, capsys):
     for f in ("config.json", "manifest.json", "candidates.jsonl", "pareto.csv", "law.json", "metrics.json"):
         assert (out / f).is_file(), f
     recs = [json.loads(l) for l in open(out / "candidates.jsonl")]
-    assert len(recs) == 50 and all(r["status"] in ("ok", "nan", "failed", "error", "invalid") for r in recs)
+    assert len(recs) == 50 and all(r["status"] in ("ok", "nan", "unstable", "failed", "error", "invalid") for r in recs)
     assert all(r["val_nmse"] is None for r in recs if r["status"] != "ok")  # no made-up scores
     law = json.loads((out / "law.json").read_text())
     assert "latex" in law and law["params"]
@@ -146,3 +146,18 @@ def test_parse_budget():
     assert parse_budget("90s") == 90 and parse_budget("5m") == 300 and parse_budget("1h") == 3600
     with pytest.raises(Exception, match="--budget"):
         parse_budget("soon")
+
+
+def test_probe_marks_wild_extrapolation_unstable():
+    from lawforge.search.evaluate import EvalContext, evaluate, make_probe
+
+    ds = load_dataset("synthetic_chinchilla")
+    fit, val = carve_validation(ds.train, ds.card)
+    ctx = EvalContext({"N": "N", "D": "D"}, ["loss"], fit, val, probe=make_probe(ds.train, "N"))
+    assert ctx.probe.X["N"].min() > ds.train.X["N"].max()
+    good = evaluate("p0 + p1*N**(-p2) + p3*D**(-p4)", ctx)
+    assert good["status"] == "ok"
+    wild = evaluate("p0 + p1*log(N) + p2*log(N)**2 + p3*log(N)**3 + p4*log(N)**4 + p5*log(N)**5", ctx)
+    assert wild["status"] in ("unstable", "ok")
+    if wild["status"] == "ok":  # a tame fit is allowed; a wild one is not
+        assert wild["val_nmse"] is not None

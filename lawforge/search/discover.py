@@ -25,7 +25,7 @@ from lawforge.errors import ConfigError
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
-from lawforge.search.evaluate import EvalContext
+from lawforge.search.evaluate import EvalContext, make_probe
 from lawforge.search.native import SearchConfig, SearchResult, run_search
 
 log = logging.getLogger(__name__)
@@ -109,7 +109,8 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     _atomic_write(run_dir / "manifest.json", json.dumps(_manifest(sealed, cfg, engine), indent=2))
     space = build_space(sealed)
     ctx = EvalContext(dict(dataset.card.variables), dataset.card.target_columns, sealed.fit, sealed.val,
-                      restarts=cfg.restarts, max_iter=cfg.max_iter)
+                      restarts=cfg.restarts, max_iter=cfg.max_iter,
+                      probe=make_probe(sealed.train, dataset.card.validation.get("axis")))
     log_f = open(run_dir / "candidates.jsonl", "a")
 
     def on_eval(m):
@@ -133,13 +134,25 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         w.writerow(["complexity", "n_params", "val_r2", "val_nmse", "expression"])
         for m in res.front:
             w.writerow([m.rec["complexity"], m.rec["n_params"], m.rec["val_r2"], m.rec["val_nmse"], sp.sstr(m.expr)])
-    ok = [m for m in res.members if m.ok]
+    ok = sorted((m for m in res.members if m.ok), key=lambda m: m.score(cfg.parsimony))
     if not ok:
         raise ConfigError(f"{dataset.name}: no candidate could be fitted")
-    best = min(ok, key=lambda m: m.score(cfg.parsimony))
-    # Final: refit the chosen form on the whole train split, then read test once.
-    law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
-    fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
+    # Final: refit the chosen form on the whole train split (the probe check is repeated on this
+    # refit; an unstable refit falls back to the next-ranked form), then read test once.
+    from lawforge.search.evaluate import _stable
+
+    fallback = 0
+    for best in ok[:10]:
+        law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
+        fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
+        tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
+        if fit.ok and (ctx.probe is None or _stable(law, fit.params(), ctx, tcols)):
+            break
+        fallback += 1
+    else:
+        best = ok[0]
+        law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
+        fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
     params = fit.params()
     full = sealed.unseal()
     tm = compute_metrics(full.test.y, predict(law, params, full.test))
@@ -152,6 +165,6 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
                "val_r2": best.rec["val_r2"], "test_r2": tm.r2, "test_r2_raw": tm.to_dict()["r2_raw"],
                "test_nmse": tm.to_dict()["nmse"], "test_nmae": tm.to_dict()["nmae"], "train_r2": trm.r2,
                "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
-               "stopped": res.stopped, "seed": cfg.seed, "engine": engine, "run_dir": str(run_dir)}
+               "stopped": res.stopped, "fallbacks": fallback, "seed": cfg.seed, "engine": engine, "run_dir": str(run_dir)}
     _atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2))
     return summary

@@ -17,7 +17,7 @@ from lawforge.search.space import complexity, n_params, to_law
 
 log = logging.getLogger(__name__)
 
-STATUSES = ("ok", "nan", "failed", "error", "invalid")
+STATUSES = ("ok", "nan", "unstable", "failed", "error", "invalid")
 
 
 @dataclass
@@ -31,6 +31,36 @@ class EvalContext:
     restarts: int = 6
     max_iter: int = 60
     device: str = "cpu"
+    probe: Any = None          # DataSplit of extrapolation probe points (features only), or None
+    probe_tol: float = 2.0     # allowed |prediction - group mean| in units of the group's y range
+
+
+def make_probe(train, axis: str | None):
+    """Probe points beyond the train range along the scale axis, per group: the group's rows at
+    its largest axis value, with the axis pushed to x2 and x5 (positive axis) or by +0.5 and +1
+    times its range (otherwise). Built from train only; targets are not used."""
+    if not axis:
+        return None
+    from lawforge.datasets.loader import DataSplit
+
+    Xs = {k: [] for k in train.X}
+    groups = []
+    for g in train.group_names:
+        idx = train.group_rows(g)
+        a = train.X[axis][idx]
+        top = idx[a == a.max()]
+        rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
+        pushes = ([lambda v: v * 2, lambda v: v * 5] if np.all(train.X[axis] > 0)
+                  else [lambda v: v + 0.5 * rng_a, lambda v: v + rng_a])
+        for push in pushes:
+            for k in train.X:
+                v = train.X[k][top]
+                Xs[k].append(push(v) if k == axis else v)
+            groups += [g] * len(top)
+    X = {k: np.concatenate(v) for k, v in Xs.items()}
+    groups = np.array(groups, dtype=object)
+    return DataSplit("probe", X, np.zeros((len(groups), len(train.target_columns))), groups,
+                     list(dict.fromkeys(groups.tolist())), train.target_columns)
 
 
 def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = None) -> dict:
@@ -72,10 +102,29 @@ def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = 
     if mv.status != "ok":
         rec["status"] = "nan"
         return rec
+    if ctx.probe is not None and not _stable(law, params, ctx, tcols):
+        rec["status"] = "unstable"
+        return rec
     mf = compute_metrics(ctx.fit.y[:, tcols], pf)
     rec.update(status="ok", val_r2=mv.r2_raw, val_nmse=mv.nmse, val_nmae=mv.nmae,
                fit_r2=mf.r2_raw if mf.status == "ok" else None)
     return rec
+
+
+def _stable(law, params, ctx: EvalContext, tcols) -> bool:
+    """Predictions at the probe points are finite and within ``probe_tol`` group-ranges of the
+    group's observed mean (train only)."""
+    with np.errstate(all="ignore"):
+        pp = predict(law, params, ctx.probe)
+    if not np.all(np.isfinite(pp)):
+        return False
+    for g in ctx.probe.group_names:
+        rows = ctx.probe.groups == g
+        yg = np.concatenate([ctx.fit.y[ctx.fit.groups == g][:, tcols], ctx.val.y[ctx.val.groups == g][:, tcols]])
+        span = np.ptp(yg, axis=0) + 1e-12
+        if np.any(np.abs(pp[rows] - yg.mean(axis=0)) > ctx.probe_tol * span + 1e-12):
+            return False
+    return True
 
 
 def expr_text(expr: sp.Expr) -> str:

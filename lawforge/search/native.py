@@ -26,7 +26,7 @@ class SearchConfig:
     offspring: int = 32
     tournament: int = 3
     crossover_rate: float = 0.2
-    parsimony: float = 2e-4          # score = val NMSE + parsimony * complexity
+    parsimony: float = 0.02          # score = val NMSE * (1 + parsimony * complexity)
     restarts: int = 6
     max_iter: int = 60
     workers: int = 1
@@ -44,7 +44,9 @@ class Member:
         return self.rec["status"] == "ok"
 
     def score(self, parsimony: float) -> float:
-        return self.rec["val_nmse"] + parsimony * self.rec["complexity"] if self.ok else float("inf")
+        if not self.ok:
+            return float("inf")
+        return max(self.rec["val_nmse"], 0.0) * (1 + parsimony * self.rec["complexity"])
 
 
 @dataclass

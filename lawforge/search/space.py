@@ -19,7 +19,7 @@ from lawforge.evaluators.expr import make_symbol
 from lawforge.evaluators.law import Law
 
 PARAM_PREFIX = "p"
-MAX_NODES = 60
+MAX_NODES = 40
 
 
 def is_param(s) -> bool:
@@ -104,6 +104,16 @@ def generic_seeds(space: Space) -> list[sp.Expr]:
     if len(small) >= 2:
         seeds.append(P(0) + P(1) * sp.exp(sum((P(i + 2) * x for i, x in enumerate(small)), sp.Integer(0))))
         seeds.append(P(0) + sum((P(i + 1) * x for i, x in enumerate(small)), sp.Integer(0)))
+    if len(pos) >= 2:  # quadratic bowl in the logs of all positive variables (hyperparameters)
+        logs = [sp.log(x) for x in pos]
+        bowl = sum((S_ * l for S_, l in zip([P(i + 1) for i in range(len(logs))], logs)), P(0))
+        k = len(logs) + 1
+        bowl_sq = bowl + sum((P(k + i) * l ** 2 for i, l in enumerate(logs)), sp.Integer(0))
+        seeds.append(bowl_sq)
+        if len(pos) >= 3:  # power laws in all variables plus the log bowl
+            k2 = 2 * len(logs) + 1
+            seeds.append(bowl_sq + sum((P(k2 + 2 * i) * x ** (-P(k2 + 2 * i + 1)) for i, x in enumerate(pos)),
+                                       sp.Integer(0)))
     if len(pos) >= 2:  # smooth max of two power-law terms
         x, y = pos[0], pos[1]
         seeds.append(P(0) + sp.log(sp.exp(P(1) * x ** (-P(2))) + sp.exp(P(3) * y ** (-P(4)))))

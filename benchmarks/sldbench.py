@@ -1,0 +1,88 @@
+"""Discovery on the 8 SLDBench tasks: lawforge (no LLM) beside the human law and SLDAgent.
+
+    python benchmarks/sldbench.py [--budget 10m] [--seeds 3] [--workers 2] [--tasks a,b] [--json]
+
+For each task and seed, runs ``lawforge discover`` (native engine, CPU) within the budget and
+reports the test R2 (mean and best over seeds), wall time and evaluations, beside the human law
+(published constants and lawforge's refit, computed here) and SLDAgent + GPT-5 (mean of 5 runs
+and best run, from the benchmark's published leaderboard after its leakage fix).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+
+import numpy as np
+
+from lawforge.datasets import load_dataset
+from lawforge.evaluators.scoring import score_human
+from lawforge.search.discover import discover, parse_budget
+from lawforge.search.native import SearchConfig
+
+TASKS = ["parallel_scaling_law", "vocab_scaling_law", "sft_scaling_law", "domain_mixture_scaling_law",
+         "moe_scaling_law", "data_constrained_scaling_law", "lr_bsz_scaling_law", "easy_question_scaling_law"]
+# Published leaderboard (test R2), ../shared/docs/sldbench-tasks.md: SLDAgent + GPT-5.
+SLDAGENT = {"parallel_scaling_law": (0.9998, 0.99996), "vocab_scaling_law": (0.9874, 0.9882),
+            "sft_scaling_law": (0.9930, 0.9932), "domain_mixture_scaling_law": (0.9882, 0.9902),
+            "moe_scaling_law": (0.7734, 0.7963), "data_constrained_scaling_law": (0.9440, 0.9757),
+            "lr_bsz_scaling_law": (0.6045, 0.8479), "easy_question_scaling_law": (-0.3050, 0.2804)}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", default="10m")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--tasks", help="comma-separated subset")
+    ap.add_argument("--data-dir", default=os.environ.get("LAWFORGE_DATA"))
+    ap.add_argument("--out", help="folder for the run folders (default: a temporary one)")
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    budget = parse_budget(args.budget)
+    tasks = args.tasks.split(",") if args.tasks else TASKS
+    out_root = args.out or tempfile.mkdtemp(prefix="lawforge-sldbench-")
+    rows = []
+    for task in tasks:
+        ds = load_dataset(task, args.data_dir)
+        pub = score_human(ds, "published", data_dir=args.data_dir).test.r2
+        refit = score_human(ds, "refit", data_dir=args.data_dir).test.r2
+        runs = []
+        for seed in range(args.seeds):
+            cfg = SearchConfig(max_evals=None, budget_s=budget, seed=seed, workers=args.workers)
+            s = discover(ds, cfg, os.path.join(out_root, f"{task}-s{seed}"))
+            runs.append(s)
+            if not args.json:
+                print(f"  {task} seed {seed}: test R2 {s['test_r2']:.4f} (val {s['val_r2']:.4f}) "
+                      f"{s['evaluations']} evals {s['seconds']:.0f}s  {s['law']}", file=sys.stderr, flush=True)
+        r2 = [r["test_r2"] for r in runs]
+        rows.append({"task": task, "lawforge_mean": float(np.mean(r2)), "lawforge_best": float(np.max(r2)),
+                     "human_published": pub, "human_refit": refit,
+                     "sldagent_mean": SLDAGENT[task][0], "sldagent_best": SLDAGENT[task][1],
+                     "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
+                     "evaluations_mean": float(np.mean([r["evaluations"] for r in runs])),
+                     "laws": [r["law"] for r in runs], "test_r2": r2,
+                     "at_or_above_human": bool(np.mean(r2) >= pub)})
+    mean = {k: float(np.mean([r[k] for r in rows])) for k in
+            ("lawforge_mean", "lawforge_best", "human_published", "human_refit", "sldagent_mean", "sldagent_best")}
+    result = {"budget_s": budget, "seeds": args.seeds, "workers": args.workers, "tasks": rows, "mean": mean,
+              "runs_dir": out_root}
+    if args.json:
+        print(json.dumps(result))
+        return
+    hdr = f"{'task':30s} {'lf mean':>8s} {'lf best':>8s} {'human':>8s} {'h refit':>8s} {'agent':>8s} {'a best':>8s} {'sec':>6s} {'evals':>6s}"
+    print(hdr)
+    for r in rows:
+        print(f"{r['task']:30s} {r['lawforge_mean']:8.4f} {r['lawforge_best']:8.4f} {r['human_published']:8.4f} "
+              f"{r['human_refit']:8.4f} {r['sldagent_mean']:8.4f} {r['sldagent_best']:8.4f} "
+              f"{r['seconds_mean']:6.0f} {r['evaluations_mean']:6.0f}")
+    print(f"{'MEAN':30s} {mean['lawforge_mean']:8.4f} {mean['lawforge_best']:8.4f} {mean['human_published']:8.4f} "
+          f"{mean['human_refit']:8.4f} {mean['sldagent_mean']:8.4f} {mean['sldagent_best']:8.4f}")
+    print(f"run folders: {out_root}")
+
+
+if __name__ == "__main__":
+    main()
