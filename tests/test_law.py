@@ -1,4 +1,3 @@
-import os
 
 import numpy as np
 import pytest
@@ -44,7 +43,7 @@ def test_injection_text_is_never_executed(tmp_path):
     marker = tmp_path / "pwned"
     for text in [f"__import__('os').system('touch {marker}')",
                  f"exp(N) if open('{marker}', 'w') else 1",
-                 f"().__class__.__bases__[0].__subclasses__()"]:
+                 "().__class__.__bases__[0].__subclasses__()"]:
         with pytest.raises(LawError):
             parse_expression(text, ["N"])
     assert not marker.exists()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
-from lawforge.errors import FitError, LawforgeError
+from lawforge.errors import LawforgeError
 from lawforge.evaluators.fit import FitResult, fit_law, predict
 from lawforge.evaluators.law import Law
 from lawforge.evaluators.metrics import Metrics, compute_metrics
@@ -34,9 +34,7 @@ class Score:
 def metrics_for(law: Law, params: Mapping[str, Mapping[str, float]], split) -> Metrics:
     try:
         pred = predict(law, params, split)
-    except FitError:
-        raise
-    except (ArithmeticError, ValueError) as exc:  # a law that cannot be evaluated scores as failed
+    except (ArithmeticError, ValueError) as exc:
         raise LawforgeError(f"cannot evaluate {law.name}: {exc}") from None
     return compute_metrics(split.y[:, [split.target_columns.index(t) for t in law.target_names]], pred)
 

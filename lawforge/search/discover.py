@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import hashlib
 import json
 import logging
 import os
 import platform
 import re
 import sys
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable

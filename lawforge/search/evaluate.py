@@ -8,12 +8,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import sympy as sp
 
 from lawforge.errors import LawforgeError
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.evaluators.metrics import compute_metrics
-from lawforge.search.space import complexity, n_params, to_law
+from lawforge.search.space import complexity, to_law
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +124,3 @@ def _stable(law, params, ctx: EvalContext, tcols) -> bool:
         if np.any(np.abs(pp[rows] - yg.mean(axis=0)) > ctx.probe_tol * span + 1e-12):
             return False
     return True
-
-
-def expr_text(expr: sp.Expr) -> str:
-    return sp.sstr(expr)
-
-
-def n_params_of(expr: sp.Expr) -> int:
-    return n_params(expr)
