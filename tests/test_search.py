@@ -153,7 +153,11 @@ def test_probe_marks_wild_extrapolation_unstable():
 
     ds = load_dataset("synthetic_chinchilla")
     fit, val = carve_validation(ds.train, ds.card)
-    ctx = EvalContext({"N": "N", "D": "D"}, ["loss"], fit, val, probe=make_probe(ds.train, "N"))
+    from lawforge.search.evaluate import probe_stats
+
+    probe = make_probe(ds.train, "N")
+    center, span = probe_stats(ds.train, probe)
+    ctx = EvalContext({"N": "N", "D": "D"}, ["loss"], fit, val, probe=probe, probe_center=center, probe_span=span)
     assert ctx.probe.X["N"].min() > ds.train.X["N"].max()
     good = evaluate("p0 + p1*N**(-p2) + p3*D**(-p4)", ctx)
     assert good["status"] == "ok"

@@ -23,7 +23,7 @@ from lawforge.errors import ConfigError
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
-from lawforge.search.evaluate import EvalContext, make_probe
+from lawforge.search.evaluate import EvalContext, make_probe, probe_stats
 from lawforge.search.native import SearchConfig, SearchResult, run_search
 
 log = logging.getLogger(__name__)
@@ -106,9 +106,11 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     _atomic_write(run_dir / "config.json", json.dumps(config, indent=2, default=str))
     _atomic_write(run_dir / "manifest.json", json.dumps(_manifest(sealed, cfg, engine), indent=2))
     space = build_space(sealed)
+    probe = make_probe(sealed.train, dataset.card.validation.get("axis"))
+    center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     ctx = EvalContext(dict(dataset.card.variables), dataset.card.target_columns, sealed.fit, sealed.val,
-                      restarts=cfg.restarts, max_iter=cfg.max_iter,
-                      probe=make_probe(sealed.train, dataset.card.validation.get("axis")))
+                      restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
+                      probe_center=center, probe_span=span)
     log_f = open(run_dir / "candidates.jsonl", "a")
 
     def on_eval(m):
@@ -139,18 +141,17 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     # refit; an unstable refit falls back to the next-ranked form), then read test once.
     from lawforge.search.evaluate import _stable
 
-    fallback = 0
+    fallback, first = 0, None
     for best in ok[:10]:
         law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
         fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
+        first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
         if fit.ok and (ctx.probe is None or _stable(law, fit.params(), ctx, tcols)):
             break
         fallback += 1
-    else:
-        best = ok[0]
-        law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
-        fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
+    else:  # none stable: keep the top-ranked form (already refit)
+        best, law, fit = first
     params = fit.params()
     full = sealed.unseal()
     tm = compute_metrics(full.test.y, predict(law, params, full.test))

@@ -32,6 +32,20 @@ class EvalContext:
     device: str = "cpu"
     probe: Any = None          # DataSplit of extrapolation probe points (features only), or None
     probe_tol: float = 2.0     # allowed |prediction - group mean| in units of the group's y range
+    probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
+    probe_span: Any = None     # (n_probe, d) train range of each probe row's group
+
+
+def probe_stats(train, probe):
+    """Per probe row, its group's train mean and range (computed once, not per candidate)."""
+    center = np.zeros((probe.n, train.y.shape[1]))
+    span = np.zeros_like(center)
+    for g in probe.group_names:
+        yg = train.y[train.groups == g]
+        rows = probe.groups == g
+        center[rows] = yg.mean(axis=0)
+        span[rows] = np.ptp(yg, axis=0) + 1e-12
+    return center, span
 
 
 def make_probe(train, axis: str | None):
@@ -112,15 +126,10 @@ def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = 
 
 def _stable(law, params, ctx: EvalContext, tcols) -> bool:
     """Predictions at the probe points are finite and within ``probe_tol`` group-ranges of the
-    group's observed mean (train only)."""
+    group's observed train mean."""
     with np.errstate(all="ignore"):
         pp = predict(law, params, ctx.probe)
     if not np.all(np.isfinite(pp)):
         return False
-    for g in ctx.probe.group_names:
-        rows = ctx.probe.groups == g
-        yg = np.concatenate([ctx.fit.y[ctx.fit.groups == g][:, tcols], ctx.val.y[ctx.val.groups == g][:, tcols]])
-        span = np.ptp(yg, axis=0) + 1e-12
-        if np.any(np.abs(pp[rows] - yg.mean(axis=0)) > ctx.probe_tol * span + 1e-12):
-            return False
-    return True
+    dev = np.abs(pp - ctx.probe_center[:, tcols])
+    return bool(np.all(dev <= ctx.probe_tol * ctx.probe_span[:, tcols] + 1e-12))
