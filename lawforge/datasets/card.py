@@ -14,12 +14,13 @@ from lawforge.evaluators.law import Law
 
 _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
               "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
-_FEATURE_KEYS = {"column", "symbol", "description", "unit"}
+_FEATURE_KEYS = {"column", "symbol", "description", "unit", "role"}
+_ROLES = ("scale", "hyperparameter")
 _TARGET_KEYS = {"column", "description", "unit", "higher_is_better"}
 _SPLIT_KEYS = {"train", "test", "file"}
 _DATA_KEYS = {"source", "task"}
 _DATA_SOURCES = {"sldbench", "package", "path"}
-_VALIDATION_KEYS = {"axis", "fraction"}
+_VALIDATION_KEYS = {"axis", "fraction", "combine"}
 _HUMAN_KEYS = {"name", "citation", "expr", "targets", "where", "params", "published"}
 
 
@@ -38,6 +39,7 @@ class Feature:
     symbol: str
     description: str = ""
     unit: str = ""
+    role: str = "scale"    # 'scale' (N, D, compute...) or 'hyperparameter' (lr, batch size...)
 
 
 @dataclass
@@ -138,7 +140,10 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
         sym = str(f.get("symbol", f["column"]))
         if not sym.isidentifier() or sym.startswith("_"):
             raise DatasetError(f"{where}: feature symbol {sym!r} is not a valid name")
-        feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", ""))))
+        role = str(f.get("role", "scale"))
+        if role not in _ROLES:
+            raise DatasetError(f"{where}: features[{i}] role must be one of {', '.join(_ROLES)}, got {role!r}")
+        feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", "")), role))
     if not feats:
         raise DatasetError(f"{where}: 'features' is empty")
     syms = [f.symbol for f in feats]
@@ -179,9 +184,18 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
     if not 0 < frac < 1:
         raise DatasetError(f"{where}: validation fraction must be in (0, 1), got {frac}")
     axis = val.get("axis")
-    if axis is not None and axis not in [f.column for f in feats]:
-        raise DatasetError(f"{where}: validation axis {axis!r} is not a feature column"
-                           f"{did_you_mean(axis, [f.column for f in feats])}")
+    if isinstance(axis, list):  # a corner: the largest of axis[0], then of axis[1] among those...
+        if not axis:
+            raise DatasetError(f"{where}: validation axis list is empty")
+        axis = [str(a) for a in axis] if len(axis) > 1 else str(axis[0])
+    for a in ([] if axis is None else axis if isinstance(axis, list) else [axis]):
+        if a not in [f.column for f in feats]:
+            raise DatasetError(f"{where}: validation axis {a!r} is not a feature column"
+                               f"{did_you_mean(a, [f.column for f in feats])}")
+    combine = str(val.get("combine", "all"))
+    if combine not in ("all", "any"):
+        raise DatasetError(f"{where}: validation combine must be 'all' (the corner of the axes) or 'any' "
+                           f"(the union of each axis's top fraction), got {combine!r}")
     humans = []
     for i, h in enumerate(raw.get("human_laws") or []):
         _check_keys(h, _HUMAN_KEYS, f"{where}: human_laws[{i}]")
@@ -195,7 +209,7 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
         source=str(raw.get("source", "")).strip(), citation=str(raw.get("citation", "")).strip(),
         features=feats, targets=targets, group=raw.get("group"), split={k: str(v) for k, v in split.items()},
         data={"source": src, **({"task": str(data["task"])} if "task" in data else {})},
-        param_limit=limit, validation={"axis": axis, "fraction": frac}, human_laws=humans,
+        param_limit=limit, validation={"axis": axis, "fraction": frac, "combine": combine}, human_laws=humans,
         provenance=str(raw.get("provenance", "")).strip(), notes=str(raw.get("notes", "")).strip(),
         path=path)
     # Check the human laws parse against the card's variables and limit now, not after a fit.

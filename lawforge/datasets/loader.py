@@ -344,9 +344,25 @@ class SealedDataset:
         return self._ds
 
 
+def _top(vals: np.ndarray, idx: np.ndarray, frac: float) -> np.ndarray:
+    """The rows of ``idx`` at the top ``frac`` of the distinct values ``vals`` (at least one
+    value, never all of them)."""
+    distinct = np.unique(vals)
+    k = max(1, int(round(frac * len(distinct))))
+    k = min(k, len(distinct) - 1) if len(distinct) > 1 else 0
+    if k == 0:
+        return idx[:0]
+    return idx[vals >= distinct[-k]]
+
+
 def carve_validation(train: DataSplit, card: DatasetCard, seed: int = 0) -> tuple[DataSplit, DataSplit]:
     """Hold out, per group, the train rows at the largest values of the card's scale axis (the
     top ``fraction`` of that group's distinct axis values), the way the benchmark extrapolates.
+    With a list of axes and ``combine: all`` (the default), the corner: the rows at the largest
+    value of the first axis, then, among those, at the largest value of the second, and so on (a
+    test cell beyond the largest model and data is mirrored by the largest-data cell of the
+    largest model in train); with ``combine: any``, the union of each axis's top ``fraction``
+    (a test of "largest N or largest D").
     Without an axis, a seeded random ``fraction`` of each group's rows. Each group keeps at
     least 2 fitting rows and gives at least 1 validation row when it has 3 or more rows."""
     axis = card.validation.get("axis")
@@ -357,15 +373,22 @@ def carve_validation(train: DataSplit, card: DatasetCard, seed: int = 0) -> tupl
         idx = train.group_rows(g)
         if len(idx) < 3:
             continue
-        if axis:
-            vals = train.X[axis][idx]
-            distinct = np.unique(vals)
-            k = max(1, int(round(frac * len(distinct))))
-            k = min(k, len(distinct) - 1) if len(distinct) > 1 else 0
-            if k == 0:
+        if isinstance(axis, list) and card.validation.get("combine") == "any":
+            chosen = np.unique(np.concatenate([_top(train.X[a][idx], idx, frac) for a in axis]))
+            if len(idx) - len(chosen) < 2:
                 continue
-            thresh = distinct[-k]
-            chosen = idx[vals >= thresh]
+        elif isinstance(axis, list):
+            chosen = idx
+            for a in axis:
+                v = train.X[a][chosen]
+                chosen = chosen[v == v.max()]
+            if len(idx) - len(chosen) < 2:
+                continue
+        elif axis:
+            vals = train.X[axis][idx]
+            chosen = _top(vals, idx, frac)
+            if not len(chosen):
+                continue
             if len(idx) - len(chosen) < 2:
                 chosen = idx[np.argsort(vals)[-(len(idx) - 2):]]
         else:

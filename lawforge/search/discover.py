@@ -44,7 +44,8 @@ def build_space(ds: SealedDataset) -> S.Space:
     infos = []
     for f in ds.card.features:
         v = ds.train.X[f.column]
-        infos.append(S.VarInfo(f.symbol, bool(np.all(v > 0)), bool(np.max(np.abs(v)) <= 50)))
+        infos.append(S.VarInfo(f.symbol, bool(np.all(v > 0)), bool(np.max(np.abs(v)) <= 50),
+                               f.role == "hyperparameter"))
     return S.Space(infos, n_targets=len(ds.card.targets), param_limit=ds.card.param_limit)
 
 

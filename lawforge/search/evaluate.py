@@ -48,28 +48,30 @@ def probe_stats(train, probe):
     return center, span
 
 
-def make_probe(train, axis: str | None):
-    """Probe points beyond the train range along the scale axis, per group: the group's rows at
-    its largest axis value, with the axis pushed to x2 and x5 (positive axis) or by +0.5 and +1
-    times its range (otherwise). Built from train only; targets are not used."""
+def make_probe(train, axis):
+    """Probe points beyond the train range along the scale axis (each axis of a list), per
+    group: the group's rows at its largest axis value, with the axis pushed to x2 and x5
+    (positive axis) or by +0.5 and +1 times its range (otherwise). Built from train only;
+    targets are not used."""
     if not axis:
         return None
     from lawforge.datasets.loader import DataSplit
 
     Xs = {k: [] for k in train.X}
     groups = []
-    for g in train.group_names:
-        idx = train.group_rows(g)
-        a = train.X[axis][idx]
-        top = idx[a == a.max()]
-        rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
-        pushes = ([lambda v: v * 2, lambda v: v * 5] if np.all(train.X[axis] > 0)
-                  else [lambda v: v + 0.5 * rng_a, lambda v: v + rng_a])
-        for push in pushes:
-            for k in train.X:
-                v = train.X[k][top]
-                Xs[k].append(push(v) if k == axis else v)
-            groups += [g] * len(top)
+    for ax in (axis if isinstance(axis, list) else [axis]):
+        for g in train.group_names:
+            idx = train.group_rows(g)
+            a = train.X[ax][idx]
+            top = idx[a == a.max()]
+            rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
+            pushes = ([lambda v: v * 2, lambda v: v * 5] if np.all(train.X[ax] > 0)
+                      else [lambda v: v + 0.5 * rng_a, lambda v: v + rng_a])
+            for push in pushes:
+                for k in train.X:
+                    v = train.X[k][top]
+                    Xs[k].append(push(v) if k == ax else v)
+                groups += [g] * len(top)
     X = {k: np.concatenate(v) for k, v in Xs.items()}
     groups = np.array(groups, dtype=object)
     return DataSplit("probe", X, np.zeros((len(groups), len(train.target_columns))), groups,

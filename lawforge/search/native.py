@@ -151,6 +151,9 @@ def run_search(space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]
 
     try:
         first = []
+        seeds = [(S.canonical(e), o) for e, o in seeds]
+        # seeds may be larger than random forms: let the search keep (and edit) them
+        space.max_nodes = max(space.max_nodes, *(S.complexity(e) + 8 for e, _ in seeds)) if seeds else space.max_nodes
         for e, origin in seeds:
             e = S.canonical(e)
             k = S.key(e)

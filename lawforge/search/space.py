@@ -35,6 +35,7 @@ class VarInfo:
     symbol: str
     positive: bool      # all train values > 0: powers and logs allowed
     small: bool         # |values| <= 50: exp(p*x) is safe
+    hyper: bool = False  # a training hyperparameter (lr, batch size): the loss has an optimum in it
 
 
 class Space:
@@ -45,6 +46,7 @@ class Space:
         self.n_targets = n_targets
         self.param_limit = param_limit
         self.syms = {v.symbol: make_symbol(v.symbol) for v in self.vars}
+        self.max_nodes = MAX_NODES
 
     # ------------------------------------------------------------------ random pieces
     def atom(self, rng: np.random.Generator, k: int) -> sp.Expr:
@@ -117,7 +119,31 @@ def generic_seeds(space: Space) -> list[sp.Expr]:
     if len(pos) >= 2:  # smooth max of two power-law terms
         x, y = pos[0], pos[1]
         seeds.append(P(0) + sp.log(sp.exp(P(1) * x ** (-P(2))) + sp.exp(P(3) * y ** (-P(4)))))
+    seeds += hyper_bowl_seeds(space)
     return [canonical(s) for s in seeds]
+
+
+def hyper_bowl_seeds(space: Space) -> list[sp.Expr]:
+    """Power laws in the scale variables plus a quadratic bowl in the logs of the
+    hyperparameters whose optimum moves with scale: sum_h a_h (log h)^2 + b_h log h +
+    sum_s c_hs log h log s, with and without the hyperparameter cross terms. The bowl is
+    linear in its coefficients (variable projection solves them exactly)."""
+    hyp = [space.syms[v.symbol] for v in space.vars if v.hyper and v.positive]
+    scale = [space.syms[v.symbol] for v in space.vars if not v.hyper and v.positive]
+    if not hyp:
+        return []
+    k = [0]
+
+    def p():
+        k[0] += 1
+        return P(k[0] - 1)
+
+    base = p() + sum((p() * x ** (-p()) for x in scale), sp.Integer(0))
+    lh = [sp.log(h) for h in hyp]
+    bowl = sum((p() * l ** 2 + p() * l for l in lh), sp.Integer(0))
+    shift = sum((p() * l * sp.log(x) for l in lh for x in scale), sp.Integer(0))
+    cross = sum((p() * lh[i] * lh[j] for i in range(len(lh)) for j in range(i + 1, len(lh))), sp.Integer(0))
+    return [base + bowl, base + bowl + shift, base + bowl + shift + cross]
 
 
 # ---------------------------------------------------------------------- canonical form
@@ -271,7 +297,7 @@ def valid(expr: sp.Expr, space: Space) -> bool:
     syms = expr.free_symbols
     if not any(not is_param(s) for s in syms) or not any(is_param(s) for s in syms):
         return False
-    if complexity(expr) > MAX_NODES:
+    if complexity(expr) > space.max_nodes:
         return False
     if space.param_limit is not None and n_params(expr) * space.n_targets > space.param_limit:
         return False
