@@ -52,17 +52,40 @@ def _fmt(x, digits: int = 5) -> str:
 
 def _table(title: str, columns: Sequence[str], rows: Sequence[Sequence[Any]], width: int | None = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
     for c in columns:
         t.add_column(c)
     for r in rows:
-        t.add_row(*[_fmt(v) for v in r])
+        t.add_row(*[escape(_fmt(v)) for v in r])
     Console(width=width or max(100, len(columns) * 14)).print(t)
 
 
 # ------------------------------------------------------------------------------ commands
+def _load(args):
+    """The dataset named on the command line: a bundled name, a card path, or --csv FILE."""
+    from lawforge.datasets import load_dataset
+
+    if getattr(args, "csv", None):
+        if args.dataset:
+            raise ConfigError(f"give a dataset name or --csv, not both (got {args.dataset!r} and --csv)")
+        if not args.features or not args.target:
+            raise ConfigError("--csv needs --features a,b[,c] and --target y (and --test \"RULE\")")
+        from lawforge.datasets.byo import load_csv_dataset
+
+        return load_csv_dataset(args.csv, args.features, args.target, args.test, group=args.group,
+                                validation_axis=args.validation_axis, hyperparameters=args.hyperparameters,
+                                name=args.name)
+    if not args.dataset:
+        raise ConfigError("give a dataset (a bundled name or a card path; see 'lawforge datasets') or --csv FILE")
+    for flag in ("features", "target", "test", "group"):
+        if getattr(args, flag, None):
+            raise ConfigError(f"--{flag} applies to --csv only")
+    return load_dataset(args.dataset, args.data_dir)
+
+
 def cmd_datasets(args) -> int:
     from lawforge.datasets import bundled_card_paths, data_available, get_card, load_dataset
 
@@ -134,7 +157,6 @@ def _print_score(score, args, fitted_note: str = "") -> None:
 
 
 def cmd_fit(args) -> int:
-    from lawforge.datasets import load_dataset
     from lawforge.evaluators.law import law_from_text
     from lawforge.evaluators.scoring import score_human, score_refit
 
@@ -142,7 +164,7 @@ def cmd_fit(args) -> int:
         raise ConfigError("give exactly one of --law EXPR or --human")
     if args.fit and not args.human:
         raise ConfigError("--fit applies to --human only (a --law is always fitted on train)")
-    ds = load_dataset(args.dataset, args.data_dir)
+    ds = _load(args)
     fit_kw = dict(restarts=args.restarts, seed=args.seed, device=args.device, max_iter=args.max_iter,
                   loss=args.loss)
     if args.human:
@@ -194,7 +216,6 @@ def cmd_bench(args) -> int:
 
 
 def cmd_discover(args) -> int:
-    from lawforge.datasets import load_dataset
     from lawforge.search.discover import discover, parse_budget
     from lawforge.search.native import SearchConfig
 
@@ -202,14 +223,12 @@ def cmd_discover(args) -> int:
     if budget is None and args.max_evals is None:
         budget = 300.0
     cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=args.workers)
-    ds = load_dataset(args.dataset, args.data_dir)
-    quiet = args.json or not sys.stderr.isatty()
+    ds = _load(args)
+    from lawforge.progress import Progress
 
-    def progress(msg: str) -> None:
-        if not quiet or args.verbose:
-            print(msg, file=sys.stderr, flush=True)
-
-    s = discover(ds, cfg, args.out, engine=args.engine, progress=progress)
+    with Progress(budget_s=budget, max_evals=args.max_evals, verbose=args.verbose, quiet=args.json) as prog:
+        s = discover(ds, cfg, args.out, engine=args.engine, progress=prog.update, data_dir=args.data_dir,
+                     report=not args.no_report)
     if args.json:
         _print_json(s)
     else:
@@ -217,8 +236,38 @@ def cmd_discover(args) -> int:
         print(f"law: {s['law']}   ({s['n_params']} parameters per group)")
         _table("Chosen law", ["val R2 (search)", "test R2", "test NMSE", "test NMAE"],
                [[s["val_r2"], s["test_r2"], s["test_nmse"], s["test_nmae"]]])
+        if args.latex:
+            import json as _json
+            from pathlib import Path
+
+            print(_json.loads((Path(s["run_dir"]) / "law.json").read_text())["latex"])
         print(f"run folder: {s['run_dir']}")
     return 0
+
+
+def cmd_report(args) -> int:
+    from lawforge.report import write_report
+
+    formats = ["html", "md"] if args.format == "both" else [args.format]
+    out = write_report(args.run_dir, formats=formats)
+    if args.json:
+        _print_json(out)
+    else:
+        for k, v in out.items():
+            print(f"{k}: {v}")
+    return 0
+
+
+def cmd_doctor(args) -> int:
+    from lawforge.doctor import run_checks
+
+    checks = run_checks(llm_base_url=args.llm_base_url, data_dir=args.data_dir)
+    if args.json:
+        _print_json(checks)
+    else:
+        _table("lawforge doctor", ["check", "status", "detail"],
+               [[c["check"], c["status"], c["detail"]] for c in checks], width=140)
+    return 1 if any(c["status"] == "FAIL" for c in checks) else 0
 
 
 # ------------------------------------------------------------------------------ parser
@@ -242,8 +291,20 @@ def build_parser() -> argparse.ArgumentParser:
     sp = sub.add_parser("datasets", parents=[common], help="list the known datasets")
     sp.set_defaults(func=cmd_datasets)
 
-    sp = sub.add_parser("fit", parents=[common, fitopts], help="fit a law on a dataset and score it")
-    sp.add_argument("dataset", help="a bundled dataset name or the path of a card (.yaml)")
+    csvopts = argparse.ArgumentParser(add_help=False)
+    g = csvopts.add_argument_group("your own CSV (instead of a dataset name)")
+    g.add_argument("--csv", help="a CSV file with one row per run")
+    g.add_argument("--features", help="comma-separated feature columns, e.g. N,D")
+    g.add_argument("--target", help="target column(s), e.g. loss")
+    g.add_argument("--group", help="column whose values are groups (parameters fitted per group)")
+    g.add_argument("--test", help='rule selecting the held-out rows, e.g. "N >= 1e9 or D >= 6e11"')
+    g.add_argument("--validation-axis", help="feature(s) along which validation is carved from train "
+                   "(default: the features the --test rule reads)")
+    g.add_argument("--hyperparameters", help="features that are training hyperparameters (lr, batch size)")
+    g.add_argument("--name", help="dataset name for the run (default: the file's stem)")
+
+    sp = sub.add_parser("fit", parents=[common, fitopts, csvopts], help="fit a law on a dataset and score it")
+    sp.add_argument("dataset", nargs="?", help="a bundled dataset name or the path of a card (.yaml)")
     sp.add_argument("--law", help="expression, e.g. 'E + A/N**alpha + B/D**beta', or "
                     "'name = expr; target = expr' statements")
     sp.add_argument("--params", help="parameter specs as YAML, e.g. '{A: {init: 100, bounds: [0, .inf]}}'")
@@ -254,8 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--latex", action="store_true", help="also print the law in LaTeX")
     sp.set_defaults(func=cmd_fit)
 
-    sp = sub.add_parser("discover", parents=[common], help="search for a law (no LLM needed)")
-    sp.add_argument("dataset", help="a bundled dataset name or the path of a card (.yaml)")
+    sp = sub.add_parser("discover", parents=[common, csvopts], help="search for a law (no LLM needed)")
+    sp.add_argument("dataset", nargs="?", help="a bundled dataset name or the path of a card (.yaml)")
     sp.add_argument("--budget", help="wall-clock budget such as 60s, 5m (default 5m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="stop after this many candidate evaluations "
                     "(with --seed, gives the same law on the CPU)")
@@ -264,7 +325,19 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1, help="worker processes for fitting (default 1)")
     sp.add_argument("--out", help="run folder (default runs/<dataset>-<time>-s<seed>)")
     sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
+    sp.add_argument("--latex", action="store_true", help="also print the chosen law in LaTeX")
+    sp.add_argument("--no-report", action="store_true", help="do not write report.html/report.md")
     sp.set_defaults(func=cmd_discover)
+
+    sp = sub.add_parser("report", parents=[common], help="write the HTML/Markdown report of a run folder")
+    sp.add_argument("run_dir", help="a run folder written by 'lawforge discover'")
+    sp.add_argument("--format", choices=["html", "md", "both"], default="both")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("doctor", parents=[common], help="check the installation, devices, engines and data")
+    sp.add_argument("--llm-base-url", default=None, help="an OpenAI-compatible endpoint to check "
+                    "(default: $LAWFORGE_LLM_BASE_URL or $OPENAI_BASE_URL if set)")
+    sp.set_defaults(func=cmd_doctor)
 
     sp = sub.add_parser("bench", parents=[common, fitopts], help="score a set of laws over datasets")
     sp.add_argument("--laws", default="human", help="law set to score (default: human)")

@@ -269,6 +269,34 @@ class Law:
             lines.append(f"{sp.latex(make_symbol(t))} = {sp.latex(e)}")
         return " \\\\\n".join(lines)
 
+    def to_torch(self, params: Mapping[str, Any] | None = None):
+        """A differentiable torch function of the law: ``f(X, params=None) -> Tensor (n, d)``,
+        ``X`` mapping column names to tensors; ``params`` (names -> tensors or floats) defaults
+        to the ones given here. Gradients flow to tensor inputs and parameters."""
+        import torch
+
+        from lawforge.evaluators.expr import torch_backend
+
+        prog, bound = self.value_program, dict(params or {})
+
+        def f(X: Mapping[str, Any], params: Mapping[str, Any] | None = None):
+            env = {}
+            n = 1
+            for sym, col in self.variables.items():
+                if col not in X:
+                    raise LawError(f"{self.name}: data has no column {col!r} for variable {sym!r}")
+                env[sym] = torch.as_tensor(X[col], dtype=torch.float64)
+                n = env[sym].shape[0] if env[sym].ndim else n
+            vals = {**bound, **dict(params or {})}
+            for p in self.params:
+                if p.name not in vals:
+                    raise LawError(f"{self.name}: no value for parameter {p.name!r}")
+                env[p.name] = torch.as_tensor(vals[p.name], dtype=torch.float64)
+            outs = prog.run(torch_backend(), env)
+            return torch.stack([torch.broadcast_to(torch.as_tensor(o, dtype=torch.float64), (n,)) for o in outs], dim=1)
+
+        return f
+
     def to_python(self) -> str:
         """A plain-Python (numpy) function definition as text, for copying into other code."""
         from sympy.printing.numpy import NumPyPrinter

@@ -85,8 +85,13 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = None, engine: str = "native",
-             progress: Callable[[str], None] | None = None, final_restarts: int = 64) -> dict[str, Any]:
-    """Run a discovery on ``dataset`` and write its run folder; return the summary."""
+             progress: Callable[[dict], None] | None = None, final_restarts: int = 64,
+             data_dir: str | None = None, report: bool = True, top_k: int = 5) -> dict[str, Any]:
+    """Run a discovery on ``dataset`` and write its run folder; return the summary.
+
+    After the search, the chosen law and the ``top_k`` next-ranked forms are refit on the whole
+    train split and scored on test once (for ``top_laws.json`` and ``laws.tex``; the choice was
+    made before, on validation). ``report`` writes ``report.html`` and ``report.md``."""
     if engine not in ENGINES:
         raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
     if engine == "pysr":
@@ -103,8 +108,13 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     run_dir = Path(out_dir) if out_dir else Path("runs") / run_id
     run_dir.mkdir(parents=True, exist_ok=True)
     config = {"dataset": dataset.name, "card": dataset.card.to_dict(), "engine": engine, **asdict(cfg),
-              "final_restarts": final_restarts, "validation_rows": sealed.val.n, "fit_rows": sealed.fit.n}
+              "final_restarts": final_restarts, "validation_rows": sealed.val.n, "fit_rows": sealed.fit.n,
+              "data_dir": str(data_dir) if data_dir else os.environ.get("LAWFORGE_DATA"),
+              "data_origin": dataset.origin}
     _atomic_write(run_dir / "config.json", json.dumps(config, indent=2, default=str))
+    from lawforge.datasets.byo import write_card
+
+    write_card(dataset.card, run_dir / "card.yaml")
     _atomic_write(run_dir / "manifest.json", json.dumps(_manifest(sealed, cfg, engine), indent=2))
     space = build_space(sealed)
     probe = make_probe(sealed.train, dataset.card.validation.get("axis"))
@@ -123,8 +133,8 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     def on_gen(gen, pop, evals, secs):
         best = min((m for m in pop if m.ok), key=lambda m: m.score(cfg.parsimony))
         if progress:
-            progress(f"gen {gen:3d}  evals {evals:5d}  best val R2 {best.rec['val_r2']:.5f}  "
-                     f"{evals / max(secs, 1e-9):6.1f} cand/s  {secs:6.1f}s")
+            progress({"generation": gen, "evaluations": evals, "best_val_r2": best.rec["val_r2"],
+                      "cand_per_s": evals / max(secs, 1e-9), "seconds": secs, "llm_spend": None})
 
     try:
         res: SearchResult = run_search(space, ctx, extra_seeds + seeds_for(sealed, space), cfg, on_eval, on_gen)
@@ -155,16 +165,48 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         best, law, fit = first
     params = fit.params()
     full = sealed.unseal()
-    tm = compute_metrics(full.test.y, predict(law, params, full.test))
+    tm = _test_metrics(law, params, full)
     trm = compute_metrics(full.train.y, predict(law, params, full.train))
     law_json = {"expression": law.to_string(), "form": sp.sstr(best.expr), "latex": law.to_latex(),
                 "python": law.to_python(), "n_params": law.n_params, "params": params, "origin": best.origin,
                 "fit_status": {g: gf.status for g, gf in fit.groups.items()}}
     _atomic_write(run_dir / "law.json", json.dumps(law_json, indent=2, default=float))
+    top = [{"rank": 0, "expression": law.to_string(), "latex": law.to_latex(), "n_params": law.n_params,
+            "complexity": best.rec["complexity"], "val_r2": best.rec["val_r2"], "origin": best.origin,
+            "test_r2": tm.get("r2"), "chosen": True}]
+    for m in ok:
+        if len(top) > top_k:
+            break
+        if m.key == best.key:
+            continue
+        lw = S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=f"rank{len(top)}")
+        f2 = fit_law(lw, full.train, restarts=16, seed=cfg.seed)
+        t2 = _test_metrics(lw, f2.params(), full) if f2.ok else {}
+        top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,
+                    "complexity": m.rec["complexity"], "val_r2": m.rec["val_r2"], "origin": m.origin,
+                    "test_r2": t2.get("r2"), "chosen": False})
+    _atomic_write(run_dir / "top_laws.json", json.dumps(top, indent=2, default=float))
+    from lawforge.report import laws_table_tex
+
+    _atomic_write(run_dir / "laws.tex", laws_table_tex(top, dataset.name))
     summary = {"dataset": dataset.name, "law": law.to_string(), "n_params": law.n_params,
-               "val_r2": best.rec["val_r2"], "test_r2": tm.r2, "test_r2_raw": tm.to_dict()["r2_raw"],
-               "test_nmse": tm.to_dict()["nmse"], "test_nmae": tm.to_dict()["nmae"], "train_r2": trm.r2,
+               "val_r2": best.rec["val_r2"], "test_r2": tm.get("r2"), "test_r2_raw": tm.get("r2_raw"),
+               "test_nmse": tm.get("nmse"), "test_nmae": tm.get("nmae"), "train_r2": trm.r2,
                "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
                "stopped": res.stopped, "fallbacks": fallback, "seed": cfg.seed, "engine": engine, "run_dir": str(run_dir)}
     _atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    if report:
+        try:
+            from lawforge.report import write_report
+
+            write_report(run_dir, dataset=full)
+        except Exception as exc:  # a report must never cost the run its results
+            log.warning("report not written: %s: %s", type(exc).__name__, exc)
     return summary
+
+
+def _test_metrics(law, params, full: Dataset) -> dict:
+    """Test metrics as a dict, or Nones when the dataset has no test rows (in-memory data)."""
+    if full.test.n == 0:
+        return {"r2": None, "r2_raw": None, "nmse": None, "nmae": None}
+    return compute_metrics(full.test.y, predict(law, params, full.test)).to_dict()
