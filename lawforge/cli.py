@@ -215,7 +215,48 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _llm_config(args):
+    if not getattr(args, "llm_base_url", None):
+        if getattr(args, "llm_model", None):
+            raise ConfigError("--llm-model needs --llm-base-url")
+        return None
+    from lawforge.agent.llm import LLMConfig
+
+    return LLMConfig(base_url=args.llm_base_url, model=args.llm_model or "", rate=args.llm_rate,
+                     timeout_s=args.llm_timeout, max_retries=args.llm_retries, max_calls=args.llm_max_calls,
+                     max_tokens=args.llm_max_tokens, max_cost=args.llm_max_cost,
+                     price_in_per_1k=args.llm_price_in, price_out_per_1k=args.llm_price_out,
+                     prompt_file=args.llm_prompt, cache_dir=args.llm_cache, replay_only=args.llm_replay)
+
+
+def _print_summary(s, args) -> int:
+    if s.get("stopped") == "interrupted":
+        print(f"interrupted after {s['evaluations']} evaluations; checkpoint saved. Continue with: "
+              f"lawforge resume {s['run_dir']}", file=sys.stderr)
+        if args.json:
+            _print_json(s)
+        return 130
+    if args.json:
+        _print_json(s)
+        return 0
+    print(f"dataset: {s['dataset']}   evaluations: {s['evaluations']} in {s['seconds']}s ({s['stopped']})")
+    print(f"law: {s['law']}   ({s['n_params']} parameters per group)")
+    _table("Chosen law", ["val R2 (search)", "test R2", "test NMSE", "test NMAE"],
+           [[s["val_r2"], s["test_r2"], s["test_nmse"], s["test_nmae"]]])
+    if s.get("llm"):
+        led = s["llm"]
+        print(f"LLM: {led['calls']} calls, {led['tokens_in']} tokens in, {led['tokens_out']} out, cost {led['cost']:.4f}, "
+              f"{led['laws_valid']} valid laws, {led['laws_invalid']} invalid")
+    if getattr(args, "latex", False):
+        from pathlib import Path
+
+        print(json.loads((Path(s["run_dir"]) / "law.json").read_text())["latex"])
+    print(f"run folder: {s['run_dir']}")
+    return 0
+
+
 def cmd_discover(args) -> int:
+    from lawforge.progress import Progress
     from lawforge.search.discover import discover, parse_budget
     from lawforge.search.native import SearchConfig
 
@@ -223,26 +264,83 @@ def cmd_discover(args) -> int:
     if budget is None and args.max_evals is None:
         budget = 300.0
     cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=args.workers)
+    llm = _llm_config(args)
     ds = _load(args)
-    from lawforge.progress import Progress
-
     with Progress(budget_s=budget, max_evals=args.max_evals, verbose=args.verbose, quiet=args.json) as prog:
         s = discover(ds, cfg, args.out, engine=args.engine, progress=prog.update, data_dir=args.data_dir,
-                     report=not args.no_report)
-    if args.json:
-        _print_json(s)
-    else:
-        print(f"dataset: {s['dataset']}   evaluations: {s['evaluations']} in {s['seconds']}s ({s['stopped']})")
-        print(f"law: {s['law']}   ({s['n_params']} parameters per group)")
-        _table("Chosen law", ["val R2 (search)", "test R2", "test NMSE", "test NMAE"],
-               [[s["val_r2"], s["test_r2"], s["test_nmse"], s["test_nmae"]]])
-        if args.latex:
-            import json as _json
-            from pathlib import Path
+                     report=not args.no_report, llm=llm, handle_sigint=True)
+    return _print_summary(s, args)
 
-            print(_json.loads((Path(s["run_dir"]) / "law.json").read_text())["latex"])
-        print(f"run folder: {s['run_dir']}")
-    return 0
+
+def cmd_resume(args) -> int:
+    from pathlib import Path
+
+    from lawforge.datasets import load_dataset
+    from lawforge.datasets.card import read_card
+    from lawforge.progress import Progress
+    from lawforge.search.discover import discover
+    from lawforge.search.native import SearchConfig
+
+    run = Path(args.run_dir)
+    try:
+        conf = json.loads((run / "config.json").read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{run}: no config.json; not a lawforge run folder") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{run / 'config.json'}: not valid JSON ({exc.msg})") from None
+    fields = SearchConfig.__dataclass_fields__
+    cfg = SearchConfig(**{k: conf[k] for k in fields if k in conf})
+    if args.workers:
+        cfg.workers = args.workers
+    llm = None
+    if conf.get("llm"):
+        from lawforge.agent.llm import LLMConfig
+
+        llm = LLMConfig(**conf["llm"])
+    ds = load_dataset(read_card(run / "card.yaml"), args.data_dir or conf.get("data_dir"))
+    with Progress(budget_s=cfg.budget_s, max_evals=cfg.max_evals, verbose=args.verbose, quiet=args.json) as prog:
+        s = discover(ds, cfg, run, engine=conf.get("engine", "native"), progress=prog.update,
+                     data_dir=args.data_dir or conf.get("data_dir"), report=conf.get("report", True),
+                     top_k=conf.get("top_k", 5), final_restarts=conf.get("final_restarts", 64), llm=llm,
+                     resume=True, handle_sigint=True)
+    return _print_summary(s, args)
+
+
+def cmd_campaign(args) -> int:
+    from lawforge.agent.campaign import run_campaign
+    from lawforge.datasets import bundled_card_paths, data_available, get_card
+    from lawforge.search.discover import parse_budget
+
+    if args.all == bool(args.datasets):
+        raise ConfigError("give dataset names or --all (not both)")
+    if args.all:
+        names = [n for n in bundled_card_paths() if data_available(get_card(n), args.data_dir)]
+    else:
+        names = list(args.datasets)
+        for n in names:
+            get_card(n)  # unknown names fail now, with a did-you-mean
+    if args.seeds < 1:
+        raise ConfigError(f"--seeds must be >= 1, got {args.seeds}")
+    budget = parse_budget(args.budget)
+    if budget is None and args.max_evals is None:
+        budget = 600.0
+    llm = _llm_config(args)
+
+    def on_row(r):
+        if not args.json:
+            r2 = r.get("test_r2")
+            print(f"  {r['dataset']} seed {r['seed']}: {r['status']}"
+                  + (f", test R2 {r2:.4f}, {r['evaluations']} evals, {r['seconds']}s" if r2 is not None else ""),
+                  file=sys.stderr, flush=True)
+
+    out = run_campaign(names, args.seeds, args.out, budget_s=budget, max_evals=args.max_evals,
+                       data_dir=args.data_dir, llm=llm, workers=args.workers, report=not args.no_report, on_row=on_row)
+    if args.json:
+        _print_json(out)
+    else:
+        print(open(out["leaderboard_md"]).read())
+        print(f"leaderboard: {out['leaderboard_csv']}  {out['leaderboard_md']}")
+    return 0 if all(r["status"] == "ok" for r in out["rows"]) else 1
 
 
 def cmd_report(args) -> int:
@@ -315,7 +413,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--latex", action="store_true", help="also print the law in LaTeX")
     sp.set_defaults(func=cmd_fit)
 
-    sp = sub.add_parser("discover", parents=[common, csvopts], help="search for a law (no LLM needed)")
+    llmopts = argparse.ArgumentParser(add_help=False)
+    g = llmopts.add_argument_group("LLM mutation (optional; any OpenAI-compatible endpoint, key from OPENAI_API_KEY)")
+    g.add_argument("--llm-base-url", help="e.g. http://127.0.0.1:8000/v1")
+    g.add_argument("--llm-model", help="model name sent to the endpoint")
+    g.add_argument("--llm-rate", type=float, default=0.2, help="fraction of proposals from the LLM (default 0.2)")
+    g.add_argument("--llm-timeout", type=float, default=30.0, help="seconds per request (default 30)")
+    g.add_argument("--llm-retries", type=int, default=3, help="retries on 429/5xx/timeout (default 3)")
+    g.add_argument("--llm-max-calls", type=int, default=100, help="hard limit on requests (default 100)")
+    g.add_argument("--llm-max-tokens", type=int, default=500_000, help="hard limit on tokens (default 500000)")
+    g.add_argument("--llm-max-cost", type=float, default=None, help="hard limit on cost (with --llm-price-*)")
+    g.add_argument("--llm-price-in", type=float, default=0.0, help="price per 1k prompt tokens")
+    g.add_argument("--llm-price-out", type=float, default=0.0, help="price per 1k completion tokens")
+    g.add_argument("--llm-prompt", help="a prompt template file overriding the packaged one")
+    g.add_argument("--llm-cache", help="reply cache folder (default <run>/llm_cache)")
+    g.add_argument("--llm-replay", action="store_true", help="use cached replies only (offline replay)")
+
+    sp = sub.add_parser("discover", parents=[common, csvopts, llmopts], help="search for a law (no LLM needed)")
     sp.add_argument("dataset", nargs="?", help="a bundled dataset name or the path of a card (.yaml)")
     sp.add_argument("--budget", help="wall-clock budget such as 60s, 5m (default 5m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="stop after this many candidate evaluations "
@@ -328,6 +442,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--latex", action="store_true", help="also print the chosen law in LaTeX")
     sp.add_argument("--no-report", action="store_true", help="do not write report.html/report.md")
     sp.set_defaults(func=cmd_discover)
+
+    sp = sub.add_parser("resume", parents=[common], help="continue an interrupted discovery from its checkpoint")
+    sp.add_argument("run_dir", help="the run folder of the interrupted run")
+    sp.add_argument("--workers", type=int, help="worker processes (default: as the run was started)")
+    sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
+    sp.set_defaults(func=cmd_resume)
+
+    sp = sub.add_parser("campaign", parents=[common, llmopts], help="discoveries over datasets x seeds, with a leaderboard")
+    sp.add_argument("datasets", nargs="*", help="dataset names or card paths")
+    sp.add_argument("--all", action="store_true", help="every bundled dataset whose data is here")
+    sp.add_argument("--seeds", type=int, default=3)
+    sp.add_argument("--budget", help="per run, e.g. 1m, 10m (default 10m unless --max-evals)")
+    sp.add_argument("--max-evals", type=int, help="per run")
+    sp.add_argument("--workers", type=int, help="runs in parallel (default: the machine's cores)")
+    sp.add_argument("--out", help="campaign folder (default runs/campaign-<time>)")
+    sp.add_argument("--no-report", action="store_true", help="skip the per-run reports")
+    sp.set_defaults(func=cmd_campaign)
 
     sp = sub.add_parser("report", parents=[common], help="write the HTML/Markdown report of a run folder")
     sp.add_argument("run_dir", help="a run folder written by 'lawforge discover'")

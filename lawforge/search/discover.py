@@ -86,8 +86,16 @@ def _atomic_write(path: Path, text: str) -> None:
 
 def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = None, engine: str = "native",
              progress: Callable[[dict], None] | None = None, final_restarts: int = 64,
-             data_dir: str | None = None, report: bool = True, top_k: int = 5) -> dict[str, Any]:
+             data_dir: str | None = None, report: bool = True, top_k: int = 5, llm=None,
+             resume: bool = False, handle_sigint: bool = False) -> dict[str, Any]:
     """Run a discovery on ``dataset`` and write its run folder; return the summary.
+
+    The search checkpoints after every generation (``checkpoint.json``; every evaluated
+    candidate is in the append-only ``candidates.jsonl``). ``resume=True`` continues the run in
+    ``out_dir`` from its checkpoint: candidates evaluated after it are reused, not lost, and with
+    an evaluation budget and no LLM the resumed run ends with the same law as an uninterrupted
+    one. ``handle_sigint``: the first Ctrl-C finishes the current step, checkpoints and returns
+    a summary with ``stopped == "interrupted"``.
 
     After the search, the chosen law and the ``top_k`` next-ranked forms are refit on the whole
     train split and scored on test once (for ``top_laws.json`` and ``laws.tex``; the choice was
@@ -99,34 +107,61 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
 
         require_pysr()
     sealed = SealedDataset(dataset, cfg.seed)
+    if resume:
+        if out_dir is None:
+            raise ConfigError("resume needs the run folder")
+        run_dir = Path(out_dir)
+        ck = _read_checkpoint(run_dir)
+        if ck.get("status") == "done":
+            raise ConfigError(f"{run_dir}: this run is already complete (see metrics.json)")
+    else:
+        run_id = f"{dataset.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
+        run_dir = Path(out_dir) if out_dir else Path("runs") / run_id
+        if (run_dir / "candidates.jsonl").exists() or (run_dir / "checkpoint.json").exists():
+            raise ConfigError(f"{run_dir} already holds a run; continue it with 'lawforge resume {run_dir}' "
+                              f"or choose another --out")
+        run_dir.mkdir(parents=True, exist_ok=True)
+        ck = None
     extra_seeds: list[tuple[sp.Expr, str]] = []
-    if engine == "pysr":  # pragma: no cover - needs Julia
+    if engine == "pysr" and not resume:  # pragma: no cover - needs Julia
         from lawforge.search.pysr_backend import pysr_candidates
 
         extra_seeds = [(S.from_law(lw), "pysr") for lw, _ in pysr_candidates(sealed, cfg)]
-    run_id = f"{dataset.name}-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}-s{cfg.seed}"
-    run_dir = Path(out_dir) if out_dir else Path("runs") / run_id
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config = {"dataset": dataset.name, "card": dataset.card.to_dict(), "engine": engine, **asdict(cfg),
-              "final_restarts": final_restarts, "validation_rows": sealed.val.n, "fit_rows": sealed.fit.n,
-              "data_dir": str(data_dir) if data_dir else os.environ.get("LAWFORGE_DATA"),
-              "data_origin": dataset.origin}
-    _atomic_write(run_dir / "config.json", json.dumps(config, indent=2, default=str))
-    from lawforge.datasets.byo import write_card
+    if not resume:
+        config = {"dataset": dataset.name, "card": dataset.card.to_dict(), "engine": engine, **asdict(cfg),
+                  "final_restarts": final_restarts, "validation_rows": sealed.val.n, "fit_rows": sealed.fit.n,
+                  "data_dir": str(data_dir) if data_dir else os.environ.get("LAWFORGE_DATA"),
+                  "data_origin": dataset.origin, "report": report, "top_k": top_k,
+                  "llm": llm.to_dict() if llm else None}
+        _atomic_write(run_dir / "config.json", json.dumps(config, indent=2, default=str))
+        from lawforge.datasets.byo import write_card
 
-    write_card(dataset.card, run_dir / "card.yaml")
-    _atomic_write(run_dir / "manifest.json", json.dumps(_manifest(sealed, cfg, engine), indent=2))
+        write_card(dataset.card, run_dir / "card.yaml")
+        _atomic_write(run_dir / "manifest.json", json.dumps(_manifest(sealed, cfg, engine), indent=2))
     space = build_space(sealed)
     probe = make_probe(sealed.train, dataset.card.validation.get("axis"))
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     ctx = EvalContext(dict(dataset.card.variables), dataset.card.target_columns, sealed.fit, sealed.val,
                       restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
                       probe_center=center, probe_span=span)
+    proposer = None
+    if llm is not None:
+        from lawforge.agent.llm import LLMProposer
+
+        proposer = LLMProposer(llm, dataset.card, space, run_dir)
+    cache: dict[str, dict] = {}
+    logged: list[dict] = []
+    if resume:
+        logged, cache = _prepare_resume(run_dir, int(ck["evaluations"]))
+        if proposer is not None:
+            proposer.restore(ck.get("ledger") or {}, ck.get("llm_pending") or [])
     log_f = open(run_dir / "candidates.jsonl", "a")
+    counter = [len(logged)]
 
     def on_eval(m):
-        rec = {k: v for k, v in m.rec.items() if k != "params"}
-        rec["origin"] = m.origin
+        rec = {k: v for k, v in m.rec.items() if k not in ("params", "tree", "key", "index", "origin")}
+        rec.update(origin=m.origin, index=counter[0], key=m.key, tree=S.to_tree(m.expr))
+        counter[0] += 1
         log_f.write(json.dumps(rec) + "\n")
         log_f.flush()
 
@@ -134,12 +169,54 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         best = min((m for m in pop if m.ok), key=lambda m: m.score(cfg.parsimony))
         if progress:
             progress({"generation": gen, "evaluations": evals, "best_val_r2": best.rec["val_r2"],
-                      "cand_per_s": evals / max(secs, 1e-9), "seconds": secs, "llm_spend": None})
+                      "cand_per_s": evals / max(secs, 1e-9), "seconds": secs,
+                      "llm_spend": proposer.ledger.spend_text() if proposer else None})
 
+    def checkpoint(snap: dict) -> None:
+        status = {None: "running", "interrupted": "interrupted"}.get(snap.get("stopped"), "searched")
+        _atomic_write(run_dir / "checkpoint.json", json.dumps({**snap, "status": status}, default=float))
+        if proposer is not None:
+            _atomic_write(run_dir / "llm_usage.json", json.dumps(proposer.ledger.to_dict(), indent=2))
+
+    flag = {"stop": False}
+    old_handler = None
+    if handle_sigint:
+        import signal
+
+        def on_sigint(signum, frame):
+            if flag["stop"]:  # second Ctrl-C: stop now
+                raise KeyboardInterrupt
+            flag["stop"] = True
+            print("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to stop now)",
+                  file=sys.stderr, flush=True)
+
+        old_handler = signal.signal(signal.SIGINT, on_sigint)
+    seeds = extra_seeds + seeds_for(sealed, space)
     try:
-        res: SearchResult = run_search(space, ctx, extra_seeds + seeds_for(sealed, space), cfg, on_eval, on_gen)
+        from lawforge.search.native import Engine
+
+        if resume:
+            eng = Engine(space, ctx, seeds, cfg, on_eval, lambda: flag["stop"])
+            try:
+                eng.restore(ck["engine"], logged)
+                eng.cache = cache
+                from lawforge.agent.graph import run_campaign_graph
+
+                res = run_campaign_graph(eng, on_generation=on_gen, llm=proposer, checkpoint=checkpoint, resumed=True)
+            finally:
+                eng.close()
+        else:
+            res = run_search(space, ctx, seeds, cfg, on_eval, on_gen, lambda: flag["stop"], llm=proposer,
+                             checkpoint=checkpoint)
     finally:
         log_f.close()
+        if old_handler is not None:
+            import signal
+
+            signal.signal(signal.SIGINT, old_handler)
+    if res.stopped == "interrupted":
+        return {"dataset": dataset.name, "stopped": "interrupted", "evaluations": res.evaluations,
+                "seconds": round(res.seconds, 2), "run_dir": str(run_dir)}
     with open(run_dir / "pareto.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(["complexity", "n_params", "val_r2", "val_nmse", "expression"])
@@ -194,7 +271,12 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
                "test_nmse": tm.get("nmse"), "test_nmae": tm.get("nmae"), "train_r2": trm.r2,
                "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
                "stopped": res.stopped, "fallbacks": fallback, "seed": cfg.seed, "engine": engine, "run_dir": str(run_dir)}
+    if proposer is not None:
+        summary["llm"] = proposer.ledger.to_dict()
     _atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2))
+    ck_path = run_dir / "checkpoint.json"
+    if ck_path.exists():
+        _atomic_write(ck_path, json.dumps({**json.loads(ck_path.read_text()), "status": "done"}))
     if report:
         try:
             from lawforge.report import write_report
@@ -203,6 +285,48 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         except Exception as exc:  # a report must never cost the run its results
             log.warning("report not written: %s: %s", type(exc).__name__, exc)
     return summary
+
+
+def _read_checkpoint(run_dir: Path) -> dict:
+    p = run_dir / "checkpoint.json"
+    if not p.is_file():
+        raise ConfigError(f"{run_dir}: no checkpoint.json; not a lawforge run folder, or it stopped before "
+                          f"its first step (start it again)")
+    try:
+        return json.loads(p.read_text())
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{p}: unreadable checkpoint ({exc.msg})") from None
+
+
+def read_log(path: Path) -> list[dict]:
+    """The candidate log's complete records (a torn last line, from a kill, is dropped)."""
+    out = []
+    if not path.exists():
+        return out
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(rec, dict) and "key" in rec and "tree" in rec:
+            out.append(rec)
+    return out
+
+
+def _prepare_resume(run_dir: Path, committed: int) -> tuple[list[dict], dict[str, dict]]:
+    """Split the log at the checkpoint: the committed records stay in ``candidates.jsonl``;
+    later ones (evaluated before the interruption, after the checkpoint) are kept in
+    ``candidates.pending.jsonl`` and returned as a cache, so nothing evaluated is lost."""
+    log_path, pend_path = run_dir / "candidates.jsonl", run_dir / "candidates.pending.jsonl"
+    recs = read_log(log_path)
+    if len(recs) < committed:
+        raise ConfigError(f"{log_path}: {len(recs)} complete records, but the checkpoint needs {committed}")
+    pending = {r["key"]: r for r in read_log(pend_path)}
+    for r in recs[committed:]:
+        pending[r["key"]] = r
+    _atomic_write(pend_path, "".join(json.dumps(r) + "\n" for r in pending.values()))
+    _atomic_write(log_path, "".join(json.dumps(r) + "\n" for r in recs[:committed]))
+    return recs[:committed], pending
 
 
 def _test_metrics(law, params, full: Dataset) -> dict:

@@ -98,7 +98,11 @@ _CTX: EvalContext | None = None
 
 def _init_worker(ctx: EvalContext) -> None:
     global _CTX
+    import signal
+
     import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it finishes the step
 
     torch.set_num_threads(1)
     _CTX = ctx
@@ -108,105 +112,193 @@ def _eval_in_worker(text: str) -> dict:
     return evaluate(text, _CTX)
 
 
+class Engine:
+    """The evolutionary search as explicit steps over explicit state (for the campaign graph).
+
+    ``seed_population`` evaluates the seeds; each generation is ``propose`` (children from the
+    population, with the RNG), ``evaluate`` (fit and score, in order) and ``select``. The whole
+    state (members, population, RNG, counters) can be saved with :meth:`state_dict` after any
+    generation and restored with :meth:`restore`; ``cache`` holds results evaluated after the
+    last checkpoint (read back from the candidate log), which are reused, not refit, when the
+    resumed search proposes them again.
+    """
+
+    def __init__(self, space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
+                 on_eval: Callable[[Member], None] | None = None,
+                 should_stop: Callable[[], bool] | None = None):
+        self.space, self.ctx, self.cfg = space, ctx, cfg
+        self.on_eval, self.should_stop = on_eval, should_stop
+        self.rng = np.random.default_rng(np.random.SeedSequence(cfg.seed))
+        self.seen: dict[str, Member] = {}
+        self.members: list[Member] = []
+        self.population: list[Member] = []
+        self.evals = 0
+        self.generation = 0
+        self.elapsed_before = 0.0
+        self.t0 = time.perf_counter()
+        self.cache: dict[str, dict] = {}
+        self.pool = _Pool(ctx, cfg.workers)
+        self.seeds = [(S.canonical(e), o) for e, o in seeds]
+        # seeds may be larger than random forms: let the search keep (and edit) them
+        if self.seeds:
+            space.max_nodes = max(space.max_nodes, *(S.complexity(e) + 8 for e, _ in self.seeds))
+
+    # -- budget
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.t0
+
+    def out_of_budget(self) -> str | None:
+        if self.cfg.max_evals is not None and self.evals >= self.cfg.max_evals:
+            return "max_evals"
+        if self.cfg.budget_s is not None and self.elapsed() >= self.cfg.budget_s:
+            return "budget"
+        if self.should_stop is not None and self.should_stop():
+            return "interrupted"
+        return None
+
+    # -- steps
+    def evaluate(self, batch: list[tuple[sp.Expr, str]]) -> list[Member]:
+        if self.cfg.max_evals is not None:
+            batch = batch[:max(0, self.cfg.max_evals - self.evals)]
+        keys = [S.key(e) for e, _ in batch]
+        todo = [i for i, k in enumerate(keys) if k not in self.cache]
+        recs: list[dict | None] = [self.cache.get(k) for k in keys]
+        for i, rec in zip(todo, self.pool.map([sp.sstr(batch[i][0]) for i in todo])):
+            recs[i] = rec
+        out = []
+        for (e, origin), k, rec in zip(batch, keys, recs):
+            cached = k in self.cache
+            m = Member(e, k, self.cache.pop(k) if cached else rec, origin)
+            if cached:
+                m.origin = m.rec.get("origin", origin)
+            self.seen[m.key] = m
+            self.members.append(m)
+            self.evals += 1
+            out.append(m)
+            if self.on_eval:
+                self.on_eval(m)
+        return out
+
+    def seed_population(self) -> list[Member]:
+        first: list[tuple[sp.Expr, str]] = []
+        keys = set()
+        for e, origin in self.seeds:
+            k = S.key(e)
+            if k not in self.seen and k not in keys and S.valid(e, self.space):
+                keys.add(k)
+                first.append((e, origin))
+        self.population = self.evaluate(first)
+        return self.population
+
+    def propose(self, n: int | None = None) -> list[tuple[sp.Expr, str]]:
+        cfg, rng = self.cfg, self.rng
+        n = cfg.offspring if n is None else n
+        alive = sorted((m for m in self.population if m.ok), key=lambda m: m.score(cfg.parsimony))
+        if not alive:
+            raise LawforgeError("no seed form could be fitted on this dataset")
+        children: list[tuple[sp.Expr, str]] = []
+        keys = set()
+        tries = 0
+        while len(children) < n and tries < n * 20:
+            tries += 1
+            a = _tournament(alive, rng, cfg)
+            try:
+                if rng.random() < cfg.crossover_rate and len(alive) > 1:
+                    b = _tournament(alive, rng, cfg)
+                    child, op = S.crossover(a.expr, b.expr, self.space, rng), "crossover"
+                else:
+                    op = list(S.MUTATIONS)[rng.integers(len(S.MUTATIONS))]
+                    child = S.MUTATIONS[op](a.expr, self.space, rng)
+                child = S.canonical(child)
+            except (TypeError, ValueError, AttributeError, RecursionError, ZeroDivisionError):
+                continue
+            if not S.valid(child, self.space):
+                continue
+            k = S.key(child)
+            if k in self.seen or k in keys:
+                continue
+            keys.add(k)
+            children.append((child, op))
+        return children
+
+    def admit(self, forms: list[tuple[sp.Expr, str]]) -> list[tuple[sp.Expr, str]]:
+        """Forms from outside (LLM, PySR): canonical, valid, new; the rest dropped."""
+        out, keys = [], set()
+        for e, origin in forms:
+            try:
+                e = S.canonical(e)
+            except (TypeError, ValueError, AttributeError, RecursionError, ZeroDivisionError):
+                continue
+            k = S.key(e)
+            if S.valid(e, self.space) and k not in self.seen and k not in keys:
+                keys.add(k)
+                out.append((e, origin))
+        return out
+
+    def select(self, new: list[Member]) -> None:
+        cfg = self.cfg
+        pool_members = {m.key: m for m in self.population + new}
+        ranked = sorted(pool_members.values(), key=lambda m: m.score(cfg.parsimony))
+        front_keys = {m.key for m in pareto_front(list(pool_members.values()))}
+        keep = ranked[:cfg.population]
+        keep += [m for m in ranked[cfg.population:] if m.key in front_keys]
+        self.population = keep
+        self.generation += 1
+
+    def result(self, stopped: str) -> SearchResult:
+        return SearchResult(self.members, self.evals, self.elapsed(), self.generation, stopped,
+                            pareto_front(self.members))
+
+    def close(self) -> None:
+        self.pool.close()
+
+    # -- checkpoints
+    def state_dict(self) -> dict:
+        return {"generation": self.generation, "evaluations": self.evals, "elapsed": self.elapsed(),
+                "rng": self.rng.bit_generator.state, "population": [m.key for m in self.population],
+                "max_nodes": self.space.max_nodes}
+
+    def restore(self, state: dict, logged: list[dict]) -> None:
+        """Continue from ``state`` (a checkpoint) and the candidate log: the first
+        ``state['evaluations']`` logged records are the committed members; later ones (evaluated
+        after the checkpoint, before an interruption) become the cache."""
+        n = int(state["evaluations"])
+        for rec in logged[:n]:
+            m = Member(S.from_tree(rec["tree"]), rec["key"], rec, rec.get("origin", "?"))
+            self.seen[m.key] = m
+            self.members.append(m)
+        for rec in logged[n:]:
+            self.cache[rec["key"]] = rec
+        self.evals = n
+        self.generation = int(state["generation"])
+        self.elapsed_before = float(state["elapsed"])
+        self.t0 = time.perf_counter()
+        self.rng.bit_generator.state = state["rng"]
+        self.space.max_nodes = int(state.get("max_nodes", self.space.max_nodes))
+        missing = [k for k in state["population"] if k not in self.seen]
+        if missing:
+            raise LawforgeError(f"checkpoint names {len(missing)} population member(s) missing from the candidate log")
+        self.population = [self.seen[k] for k in state["population"]]
+
+
 def run_search(space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
                on_eval: Callable[[Member], None] | None = None,
                on_generation: Callable[[int, list[Member], int, float], None] | None = None,
-               should_stop: Callable[[], bool] | None = None) -> SearchResult:
-    """Evolve forms until ``max_evals`` evaluations or ``budget_s`` seconds.
+               should_stop: Callable[[], bool] | None = None, **graph_kw) -> SearchResult:
+    """Evolve forms until ``max_evals`` evaluations or ``budget_s`` seconds, as the campaign
+    graph (:mod:`lawforge.agent.graph`): propose, evaluate, select, optionally ask an LLM,
+    checkpoint, repeat.
 
     ``on_eval`` sees every evaluated member in order (for the append-only log); the same seed
     and ``max_evals`` give the same sequence of candidates and the same result on the CPU.
     """
-    rng = np.random.default_rng(np.random.SeedSequence(cfg.seed))
-    t0 = time.perf_counter()
-    seen: dict[str, Member] = {}
-    members: list[Member] = []
-    evals = 0
-    pool = _Pool(ctx, cfg.workers)
+    from lawforge.agent.graph import run_campaign_graph
 
-    def out_of_budget() -> str | None:
-        if cfg.max_evals is not None and evals >= cfg.max_evals:
-            return "max_evals"
-        if cfg.budget_s is not None and time.perf_counter() - t0 >= cfg.budget_s:
-            return "budget"
-        if should_stop is not None and should_stop():
-            return "interrupted"
-        return None
-
-    def run_batch(batch: list[tuple[sp.Expr, str]]) -> list[Member]:
-        nonlocal evals
-        if cfg.max_evals is not None:
-            batch = batch[:max(0, cfg.max_evals - evals)]
-        recs = pool.map([sp.sstr(e) for e, _ in batch])
-        out = []
-        for (e, origin), rec in zip(batch, recs):
-            m = Member(e, S.key(e), rec, origin)
-            seen[m.key] = m
-            members.append(m)
-            evals += 1
-            out.append(m)
-            if on_eval:
-                on_eval(m)
-        return out
-
+    engine = Engine(space, ctx, seeds, cfg, on_eval, should_stop)
     try:
-        first = []
-        seeds = [(S.canonical(e), o) for e, o in seeds]
-        # seeds may be larger than random forms: let the search keep (and edit) them
-        space.max_nodes = max(space.max_nodes, *(S.complexity(e) + 8 for e, _ in seeds)) if seeds else space.max_nodes
-        for e, origin in seeds:
-            e = S.canonical(e)
-            k = S.key(e)
-            if k not in seen and k not in {S.key(x) for x, _ in first} and S.valid(e, space):
-                first.append((e, origin))
-        population = [m for m in run_batch(first)]
-        gen = 0
-        stopped = out_of_budget()
-        while stopped is None:
-            gen += 1
-            alive = sorted((m for m in population if m.ok), key=lambda m: m.score(cfg.parsimony))
-            if not alive:
-                raise LawforgeError("no seed form could be fitted on this dataset")
-            children: list[tuple[sp.Expr, str]] = []
-            keys = set()
-            tries = 0
-            while len(children) < cfg.offspring and tries < cfg.offspring * 20:
-                tries += 1
-                a = _tournament(alive, rng, cfg)
-                try:
-                    if rng.random() < cfg.crossover_rate and len(alive) > 1:
-                        b = _tournament(alive, rng, cfg)
-                        child, op = S.crossover(a.expr, b.expr, space, rng), "crossover"
-                    else:
-                        op = list(S.MUTATIONS)[rng.integers(len(S.MUTATIONS))]
-                        child = S.MUTATIONS[op](a.expr, space, rng)
-                    child = S.canonical(child)
-                except (TypeError, ValueError, AttributeError, RecursionError, ZeroDivisionError):
-                    continue
-                if not S.valid(child, space):
-                    continue
-                k = S.key(child)
-                if k in seen or k in keys:
-                    continue
-                keys.add(k)
-                children.append((child, op))
-            if not children:
-                stopped = "exhausted"
-                break
-            new = run_batch(children)
-            pool_members = {m.key: m for m in population + new}
-            ranked = sorted(pool_members.values(), key=lambda m: m.score(cfg.parsimony))
-            front_keys = {m.key for m in pareto_front(list(pool_members.values()))}
-            keep = ranked[:cfg.population]
-            keep += [m for m in ranked[cfg.population:] if m.key in front_keys]
-            population = keep
-            if on_generation:
-                on_generation(gen, population, evals, time.perf_counter() - t0)
-            stopped = out_of_budget()
+        return run_campaign_graph(engine, on_generation=on_generation, **graph_kw)
     finally:
-        pool.close()
-    return SearchResult(members, evals, time.perf_counter() - t0, gen, stopped or "done",
-                        pareto_front(members))
+        engine.close()
 
 
 def _tournament(alive: list[Member], rng, cfg: SearchConfig) -> Member:

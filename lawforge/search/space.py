@@ -341,3 +341,53 @@ def from_law(law: Law) -> sp.Expr | None:
 
 def finite_number(x) -> bool:
     return isinstance(x, (int, float)) and math.isfinite(x)
+
+
+# ---------------------------------------------------------------------- exact (de)serialisation
+# Checkpoints store forms as JSON trees rebuilt from a whitelist of sympy classes with
+# evaluate=False: the rebuilt tree is identical to the saved one (re-parsing printed text is
+# not: printing and parsing can regroup constants), and nothing is ever evaluated as code.
+_TREE_FUNCS = {"Add": sp.Add, "Mul": sp.Mul, "Pow": sp.Pow, "exp": sp.exp, "log": sp.log, "tanh": sp.tanh,
+               "Abs": sp.Abs, "Max": sp.Max, "Min": sp.Min}
+_TREE_CONSTS = {"E": sp.E, "pi": sp.pi}
+
+
+def to_tree(expr: sp.Expr):
+    if isinstance(expr, sp.Symbol):
+        return ["S", expr.name]
+    if isinstance(expr, sp.Integer):
+        return ["I", int(expr)]
+    if isinstance(expr, sp.Rational):
+        return ["Q", int(expr.p), int(expr.q)]
+    if isinstance(expr, sp.Float):
+        return ["F", repr(float(expr))]
+    for name, c in _TREE_CONSTS.items():
+        if expr == c:
+            return ["C", name]
+    name = type(expr).__name__
+    if name not in _TREE_FUNCS:
+        raise ValueError(f"cannot serialise {name}")
+    return [name] + [to_tree(a) for a in expr.args]
+
+
+def from_tree(tree) -> sp.Expr:
+    """Rebuild a form from :func:`to_tree`'s output (whitelisted node kinds only)."""
+    if not isinstance(tree, list) or not tree or not isinstance(tree[0], str):
+        raise ValueError(f"not a form tree: {str(tree)[:80]}")
+    kind, args = tree[0], tree[1:]
+    if kind == "S":
+        name = str(args[0])
+        if not name.isidentifier():
+            raise ValueError(f"bad symbol name {name!r}")
+        return make_symbol(name)
+    if kind == "I":
+        return sp.Integer(int(args[0]))
+    if kind == "Q":
+        return sp.Rational(int(args[0]), int(args[1]))
+    if kind == "F":
+        return sp.Float(float(args[0]))
+    if kind == "C":
+        return _TREE_CONSTS[args[0]]
+    if kind not in _TREE_FUNCS:
+        raise ValueError(f"node kind {kind!r} is not allowed")
+    return _TREE_FUNCS[kind](*[from_tree(a) for a in args], evaluate=False)

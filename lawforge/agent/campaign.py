@@ -1,0 +1,116 @@
+"""Campaigns: discoveries over many datasets and seeds, one run per worker process, and a
+leaderboard (CSV and Markdown) of datasets x seeds with test R², law, parameters, time and LLM
+spend. A run that fails is a row with its error, not the end of the campaign."""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import csv
+import datetime as _dt
+import multiprocessing as mp
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+COLUMNS = ["dataset", "seed", "status", "test_r2", "val_r2", "n_params", "evaluations", "seconds", "llm_calls",
+           "llm_tokens", "llm_cost", "law", "run_dir"]
+
+
+def _one(job: dict) -> dict:
+    """One discovery (in a worker process)."""
+    import signal
+
+    import torch
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
+    torch.set_num_threads(1)
+    from lawforge.agent.llm import LLMConfig
+    from lawforge.datasets import load_dataset
+    from lawforge.errors import LawforgeError
+    from lawforge.search.discover import discover
+    from lawforge.search.native import SearchConfig
+
+    row: dict[str, Any] = {"dataset": job["dataset"], "seed": job["seed"], "run_dir": job["out"]}
+    try:
+        ds = load_dataset(job["dataset"], job["data_dir"])
+        cfg = SearchConfig(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1)
+        llm = LLMConfig(**job["llm"]) if job.get("llm") else None
+        s = discover(ds, cfg, job["out"], data_dir=job["data_dir"], llm=llm, report=job.get("report", True))
+    except (LawforgeError, ValueError, RuntimeError, ArithmeticError, OSError) as exc:
+        row.update(status=f"error: {type(exc).__name__}: {exc}")
+        return row
+    led = s.get("llm") or {}
+    row.update(status="ok", test_r2=s["test_r2"], val_r2=s["val_r2"], n_params=s["n_params"],
+               evaluations=s["evaluations"], seconds=s["seconds"], law=s["law"],
+               llm_calls=led.get("calls", 0), llm_tokens=led.get("tokens_in", 0) + led.get("tokens_out", 0),
+               llm_cost=round(led.get("cost", 0.0), 6))
+    return row
+
+
+def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = None, budget_s: float | None = None,
+                 max_evals: int | None = None, data_dir: str | None = None, llm=None, workers: int | None = None,
+                 report: bool = True, on_row: Callable[[dict], None] | None = None) -> dict[str, Any]:
+    out = Path(out_dir) if out_dir else Path("runs") / f"campaign-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir, "budget_s": budget_s,
+             "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report}
+            for d in datasets for s in range(seeds)]
+    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    rows: list[dict] = []
+    ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
+    try:
+        futs = [ex.submit(_one, j) for j in jobs]
+        for f in cf.as_completed(futs):
+            row = f.result()
+            rows.append(row)
+            if on_row:
+                on_row(row)
+            write_leaderboard(out, rows)  # after every run: an interrupted campaign keeps its rows
+    except KeyboardInterrupt:
+        ex.shutdown(cancel_futures=True)
+        write_leaderboard(out, rows)
+        raise
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+    return {"leaderboard_csv": str(out / "leaderboard.csv"), "leaderboard_md": str(out / "leaderboard.md"),
+            "rows": sorted(rows, key=lambda r: (r["dataset"], r["seed"])), "out_dir": str(out), "workers": workers}
+
+
+def write_leaderboard(out: Path, rows: list[dict]) -> None:
+    rows = sorted(rows, key=lambda r: (r["dataset"], r["seed"]))
+    tmp = out / "leaderboard.csv.tmp"
+    with open(tmp, "w", newline="") as f:
+        w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow(r)
+    os.replace(tmp, out / "leaderboard.csv")
+
+    def f4(x):
+        return "-" if x is None else f"{x:.4f}"
+
+    lines = ["# lawforge campaign leaderboard", "",
+             "| dataset | seed | test R² | val R² | params | evals | seconds | LLM calls | LLM tokens | LLM cost | law |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r.get("status") != "ok":
+            lines.append(f"| {r['dataset']} | {r['seed']} | {r.get('status')} | | | | | | | | |")
+            continue
+        lines.append(f"| {r['dataset']} | {r['seed']} | {f4(r['test_r2'])} | {f4(r['val_r2'])} | {r['n_params']} | "
+                     f"{r['evaluations']} | {r['seconds']} | {r['llm_calls']} | {r['llm_tokens']} | {r['llm_cost']} | "
+                     f"`{r['law']}` |")
+    by: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("status") == "ok" and r.get("test_r2") is not None:
+            by.setdefault(r["dataset"], []).append(r["test_r2"])
+    if by:
+        lines += ["", "| dataset | runs | mean test R² | best test R² |", "|---|---|---|---|"]
+        for d, v in sorted(by.items()):
+            lines.append(f"| {d} | {len(v)} | {np.mean(v):.4f} | {np.max(v):.4f} |")
+        means = [np.mean(v) for v in by.values()]
+        lines.append(f"| **mean over datasets** | | {np.mean(means):.4f} | {np.mean([np.max(v) for v in by.values()]):.4f} |")
+    tmp = out / "leaderboard.md.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, out / "leaderboard.md")
