@@ -2,8 +2,9 @@
 
     python benchmarks/sldbench.py [--budget 10m] [--seeds 3] [--workers 2] [--tasks a,b] [--json]
 
-For each task and seed, runs ``lawforge discover`` (native engine, CPU) within the budget and
-reports the test R2 (mean and best over seeds), wall time and evaluations, beside the human law
+Runs ``lawforge campaign`` over the tasks x seeds (native engine, CPU, no LLM; one run per
+worker process, ``--workers`` of them side by side, each within the budget) and reports the test
+R2 (mean and best over seeds), wall time and evaluations per task, beside the human law
 (published constants and lawforge's refit, computed here) and SLDAgent + GPT-5 (mean of 5 runs
 and best run, from the benchmark's published leaderboard after its leakage fix).
 """
@@ -20,8 +21,8 @@ import numpy as np
 
 from lawforge.datasets import load_dataset
 from lawforge.evaluators.scoring import score_human
-from lawforge.search.discover import discover, parse_budget
-from lawforge.search.native import SearchConfig
+from lawforge.agent.campaign import run_campaign
+from lawforge.search.discover import parse_budget
 
 TASKS = ["parallel_scaling_law", "vocab_scaling_law", "sft_scaling_law", "domain_mixture_scaling_law",
          "moe_scaling_law", "data_constrained_scaling_law", "lr_bsz_scaling_law", "easy_question_scaling_law"]
@@ -36,7 +37,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", default="10m")
     ap.add_argument("--seeds", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=2, help="runs side by side (one process each)")
     ap.add_argument("--tasks", help="comma-separated subset")
     ap.add_argument("--data-dir", default=os.environ.get("LAWFORGE_DATA"))
     ap.add_argument("--out", help="folder for the run folders (default: a temporary one)")
@@ -45,26 +46,31 @@ def main(argv=None):
     budget = parse_budget(args.budget)
     tasks = args.tasks.split(",") if args.tasks else TASKS
     out_root = args.out or tempfile.mkdtemp(prefix="lawforge-sldbench-")
+
+    def on_row(r):
+        if not args.json:
+            print(f"  {r['dataset']} seed {r['seed']}: test R2 {r.get('test_r2')} (val {r.get('val_r2')}) "
+                  f"{r.get('evaluations')} evals {r.get('seconds')}s  {r.get('law') or r['status']}",
+                  file=sys.stderr, flush=True)
+
+    camp = run_campaign(tasks, args.seeds, out_root, budget_s=budget, data_dir=args.data_dir, workers=args.workers,
+                        report=False, on_row=on_row)
     rows = []
     for task in tasks:
         ds = load_dataset(task, args.data_dir)
         pub = score_human(ds, "published", data_dir=args.data_dir).test.r2
         refit = score_human(ds, "refit", data_dir=args.data_dir).test.r2
-        runs = []
-        for seed in range(args.seeds):
-            cfg = SearchConfig(max_evals=None, budget_s=budget, seed=seed, workers=args.workers)
-            s = discover(ds, cfg, os.path.join(out_root, f"{task}-s{seed}"))
-            runs.append(s)
-            if not args.json:
-                print(f"  {task} seed {seed}: test R2 {s['test_r2']:.4f} (val {s['val_r2']:.4f}) "
-                      f"{s['evaluations']} evals {s['seconds']:.0f}s  {s['law']}", file=sys.stderr, flush=True)
+        runs = [r for r in camp["rows"] if r["dataset"] == task]
+        bad = [r for r in runs if r["status"] != "ok"]
+        if bad:
+            raise SystemExit(f"{task}: run failed: {bad[0]['status']}")
         r2 = [r["test_r2"] for r in runs]
         rows.append({"task": task, "lawforge_mean": float(np.mean(r2)), "lawforge_best": float(np.max(r2)),
                      "human_published": pub, "human_refit": refit,
                      "sldagent_mean": SLDAGENT[task][0], "sldagent_best": SLDAGENT[task][1],
                      "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
                      "evaluations_mean": float(np.mean([r["evaluations"] for r in runs])),
-                     "laws": [r["law"] for r in runs], "test_r2": r2,
+                     "laws": [r["law"] for r in runs], "test_r2": r2, "val_r2": [r["val_r2"] for r in runs],
                      "at_or_above_human": bool(np.mean(r2) >= pub)})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in
             ("lawforge_mean", "lawforge_best", "human_published", "human_refit", "sldagent_mean", "sldagent_best")}

@@ -77,7 +77,7 @@ def _load(args):
 
         return load_csv_dataset(args.csv, args.features, args.target, args.test, group=args.group,
                                 validation_axis=args.validation_axis, hyperparameters=args.hyperparameters,
-                                name=args.name)
+                                name=args.name, decreasing=args.decreasing, increasing=args.increasing)
     if not args.dataset:
         raise ConfigError("give a dataset (a bundled name or a card path; see 'lawforge datasets') or --csv FILE")
     for flag in ("features", "target", "test", "group"):
@@ -399,6 +399,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--validation-axis", help="feature(s) along which validation is carved from train "
                    "(default: the features the --test rule reads)")
     g.add_argument("--hyperparameters", help="features that are training hyperparameters (lr, batch size)")
+    g.add_argument("--decreasing", help="features along which the target is known to fall beyond the data "
+                   "(e.g. N,D for a loss); forms that turn up there are rejected")
+    g.add_argument("--increasing", help="features along which the target is known to rise")
     g.add_argument("--name", help="dataset name for the run (default: the file's stem)")
 
     sp = sub.add_parser("fit", parents=[common, fitopts, csvopts], help="fit a law on a dataset and score it")

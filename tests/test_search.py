@@ -165,3 +165,95 @@ def test_probe_marks_wild_extrapolation_unstable():
     assert wild["status"] in ("unstable", "ok")
     if wild["status"] == "ok":  # a tame fit is allowed; a wild one is not
         assert wild["val_nmse"] is not None
+
+
+# ----------------------------------------------------------------------------- validation shapes
+def _card_with_validation(tmp_path, validation: str):
+    import numpy as np
+    import pandas as pd
+
+    N = np.repeat([1e7, 1e8, 1e9], 4)
+    D = np.tile([1e9, 2e9, 4e9, 8e9], 3)
+    pd.DataFrame({"N": N, "D": D, "loss": 2 + 1 / np.log(N) + 1 / np.log(D)}).to_csv(tmp_path / "d.csv", index=False)
+    (tmp_path / "c.yaml").write_text(
+        "name: v\nfeatures: [N, D]\ntargets: [loss]\nsplit: {file: d.csv, test: 'N > 5e9'}\n"
+        "data: {source: path}\n" + validation)
+
+
+def test_validation_corner_and_union(tmp_path):
+    import numpy as np
+
+    from lawforge.datasets.loader import SealedDataset
+
+    _card_with_validation(tmp_path, "validation: {axis: [N, D]}\n")
+    with pytest.raises(Exception):
+        load_dataset(str(tmp_path / "c.yaml"))  # test rule matches nothing: a clear error
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text().replace("N > 5e9", "D > 7e9 and N > 5e8"))
+    s = SealedDataset(load_dataset(str(tmp_path / "c.yaml")))
+    # corner: the largest-D row of the largest N (in train, D=4e9 at N=1e9)
+    assert s.val.n == 1 and s.val.X["N"][0] == 1e9 and s.val.X["D"][0] == 4e9
+    (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text().replace(
+        "validation: {axis: [N, D]}", "validation: {axis: [N, D], fraction: 0.34, combine: any}"))
+    s = SealedDataset(load_dataset(str(tmp_path / "c.yaml")))
+    top_n = s.val.X["N"] == 1e9
+    top_d = s.val.X["D"] == s.train.X["D"].max()
+    assert np.all(top_n | top_d) and top_n.any() and top_d.any()
+    folds = s.extra_folds(1)
+    assert len(folds) == 1 and folds[0][0].n + folds[0][1].n == s.fit.n
+
+
+def test_validation_combine_checked(tmp_path):
+    _card_with_validation(tmp_path, "validation: {axis: [N, D], combine: some}\n")
+    with pytest.raises(Exception, match="combine"):
+        load_dataset(str(tmp_path / "c.yaml"))
+
+
+def test_hyperparameter_bowl_seeds():
+    sp_ = S.Space([S.VarInfo("N", True, False), S.VarInfo("lr", True, True, True)], 1, None)
+    seeds = S.hyper_bowl_seeds(sp_)
+    assert len(seeds) == 3
+    assert all(s.has(sp.log(sp_.syms["lr"]) ** 2) for s in seeds)
+    assert seeds[1].has(sp.log(sp_.syms["lr"]) * sp.log(sp_.syms["N"]))  # optimum moves with scale
+    assert S.hyper_bowl_seeds(S.Space([S.VarInfo("N", True, False)], 1, None)) == []
+
+
+def test_form_tree_roundtrip_is_exact():
+    import json
+
+    import numpy as np
+
+    sp_ = S.Space([S.VarInfo("N", True, False), S.VarInfo("D", True, False)], 1, None)
+    rng = np.random.default_rng(0)
+    pop = [S.canonical(e) for e in S.generic_seeds(sp_)]
+    for _ in range(400):
+        a = pop[rng.integers(len(pop))]
+        op = list(S.MUTATIONS)[rng.integers(len(S.MUTATIONS))]
+        try:
+            c = S.canonical(S.MUTATIONS[op](a, sp_, rng))
+        except Exception:
+            continue
+        pop.append(c)
+        r = S.from_tree(json.loads(json.dumps(S.to_tree(c))))
+        assert S.key(r) == S.key(c)
+    with pytest.raises(ValueError, match="not allowed"):
+        S.from_tree(["__import__", ["S", "os"]])
+
+
+def test_trend_probe_rejects_forms_that_turn_against_the_trend():
+    from lawforge.evaluators.law import Law
+    from lawforge.search.evaluate import EvalContext, _stable, make_trend_probe, probe_stats
+
+    ds = load_dataset("synthetic_chinchilla")
+    s = SealedDataset(ds)
+    trend = make_trend_probe(s.train, {"N": "decreasing", "D": "decreasing"})
+    ctx = EvalContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
+                      trend_span=probe_stats(s.train, trend[0])[1])
+    law = Law("E + A/N**a + B/D**b + C*log(N)**2", {"N": "N", "D": "D"}, target_names=["loss"])
+    falling = {g: {"E": 1.7, "A": 400.0, "a": 0.34, "B": 410.0, "b": 0.28, "C": 0.0} for g in s.train.group_names}
+    assert _stable(law, falling, ctx, [0])
+    # the same law with a bowl in log N that turns upward just beyond the largest N in train
+    rising = {g: {**v, "C": 0.05} for g, v in falling.items()}
+    assert not _stable(law, rising, ctx, [0])
+    # without a declared trend the rising form passes
+    plain = EvalContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val)
+    assert _stable(law, rising, plain, [0])

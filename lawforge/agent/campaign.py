@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-COLUMNS = ["dataset", "seed", "status", "test_r2", "val_r2", "n_params", "evaluations", "seconds", "llm_calls",
+COLUMNS = ["dataset", "seed", "status", "test_r2", "val_r2", "n_params", "evaluations", "seconds", "wall_s", "llm_calls",
            "llm_tokens", "llm_cost", "law", "run_dir"]
 
 
@@ -32,7 +32,10 @@ def _one(job: dict) -> dict:
     from lawforge.search.discover import discover
     from lawforge.search.native import SearchConfig
 
+    import time
+
     row: dict[str, Any] = {"dataset": job["dataset"], "seed": job["seed"], "run_dir": job["out"]}
+    t0 = time.perf_counter()
     try:
         ds = load_dataset(job["dataset"], job["data_dir"])
         cfg = SearchConfig(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1)
@@ -45,7 +48,7 @@ def _one(job: dict) -> dict:
     row.update(status="ok", test_r2=s["test_r2"], val_r2=s["val_r2"], n_params=s["n_params"],
                evaluations=s["evaluations"], seconds=s["seconds"], law=s["law"],
                llm_calls=led.get("calls", 0), llm_tokens=led.get("tokens_in", 0) + led.get("tokens_out", 0),
-               llm_cost=round(led.get("cost", 0.0), 6))
+               llm_cost=round(led.get("cost", 0.0), 6), wall_s=round(time.perf_counter() - t0, 1))
     return row
 
 

@@ -56,13 +56,15 @@ def rule_columns(rule: str, columns: Sequence[str]) -> list[str]:
 def card_dict(name: str, features: Sequence[str], targets: Sequence[str], group: str | None,
               split: dict[str, str], data: dict[str, str], validation_axis: str | list[str] | None,
               roles: dict[str, str] | None = None, param_limit: int | None = None,
-              description: str = "") -> dict[str, Any]:
+              description: str = "", trends: dict[str, str] | None = None) -> dict[str, Any]:
     taken: set[str] = set()
     feats = []
     for c in features:
         f = {"column": c, "symbol": _symbol(c, taken)}
         if roles and c in roles:
             f["role"] = roles[c]
+        if trends and c in trends:
+            f["trend"] = trends[c]
         feats.append(f)
     val: dict[str, Any] = {"axis": validation_axis, "fraction": 0.2}
     if isinstance(validation_axis, list):
@@ -75,7 +77,8 @@ def card_dict(name: str, features: Sequence[str], targets: Sequence[str], group:
 def csv_card(path: str | Path, features: str | Sequence[str], target: str | Sequence[str], test: str,
              group: str | None = None, validation_axis: str | Sequence[str] | None = None,
              hyperparameters: str | Sequence[str] | None = None, name: str | None = None,
-             param_limit: int | None = None) -> DatasetCard:
+             param_limit: int | None = None, decreasing: str | Sequence[str] | None = None,
+             increasing: str | Sequence[str] | None = None) -> DatasetCard:
     """A card for one CSV file: ``test`` is a row rule over its columns (e.g. ``"N >= 1e9"``).
 
     The validation axis defaults to the features the test rule reads (the search then holds out
@@ -114,16 +117,25 @@ def csv_card(path: str | Path, features: str | Sequence[str], target: str | Sequ
     for c in roles:
         if c not in feats:
             raise DatasetError(f"--hyperparameters: {c!r} is not one of the features {feats}")
+    trends: dict[str, str] = {}
+    for flag, cols, kind in (("--decreasing", decreasing, "decreasing"), ("--increasing", increasing, "increasing")):
+        for c in (_split_list(cols, flag) if cols else []):
+            if c not in feats:
+                raise DatasetError(f"{flag}: {c!r} is not one of the features {feats}")
+            if c in trends:
+                raise DatasetError(f"{c!r} is given both --decreasing and --increasing")
+            trends[c] = kind
     raw = card_dict(name or re.sub(r"\W", "_", p.stem), feats, targets, group,
                     {"file": str(p.resolve()), "test": str(test)}, {"source": "path"},
                     axis_cols[0] if len(axis_cols) == 1 else axis_cols, roles, param_limit,
-                    f"user data from {p.name}")
+                    f"user data from {p.name}", trends)
     return parse_card(raw, None)
 
 
 def load_csv_dataset(path, features, target, test, group=None, validation_axis=None, hyperparameters=None,
-                     name=None, param_limit=None) -> Dataset:
-    card = csv_card(path, features, target, test, group, validation_axis, hyperparameters, name, param_limit)
+                     name=None, param_limit=None, decreasing=None, increasing=None) -> Dataset:
+    card = csv_card(path, features, target, test, group, validation_axis, hyperparameters, name, param_limit,
+                    decreasing, increasing)
     ds = load_dataset(card)
     check_target_variation(ds)
     return ds

@@ -14,7 +14,8 @@ from lawforge.evaluators.law import Law
 
 _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
               "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
-_FEATURE_KEYS = {"column", "symbol", "description", "unit", "role"}
+_FEATURE_KEYS = {"column", "symbol", "description", "unit", "role", "trend"}
+_TRENDS = ("decreasing", "increasing")
 _ROLES = ("scale", "hyperparameter")
 _TARGET_KEYS = {"column", "description", "unit", "higher_is_better"}
 _SPLIT_KEYS = {"train", "test", "file"}
@@ -40,6 +41,7 @@ class Feature:
     description: str = ""
     unit: str = ""
     role: str = "scale"    # 'scale' (N, D, compute...) or 'hyperparameter' (lr, batch size...)
+    trend: str | None = None  # the target's known direction beyond the data along this feature
 
 
 @dataclass
@@ -143,7 +145,11 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
         role = str(f.get("role", "scale"))
         if role not in _ROLES:
             raise DatasetError(f"{where}: features[{i}] role must be one of {', '.join(_ROLES)}, got {role!r}")
-        feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", "")), role))
+        trend = f.get("trend")
+        if trend is not None and trend not in _TRENDS:
+            raise DatasetError(f"{where}: features[{i}] trend must be one of {', '.join(_TRENDS)}, got {trend!r}")
+        feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", "")), role,
+                             trend))
     if not feats:
         raise DatasetError(f"{where}: 'features' is empty")
     syms = [f.symbol for f in feats]

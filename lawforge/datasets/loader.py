@@ -328,6 +328,25 @@ class SealedDataset:
         self.name = dataset.name
         self.train = dataset.train
         self.fit, self.val = carve_validation(dataset.train, dataset.card, seed)
+        self._seed = seed
+
+    def extra_folds(self, n: int) -> list[tuple[DataSplit, DataSplit]]:
+        """Rolling-origin folds along the scale axis: fold k fits on what is left after holding
+        out k+1 slices and validates on slice k+1 (the next-largest train values), so a form is
+        ranked by how it extrapolates from several origins, not one. Only with a scale axis."""
+        if not self.card.validation.get("axis"):
+            return []
+        out, fit = [], self.fit
+        for _ in range(n):
+            try:
+                fit2, val2 = carve_validation(fit, self.card, self._seed)
+            except DatasetError:
+                break
+            if fit2.n < 2 or val2.n < 1:
+                break
+            out.append((fit2, val2))
+            fit = fit2
+        return out
 
     @property
     def test(self) -> DataSplit:

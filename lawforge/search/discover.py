@@ -23,8 +23,8 @@ from lawforge.errors import ConfigError
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
-from lawforge.search.evaluate import EvalContext, make_probe, probe_stats
-from lawforge.search.native import SearchConfig, SearchResult, run_search
+from lawforge.search.evaluate import EvalContext, make_probe, make_trend_probe, probe_stats
+from lawforge.search.native import SearchConfig, run_search
 
 log = logging.getLogger(__name__)
 ENGINES = ("native", "pysr")
@@ -141,9 +141,12 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     space = build_space(sealed)
     probe = make_probe(sealed.train, dataset.card.validation.get("axis"))
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
+    trend = make_trend_probe(sealed.train, {f.column: f.trend for f in dataset.card.features if f.trend})
+    tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
     ctx = EvalContext(dict(dataset.card.variables), dataset.card.target_columns, sealed.fit, sealed.val,
                       restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
-                      probe_center=center, probe_span=span)
+                      probe_center=center, probe_span=span, folds=sealed.extra_folds(max(0, cfg.val_folds - 1)),
+                      trend=trend, trend_span=tspan)
     proposer = None
     if llm is not None:
         from lawforge.agent.llm import LLMProposer
@@ -202,7 +205,11 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
                 eng.cache = cache
                 from lawforge.agent.graph import run_campaign_graph
 
-                res = run_campaign_graph(eng, on_generation=on_gen, llm=proposer, checkpoint=checkpoint, resumed=True)
+                from lawforge.search.native import single_thread_torch
+
+                with single_thread_torch(cfg.workers <= 1):
+                    res = run_campaign_graph(eng, on_generation=on_gen, llm=proposer, checkpoint=checkpoint,
+                                             resumed=True)
             finally:
                 eng.close()
         else:
@@ -235,7 +242,7 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
         first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
-        if fit.ok and (ctx.probe is None or _stable(law, fit.params(), ctx, tcols)):
+        if fit.ok and ((ctx.probe is None and ctx.trend is None) or _stable(law, fit.params(), ctx, tcols)):
             break
         fallback += 1
     else:  # none stable: keep the top-ranked form (already refit)

@@ -34,6 +34,10 @@ class EvalContext:
     probe_tol: float = 2.0     # allowed |prediction - group mean| in units of the group's y range
     probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
     probe_span: Any = None     # (n_probe, d) train range of each probe row's group
+    folds: Any = None          # extra (fit, val) rolling-origin folds; val NMSE is averaged over all
+    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2)]) from make_trend_probe, or None
+    trend_tol: float = 0.02    # allowed move against the trend, in units of the group's y range
+    trend_span: Any = None     # (n_trend, d) train range of each trend row's group
 
 
 def probe_stats(train, probe):
@@ -78,6 +82,45 @@ def make_probe(train, axis):
                      list(dict.fromkeys(groups.tolist())), train.target_columns)
 
 
+def make_trend_probe(train, trends: dict[str, str]):
+    """Points beyond the data along each feature with a known trend (the card's ``trend``:
+    ``decreasing`` loss in model size or data, say): per group, the rows at the feature's largest
+    value, then x2 and x5 (positive feature) or +0.5 and +1 ranges. A form whose prediction moves
+    against the trend there (by more than ``trend_tol`` of the group's range) is ``unstable``.
+    Built from train features only."""
+    from lawforge.datasets.loader import DataSplit
+
+    if not trends:
+        return None
+    Xs = {k: [] for k in train.X}
+    groups: list = []
+    slices = []
+    n = 0
+    for col, trend in trends.items():
+        for g in train.group_names:
+            idx = train.group_rows(g)
+            a = train.X[col][idx]
+            top = idx[a == a.max()]
+            rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
+            pos = bool(np.all(train.X[col] > 0))
+            pushes = [(lambda v: v), (lambda v: v * 2) if pos else (lambda v: v + 0.5 * rng_a),
+                      (lambda v: v * 5) if pos else (lambda v: v + rng_a)]
+            starts = []
+            for push in pushes:
+                for k in train.X:
+                    v = train.X[k][top]
+                    Xs[k].append(push(v) if k == col else v)
+                groups += [g] * len(top)
+                starts.append(np.arange(n, n + len(top)))
+                n += len(top)
+            slices.append((-1.0 if trend == "decreasing" else 1.0, *starts))
+    X = {k: np.concatenate(v) for k, v in Xs.items()}
+    groups = np.array(groups, dtype=object)
+    split = DataSplit("trend", X, np.zeros((len(groups), len(train.target_columns))), groups,
+                      list(dict.fromkeys(groups.tolist())), train.target_columns)
+    return split, slices
+
+
 def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = None) -> dict:
     """Fit ``expr_text`` on ``ctx.fit`` and score it on ``ctx.val``.
 
@@ -117,21 +160,58 @@ def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = 
     if mv.status != "ok":
         rec["status"] = "nan"
         return rec
-    if ctx.probe is not None and not _stable(law, params, ctx, tcols):
+    if (ctx.probe is not None or ctx.trend is not None) and not _stable(law, params, ctx, tcols):
         rec["status"] = "unstable"
         return rec
     mf = compute_metrics(ctx.fit.y[:, tcols], pf)
-    rec.update(status="ok", val_r2=mv.r2_raw, val_nmse=mv.nmse, val_nmae=mv.nmae,
+    nmse = [mv.nmse]
+    for fit2, val2 in ctx.folds or []:
+        nmse.append(_fold_nmse(law, fit2, val2, tcols, ctx, seed, mv.nmse))
+    val_nmse = float(np.mean(nmse))
+    rec.update(status="ok", val_r2=1.0 - val_nmse, val_nmse=val_nmse, val_nmae=mv.nmae,
                fit_r2=mf.r2_raw if mf.status == "ok" else None)
+    if len(nmse) > 1:
+        rec["fold_nmse"] = [float(x) for x in nmse]
     return rec
+
+
+def _fold_nmse(law, fit, val, tcols, ctx: EvalContext, seed: int, primary: float) -> float:
+    """Validation NMSE of ``law`` refit on an extra fold; a fold it cannot fit or predict
+    counts as at least as bad as predicting the mean (NMSE 1)."""
+    try:
+        res = fit_law(law, fit, restarts=ctx.restarts, seed=seed, max_iter=ctx.max_iter, device=ctx.device)
+    except (LawforgeError, RuntimeError, ValueError, ArithmeticError):
+        return max(1.0, primary)
+    if not res.ok:
+        return max(1.0, primary)
+    with np.errstate(all="ignore"):
+        m = compute_metrics(val.y[:, tcols], predict(law, res.params(), val))
+    return m.nmse if m.status == "ok" and np.isfinite(m.nmse) else max(1.0, primary)
 
 
 def _stable(law, params, ctx: EvalContext, tcols) -> bool:
     """Predictions at the probe points are finite and within ``probe_tol`` group-ranges of the
-    group's observed train mean."""
-    with np.errstate(all="ignore"):
-        pp = predict(law, params, ctx.probe)
-    if not np.all(np.isfinite(pp)):
-        return False
-    dev = np.abs(pp - ctx.probe_center[:, tcols])
-    return bool(np.all(dev <= ctx.probe_tol * ctx.probe_span[:, tcols] + 1e-12))
+    group's observed train mean; along features with a known trend they do not move against it
+    (beyond ``trend_tol`` group-ranges)."""
+    if ctx.probe is not None:
+        with np.errstate(all="ignore"):
+            pp = predict(law, params, ctx.probe)
+        if not np.all(np.isfinite(pp)):
+            return False
+        dev = np.abs(pp - ctx.probe_center[:, tcols])
+        if not np.all(dev <= ctx.probe_tol * ctx.probe_span[:, tcols] + 1e-12):
+            return False
+    if ctx.trend is not None:
+        split, slices = ctx.trend
+        with np.errstate(all="ignore"):
+            pt = predict(law, params, split)
+        if not np.all(np.isfinite(pt)):
+            return False
+        span = np.array([[np.ptp(ctx.fit.y[ctx.fit.groups == g][:, j]) + 1e-12 for j in tcols]
+                         for g in split.groups]) if ctx.trend_span is None else ctx.trend_span[:, tcols]
+        for sign, i0, i1, i2 in slices:
+            for a, b in ((i0, i1), (i1, i2)):
+                step = (pt[b] - pt[a]) * sign    # > 0: moves with the trend
+                if np.any(step < -ctx.trend_tol * span[a]):
+                    return False
+    return True

@@ -30,6 +30,7 @@ class SearchConfig:
     restarts: int = 6
     max_iter: int = 60
     workers: int = 1
+    val_folds: int = 2               # validation folds along the scale axis (rolling origin)
 
 
 @dataclass
@@ -296,9 +297,32 @@ def run_search(space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]
 
     engine = Engine(space, ctx, seeds, cfg, on_eval, should_stop)
     try:
-        return run_campaign_graph(engine, on_generation=on_generation, **graph_kw)
+        with single_thread_torch(cfg.workers <= 1):
+            return run_campaign_graph(engine, on_generation=on_generation, **graph_kw)
     finally:
         engine.close()
+
+
+class single_thread_torch:
+    """Fits are small: one torch thread per process avoids oversubscribing the cores when
+    several searches run side by side (measured: same speed alone, far faster in parallel)."""
+
+    def __init__(self, active: bool = True):
+        self.active = active
+
+    def __enter__(self):
+        import torch
+
+        self.before = torch.get_num_threads()
+        if self.active:
+            torch.set_num_threads(1)
+        return self
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.set_num_threads(self.before)
+        return False
 
 
 def _tournament(alive: list[Member], rng, cfg: SearchConfig) -> Member:
