@@ -85,8 +85,10 @@ class FakeLLM:
         return False
 
 
-if __name__ == "__main__":  # run by hand: python tests/llm_server.py
-    with FakeLLM() as s:
+if __name__ == "__main__":  # run by hand: python tests/llm_server.py ['JSON reply']
+    import sys
+
+    with FakeLLM(default={"content": sys.argv[1]} if len(sys.argv) > 1 else None) as s:
         print(s.base_url, flush=True)
         try:
             while True:
