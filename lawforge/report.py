@@ -198,15 +198,20 @@ def _pareto_plot(run) -> bytes | None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ok = [c for c in run["candidates"] if c.get("status") == "ok" and c.get("val_nmse") is not None]
+    def clip(v) -> float:  # log axis: keep the plotted errors finite and positive
+        return float(min(max(float(v), 1e-12), 1e6))
+
+    ok = [c for c in run["candidates"] if c.get("status") == "ok" and c.get("val_nmse") is not None
+          and math.isfinite(float(c["val_nmse"]))]
     if not ok:
         return None
     fig, a = plt.subplots(figsize=(6, 3.8))
-    a.scatter([c["complexity"] for c in ok], [max(c["val_nmse"], 1e-12) for c in ok], s=6, c="0.7",
+    a.scatter([c["complexity"] for c in ok], [clip(c["val_nmse"]) for c in ok], s=6, c="0.7",
               label=f"candidates ({len(ok)} fitted)")
-    front = sorted(run["pareto"], key=lambda r: float(r["complexity"]))
+    front = sorted((r for r in run["pareto"] if math.isfinite(float(r["val_nmse"]))),
+                   key=lambda r: float(r["complexity"]))
     if front:
-        a.plot([float(r["complexity"]) for r in front], [max(float(r["val_nmse"]), 1e-12) for r in front],
+        a.plot([float(r["complexity"]) for r in front], [clip(r["val_nmse"]) for r in front],
                "o-", c="tab:blue", label="Pareto front")
     a.set_yscale("log")
     a.set_xlabel("complexity (expression nodes)")
@@ -301,11 +306,21 @@ def build_report(run_dir: str | Path, dataset=None) -> dict[str, Any]:
     params = lj["params"]
     axis = _axis_column(card)
     human, hparams, hscores = _human(ds, run["config"].get("data_dir"))
-    images = {"law": _latex_png(lj["latex"])}
+    def safe(fn, *a):  # one plot that cannot be drawn must not cost the page
+        try:
+            return fn(*a)
+        except (ValueError, OverflowError, RuntimeError, TypeError) as exc:
+            log.warning("plot %s skipped: %s: %s", fn.__name__, type(exc).__name__, exc)
+            import matplotlib.pyplot as plt
+
+            plt.close("all")
+            return None
+
+    images = {"law": safe(_latex_png, lj["latex"])}
     for j, t in enumerate(card.target_columns[:5]):
-        images[f"groups_{t}"] = _group_plot(ds, law, params, human, hparams, axis, j)
-    images["pareto"] = _pareto_plot(run)
-    images["residuals"] = _residual_plot(ds, law, params, axis)
+        images[f"groups_{t}"] = safe(_group_plot, ds, law, params, human, hparams, axis, j)
+    images["pareto"] = safe(_pareto_plot, run)
+    images["residuals"] = safe(_residual_plot, ds, law, params, axis)
     ok = sorted((c for c in run["candidates"] if c.get("status") == "ok" and c.get("val_r2") is not None),
                 key=lambda c: -c["val_r2"])
     statuses: dict[str, int] = {}
@@ -344,12 +359,13 @@ def render_markdown(rep) -> str:
             "blue: lawforge's law; orange dashed: the human law refit on the same train points."
             + (f" First {MAX_GROUP_PANELS} of {len(rep['dataset'].train.group_names)} groups."
                if len(rep["dataset"].train.group_names) > MAX_GROUP_PANELS else ""), ""]
-    for k in rep["images"]:
+    for k, png in rep["images"].items():
         if k.startswith("groups_"):
-            out += [f"![{k}]({_img_md(k)})", ""]
+            out += [f"![{k}]({_img_md(k)})" if png else "(plot unavailable: see the log)", ""]
     if rep["images"].get("pareto"):
         out += ["## Pareto front (complexity vs validation error)", "", f"![pareto]({_img_md('pareto')})", ""]
-    out += ["## Residuals", "", f"![residuals]({_img_md('residuals')})", "", "## Top candidates (validation)", "",
+    out += ["## Residuals", "", f"![residuals]({_img_md('residuals')})" if rep["images"].get("residuals")
+            else "(plot unavailable: see the log)", "", "## Top candidates (validation)", "",
             "| # | val R² | complexity | params | origin | expression |", "|---|---|---|---|---|---|"]
     for i, c in enumerate(rep["top_candidates"]):
         out.append(f"| {i + 1} | {_num(c['val_r2'])} | {c['complexity']} | {c['n_params']} | {c.get('origin', '')} | "

@@ -283,3 +283,14 @@ def test_progress_quiet_off_terminal(tmp_path):
     line = buf.getvalue()
     assert "gen   3" in line and "0.98000" in line and "12.0 cand/s" in line and "52s left" in line and "$0.02" in line
     assert "LLM: off" in format_progress({"generation": 1})
+
+
+def test_pareto_plot_survives_non_finite_errors():
+    from lawforge.report import _pareto_plot
+
+    run = {"candidates": [{"status": "ok", "complexity": 5, "val_nmse": float("inf")},
+                          {"status": "ok", "complexity": 7, "val_nmse": 1e300},
+                          {"status": "ok", "complexity": 9, "val_nmse": 0.01}],
+           "pareto": [{"complexity": "5", "val_nmse": "inf"}, {"complexity": "9", "val_nmse": "0.01"}]}
+    png = _pareto_plot(run)
+    assert png[:4] == b"\x89PNG"
