@@ -41,7 +41,10 @@ def _one(job: dict) -> dict:
         cfg = SearchConfig(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1)
         llm = LLMConfig(**job["llm"]) if job.get("llm") else None
         s = discover(ds, cfg, job["out"], data_dir=job["data_dir"], llm=llm, report=job.get("report", True))
-    except (LawforgeError, ValueError, RuntimeError, ArithmeticError, OSError) as exc:
+    except LawforgeError as exc:
+        row.update(status=f"error: {exc}")
+        return row
+    except Exception as exc:  # one run's crash is a row of the leaderboard, not the end of the campaign
         row.update(status=f"error: {type(exc).__name__}: {exc}")
         return row
     led = s.get("llm") or {}
