@@ -196,25 +196,9 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         old_handler = signal.signal(signal.SIGINT, on_sigint)
     seeds = extra_seeds + seeds_for(sealed, space)
     try:
-        from lawforge.search.native import Engine
-
-        if resume:
-            eng = Engine(space, ctx, seeds, cfg, on_eval, lambda: flag["stop"])
-            try:
-                eng.restore(ck["engine"], logged)
-                eng.cache = cache
-                from lawforge.agent.graph import run_campaign_graph
-
-                from lawforge.search.native import single_thread_torch
-
-                with single_thread_torch(cfg.workers <= 1):
-                    res = run_campaign_graph(eng, on_generation=on_gen, llm=proposer, checkpoint=checkpoint,
-                                             resumed=True)
-            finally:
-                eng.close()
-        else:
-            res = run_search(space, ctx, seeds, cfg, on_eval, on_gen, lambda: flag["stop"], llm=proposer,
-                             checkpoint=checkpoint)
+        restore = (ck["engine"], logged, cache) if resume else None
+        res = run_search(space, ctx, seeds, cfg, on_eval, on_gen, lambda: flag["stop"], restore=restore, llm=proposer,
+                         checkpoint=checkpoint)
     finally:
         log_f.close()
         if old_handler is not None:

@@ -52,59 +52,28 @@ def probe_stats(train, probe):
     return center, span
 
 
-def make_probe(train, axis):
-    """Probe points beyond the train range along the scale axis (each axis of a list), per
-    group: the group's rows at its largest axis value, with the axis pushed to x2 and x5
-    (positive axis) or by +0.5 and +1 times its range (otherwise). Built from train only;
-    targets are not used."""
-    if not axis:
-        return None
+def _points_beyond(train, columns, include_base: bool):
+    """Per column and group: the group's train rows at the column's largest value, with the
+    column pushed to x2 and x5 (positive column) or by +0.5 and +1 times its range (otherwise),
+    optionally preceded by the unpushed rows. Returns the points as a DataSplit (features only)
+    and, per (column, group), the index arrays of its blocks in push order."""
     from lawforge.datasets.loader import DataSplit
 
-    Xs = {k: [] for k in train.X}
-    groups = []
-    for ax in (axis if isinstance(axis, list) else [axis]):
-        for g in train.group_names:
-            idx = train.group_rows(g)
-            a = train.X[ax][idx]
-            top = idx[a == a.max()]
-            rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
-            pushes = ([lambda v: v * 2, lambda v: v * 5] if np.all(train.X[ax] > 0)
-                      else [lambda v: v + 0.5 * rng_a, lambda v: v + rng_a])
-            for push in pushes:
-                for k in train.X:
-                    v = train.X[k][top]
-                    Xs[k].append(push(v) if k == ax else v)
-                groups += [g] * len(top)
-    X = {k: np.concatenate(v) for k, v in Xs.items()}
-    groups = np.array(groups, dtype=object)
-    return DataSplit("probe", X, np.zeros((len(groups), len(train.target_columns))), groups,
-                     list(dict.fromkeys(groups.tolist())), train.target_columns)
-
-
-def make_trend_probe(train, trends: dict[str, str]):
-    """Points beyond the data along each feature with a known trend (the card's ``trend``:
-    ``decreasing`` loss in model size or data, say): per group, the rows at the feature's largest
-    value, then x2 and x5 (positive feature) or +0.5 and +1 ranges. A form whose prediction moves
-    against the trend there (by more than ``trend_tol`` of the group's range) is ``unstable``.
-    Built from train features only."""
-    from lawforge.datasets.loader import DataSplit
-
-    if not trends:
-        return None
     Xs = {k: [] for k in train.X}
     groups: list = []
-    slices = []
+    blocks = []
     n = 0
-    for col, trend in trends.items():
+    for col in columns:
+        pos = bool(np.all(train.X[col] > 0))
         for g in train.group_names:
             idx = train.group_rows(g)
             a = train.X[col][idx]
             top = idx[a == a.max()]
             rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
-            pos = bool(np.all(train.X[col] > 0))
-            pushes = [(lambda v: v), (lambda v: v * 2) if pos else (lambda v: v + 0.5 * rng_a),
-                      (lambda v: v * 5) if pos else (lambda v: v + rng_a)]
+            pushes = [(lambda v: v * 2), (lambda v: v * 5)] if pos else \
+                [(lambda v: v + 0.5 * rng_a), (lambda v: v + rng_a)]
+            if include_base:
+                pushes = [lambda v: v] + pushes
             starts = []
             for push in pushes:
                 for k in train.X:
@@ -113,11 +82,34 @@ def make_trend_probe(train, trends: dict[str, str]):
                 groups += [g] * len(top)
                 starts.append(np.arange(n, n + len(top)))
                 n += len(top)
-            slices.append((-1.0 if trend == "decreasing" else 1.0, *starts))
+            blocks.append((col, starts))
     X = {k: np.concatenate(v) for k, v in Xs.items()}
     groups = np.array(groups, dtype=object)
-    split = DataSplit("trend", X, np.zeros((len(groups), len(train.target_columns))), groups,
+    split = DataSplit("probe", X, np.zeros((len(groups), len(train.target_columns))), groups,
                       list(dict.fromkeys(groups.tolist())), train.target_columns)
+    return split, blocks
+
+
+def make_probe(train, axis):
+    """Probe points beyond the train range along the scale axis (each axis of a list), per
+    group: the group's rows at its largest axis value, with the axis pushed to x2 and x5
+    (positive axis) or by +0.5 and +1 times its range (otherwise). Built from train only;
+    targets are not used."""
+    if not axis:
+        return None
+    return _points_beyond(train, axis if isinstance(axis, list) else [axis], include_base=False)[0]
+
+
+def make_trend_probe(train, trends: dict[str, str]):
+    """Points beyond the data along each feature with a known trend (the card's ``trend``:
+    ``decreasing`` loss in model size or data, say): per group, the rows at the feature's largest
+    value, then x2 and x5 (positive feature) or +0.5 and +1 ranges. A form whose prediction moves
+    against the trend there (by more than ``trend_tol`` of the group's range) is ``unstable``.
+    Built from train features only."""
+    if not trends:
+        return None
+    split, blocks = _points_beyond(train, list(trends), include_base=True)
+    slices = [(-1.0 if trends[col] == "decreasing" else 1.0, *starts) for col, starts in blocks]
     return split, slices
 
 

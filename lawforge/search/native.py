@@ -285,20 +285,25 @@ class Engine:
 def run_search(space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
                on_eval: Callable[[Member], None] | None = None,
                on_generation: Callable[[int, list[Member], int, float], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, **graph_kw) -> SearchResult:
+               should_stop: Callable[[], bool] | None = None, restore=None, **graph_kw) -> SearchResult:
     """Evolve forms until ``max_evals`` evaluations or ``budget_s`` seconds, as the campaign
     graph (:mod:`lawforge.agent.graph`): propose, evaluate, select, optionally ask an LLM,
     checkpoint, repeat.
 
     ``on_eval`` sees every evaluated member in order (for the append-only log); the same seed
     and ``max_evals`` give the same sequence of candidates and the same result on the CPU.
+    ``restore=(state, logged, cache)`` continues from a checkpoint (see :meth:`Engine.restore`).
     """
     from lawforge.agent.graph import run_campaign_graph
 
     engine = Engine(space, ctx, seeds, cfg, on_eval, should_stop)
     try:
+        if restore is not None:
+            state, logged, cache = restore
+            engine.restore(state, logged)
+            engine.cache = cache
         with single_thread_torch(cfg.workers <= 1):
-            return run_campaign_graph(engine, on_generation=on_generation, **graph_kw)
+            return run_campaign_graph(engine, on_generation=on_generation, resumed=restore is not None, **graph_kw)
     finally:
         engine.close()
 
