@@ -1,12 +1,16 @@
 """Discovery on the 8 SLDBench tasks: lawforge (no LLM) beside the human law and SLDAgent.
 
-    python benchmarks/sldbench.py [--budget 10m] [--seeds 3] [--workers 2] [--tasks a,b] [--json]
+    python benchmarks/sldbench.py [--budget 10m] [--seeds 3] [--workers 2] [--tasks a,b] [--inner] [--json]
 
 Runs ``lawforge campaign`` over the tasks x seeds (native engine, CPU, no LLM; one run per
 worker process, ``--workers`` of them side by side, each within the budget) and reports the test
 R2 (mean and best over seeds), wall time and evaluations per task, beside the human law
 (published constants and lawforge's refit, computed here) and SLDAgent + GPT-5 (mean of 5 runs
 and best run, from the benchmark's published leaderboard after its leakage fix).
+
+``--inner`` runs the same protocol on each task's inner holdout, made from train alone (train's
+largest-scale rows, its validation carve, play the test split): the way to compare search and
+selection settings without reading the real test split. SLDAgent's figures do not apply there.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import tempfile
 import numpy as np
 
 from lawforge.datasets import load_dataset
+from lawforge.datasets.loader import holdout_dataset
 from lawforge.evaluators.scoring import score_human
 from lawforge.agent.campaign import run_campaign
 from lawforge.search.discover import parse_budget
@@ -41,10 +46,17 @@ def main(argv=None):
     ap.add_argument("--tasks", help="comma-separated subset")
     ap.add_argument("--data-dir", default=os.environ.get("LAWFORGE_DATA"))
     ap.add_argument("--out", help="folder for the run folders (default: a temporary one)")
+    ap.add_argument("--inner", action="store_true", help="score on the inner holdout of train, not on test")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a search setting (SearchConfig field), e.g. --set val_folds=1")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     budget = parse_budget(args.budget)
     tasks = args.tasks.split(",") if args.tasks else TASKS
+    search = {}
+    for kv in args.set:
+        k, _, v = kv.partition("=")
+        search[k] = json.loads(v)
     out_root = args.out or tempfile.mkdtemp(prefix="lawforge-sldbench-")
 
     def on_row(r):
@@ -54,10 +66,14 @@ def main(argv=None):
                   file=sys.stderr, flush=True)
 
     camp = run_campaign(tasks, args.seeds, out_root, budget_s=budget, data_dir=args.data_dir, workers=args.workers,
-                        report=False, on_row=on_row)
+                        report=False, on_row=on_row, inner=args.inner,
+                        search=search or None)
     rows = []
+    nan = float("nan")
     for task in tasks:
         ds = load_dataset(task, args.data_dir)
+        if args.inner:
+            ds = holdout_dataset(ds)
         pub = score_human(ds, "published", data_dir=args.data_dir).test.r2
         refit = score_human(ds, "refit", data_dir=args.data_dir).test.r2
         runs = [r for r in camp["rows"] if r["dataset"] == task]
@@ -67,14 +83,15 @@ def main(argv=None):
         r2 = [r["test_r2"] for r in runs]
         rows.append({"task": task, "lawforge_mean": float(np.mean(r2)), "lawforge_best": float(np.max(r2)),
                      "human_published": pub, "human_refit": refit,
-                     "sldagent_mean": SLDAGENT[task][0], "sldagent_best": SLDAGENT[task][1],
+                     "sldagent_mean": nan if args.inner else SLDAGENT[task][0],
+                     "sldagent_best": nan if args.inner else SLDAGENT[task][1],
                      "seconds_mean": float(np.mean([r["seconds"] for r in runs])),
                      "evaluations_mean": float(np.mean([r["evaluations"] for r in runs])),
                      "laws": [r["law"] for r in runs], "test_r2": r2, "val_r2": [r["val_r2"] for r in runs],
                      "at_or_above_human": bool(np.mean(r2) >= pub)})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in
             ("lawforge_mean", "lawforge_best", "human_published", "human_refit", "sldagent_mean", "sldagent_best")}
-    result = {"budget_s": budget, "seeds": args.seeds, "workers": args.workers, "tasks": rows, "mean": mean,
+    result = {"inner": args.inner, "search": search, "budget_s": budget, "seeds": args.seeds, "workers": args.workers, "tasks": rows, "mean": mean,
               "runs_dir": out_root}
     if args.json:
         print(json.dumps(result))

@@ -6,7 +6,7 @@ import sympy as sp
 
 from lawforge.cli import main
 from lawforge.datasets import load_dataset
-from lawforge.datasets.loader import Dataset, SealedDataset, TestAccessError, carve_validation
+from lawforge.datasets.loader import Dataset, SealedDataset, TestAccessError, carve_validation, holdout_dataset
 from lawforge.search import space as S
 from lawforge.search.discover import discover, parse_budget
 from lawforge.search.native import SearchConfig
@@ -57,6 +57,13 @@ def test_parameter_limit_and_validity():
     assert law.n_params == 6 and set(law.targets) == {"l1", "l2"}
 
 
+def test_forms_with_nodes_outside_the_whitelist_are_invalid():
+    N, p0 = S.make_symbol("N"), S.make_symbol("p0")
+    assert S.valid(p0 * sp.log(N), _space())
+    assert not S.valid(p0 * sp.re(sp.log(N - 5)) + sp.sign(N), _space())   # re() from simplification
+    assert not S.valid(p0 * sp.sign(N), _space())
+
+
 def test_generic_seeds_are_valid_and_task_agnostic():
     seeds = S.generic_seeds(_space())
     assert len(seeds) >= 10 and all(S.valid(s, _space()) for s in seeds)
@@ -68,6 +75,19 @@ def test_validation_split_holds_out_largest_scale():
     for g in ds.train.group_names:
         assert val.X["D"][val.groups == g].min() > fit.X["D"][fit.groups == g].max()
     assert fit.n + val.n == ds.train.n
+
+
+def test_inner_holdout_is_made_from_train_alone():
+    ds = load_dataset("synthetic_multigroup")
+    inner = holdout_dataset(ds)
+    fit, val = carve_validation(ds.train, ds.card)
+    assert inner.train.n == fit.n and inner.test.n == val.n and inner.train.n + inner.test.n == ds.train.n
+    test_rows = {tuple(r) for r in np.column_stack([ds.test.X[c] for c in ds.card.feature_columns] + [ds.test.y])}
+    inner_rows = np.column_stack([inner.test.X[c] for c in ds.card.feature_columns] + [inner.test.y])
+    assert not any(tuple(r) in test_rows for r in inner_rows)
+    for g in inner.train.group_names:
+        assert inner.test.X["D"][inner.test.groups == g].min() > inner.train.X["D"][inner.train.groups == g].max()
+    assert "inner holdout" in inner.origin
 
 
 def test_sealed_dataset_blocks_test_until_unsealed():

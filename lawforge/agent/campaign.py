@@ -38,7 +38,12 @@ def _one(job: dict) -> dict:
     t0 = time.perf_counter()
     try:
         ds = load_dataset(job["dataset"], job["data_dir"])
-        cfg = SearchConfig(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1)
+        if job.get("inner"):
+            from lawforge.datasets.loader import holdout_dataset
+
+            ds = holdout_dataset(ds)
+        cfg = SearchConfig(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1,
+                           **(job.get("search") or {}))
         llm = LLMConfig(**job["llm"]) if job.get("llm") else None
         s = discover(ds, cfg, job["out"], data_dir=job["data_dir"], llm=llm, report=job.get("report", True))
     except LawforgeError as exc:
@@ -57,11 +62,16 @@ def _one(job: dict) -> dict:
 
 def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = None, budget_s: float | None = None,
                  max_evals: int | None = None, data_dir: str | None = None, llm=None, workers: int | None = None,
-                 report: bool = True, on_row: Callable[[dict], None] | None = None) -> dict[str, Any]:
+                 report: bool = True, on_row: Callable[[dict], None] | None = None,
+                 inner: bool = False, search: dict | None = None) -> dict[str, Any]:
+    """One discovery per (dataset, seed), ``workers`` side by side. ``inner=True`` runs each on
+    its inner holdout (:func:`lawforge.datasets.loader.holdout_dataset`: train's largest-scale
+    rows play the test split), for comparing search settings without the real test split."""
     out = Path(out_dir) if out_dir else Path("runs") / f"campaign-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir, "budget_s": budget_s,
-             "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report}
+             "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report, "inner": inner,
+             "search": search}
             for d in datasets for s in range(seeds)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     rows: list[dict] = []

@@ -375,6 +375,22 @@ def _top(vals: np.ndarray, idx: np.ndarray, frac: float) -> np.ndarray:
 
 
 def carve_validation(train: DataSplit, card: DatasetCard, seed: int = 0) -> tuple[DataSplit, DataSplit]:
+    """The (fit, validation) parts of ``train``: see :func:`validation_mask`."""
+    val = validation_mask(train, card, seed)
+    return train.select(~val, "fit"), train.select(val, "val")
+
+
+def holdout_dataset(dataset: Dataset, seed: int = 0) -> Dataset:
+    """An inner benchmark made from train alone: train's validation carve (its largest-scale
+    rows, see :func:`validation_mask`) becomes the test split and the rest the train split. Rules
+    of selection are compared on it without reading a row of the real test split."""
+    val = validation_mask(dataset.train, dataset.card, seed)
+    df = dataset._train_df.reset_index(drop=True)
+    return Dataset(dataset.card, df[~val].reset_index(drop=True), df[val].reset_index(drop=True),
+                   f"{dataset.origin}; inner holdout of train (test = its validation carve)")
+
+
+def validation_mask(train: DataSplit, card: DatasetCard, seed: int = 0) -> np.ndarray:
     """Hold out, per group, the train rows at the largest values of the card's scale axis (the
     top ``fraction`` of that group's distinct axis values), the way the benchmark extrapolates.
     With a list of axes and ``combine: all`` (the default), the corner: the rows at the largest
@@ -417,4 +433,4 @@ def carve_validation(train: DataSplit, card: DatasetCard, seed: int = 0) -> tupl
         val[chosen] = True
     if not val.any():
         raise DatasetError(f"{card.name}: cannot carve a validation split from train (too few rows per group)")
-    return train.select(~val, "fit"), train.select(val, "val")
+    return val

@@ -65,6 +65,21 @@ def seeds_for(ds: SealedDataset, space: S.Space) -> list[tuple[sp.Expr, str]]:
     return out
 
 
+def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
+    """What every candidate is scored with: the fit/validation parts, the rolling-origin folds,
+    and the probe and trend points beyond the train range (all from train)."""
+    card = sealed.card
+    probe = make_probe(sealed.train, card.validation.get("axis"))
+    center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
+    trend = make_trend_probe(sealed.train, {f.column: f.trend for f in card.features if f.trend}) \
+        if cfg.trend else None
+    tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
+    return EvalContext(dict(card.variables), card.target_columns, sealed.fit, sealed.val,
+                       restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
+                       probe_center=center, probe_span=span, folds=sealed.extra_folds(max(0, cfg.val_folds - 1)),
+                       trend=trend, trend_span=tspan)
+
+
 def make_param_in(expr: sp.Expr, name: str) -> bool:
     return any(s.name == name for s in expr.free_symbols)
 
@@ -139,14 +154,7 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         write_card(dataset.card, run_dir / "card.yaml")
         _atomic_write(run_dir / "manifest.json", json.dumps(_manifest(sealed, cfg, engine), indent=2))
     space = build_space(sealed)
-    probe = make_probe(sealed.train, dataset.card.validation.get("axis"))
-    center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
-    trend = make_trend_probe(sealed.train, {f.column: f.trend for f in dataset.card.features if f.trend})
-    tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
-    ctx = EvalContext(dict(dataset.card.variables), dataset.card.target_columns, sealed.fit, sealed.val,
-                      restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
-                      probe_center=center, probe_span=span, folds=sealed.extra_folds(max(0, cfg.val_folds - 1)),
-                      trend=trend, trend_span=tspan)
+    ctx = make_context(sealed, cfg)
     proposer = None
     if llm is not None:
         from lawforge.agent.llm import LLMProposer

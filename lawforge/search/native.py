@@ -31,6 +31,7 @@ class SearchConfig:
     max_iter: int = 60
     workers: int = 1
     val_folds: int = 2               # validation folds along the scale axis (rolling origin)
+    trend: bool = True               # reject forms that move against the card's feature trends
 
 
 @dataclass

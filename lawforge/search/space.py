@@ -291,8 +291,13 @@ MUTATIONS = {
 
 
 def valid(expr: sp.Expr, space: Space) -> bool:
-    """Structural checks: finite, has a variable and a parameter, within size and the limit."""
+    """Structural checks: finite, has a variable and a parameter, only whitelisted node kinds
+    (simplification can bring in others, such as ``re``), within size and the limit."""
     if expr.has(sp.zoo, sp.oo, -sp.oo, sp.nan, sp.I):
+        return False
+    try:
+        to_tree(expr)
+    except ValueError:
         return False
     syms = expr.free_symbols
     if not any(not is_param(s) for s in syms) or not any(is_param(s) for s in syms):

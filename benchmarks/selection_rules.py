@@ -1,0 +1,234 @@
+"""Compare rules for choosing the final law, post hoc, on inner-holdout runs.
+
+    python benchmarks/sldbench.py --inner --budget 90s --seeds 2 --out runs/inner
+    python benchmarks/selection_rules.py runs/inner [--top 40] [--json]
+
+Every run folder of an ``--inner`` campaign (its test split is train's largest-scale rows, see
+``lawforge.datasets.loader.holdout_dataset``) is re-read: the logged candidates are re-ranked
+by each rule, the rule's choice is refit on the run's train split exactly as ``discover`` does
+(first form whose refit passes the probe and trend checks), and scored on the inner test. Runs on
+the real test split are refused: choosing a rule by its real test score would be tuning on test.
+
+Rules (``c`` = complexity, NMSE = mean validation NMSE over the rolling-origin folds):
+  score        NMSE * (1 + 0.02 c)               (the search's own ranking)
+  worst        max fold NMSE * (1 + 0.02 c)
+  pars10       NMSE * (1 + 0.10 c)
+  onese        among the top forms, the fewest parameters (then lowest c) whose NMSE is within
+               one standard error of the best form's (Breiman et al.'s one-SE rule; the SE is that
+               of the best form's mean per-row error over all folds)
+  refit        the top forms refit with 4x restarts and 3x iterations, then ranked by ``score``
+  consensus    the top forms refit on train; the one whose predictions at the probe points
+               (beyond the train range along the scale axis) are nearest the top forms' median
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from lawforge.datasets import load_dataset
+from lawforge.datasets.loader import SealedDataset, holdout_dataset
+from lawforge.evaluators.fit import fit_law, predict
+from lawforge.evaluators.metrics import compute_metrics
+from lawforge.search import space as S
+from lawforge.search.discover import _test_metrics, make_context
+from lawforge.search.evaluate import _stable
+from lawforge.search.native import SearchConfig
+
+RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stablemix"]
+
+
+def fold_errors(law, ctx, text, restarts=None, max_iter=None):
+    """Per fold, the per-row normalised squared errors (mean over targets of err^2 / Var(y_val));
+    None when a fold cannot be fitted or predicted."""
+    seed = zlib.crc32(text.encode())
+    tcols = [ctx.val.target_columns.index(t) for t in law.target_names]
+    out = []
+    for fit, val in [(ctx.fit, ctx.val)] + list(ctx.folds or []):
+        try:
+            res = fit_law(law, fit, restarts=restarts or ctx.restarts, seed=seed, max_iter=max_iter or ctx.max_iter)
+        except Exception:
+            return None
+        if not res.ok:
+            return None
+        with np.errstate(all="ignore"):
+            p = predict(law, res.params(), val)
+        y = val.y[:, tcols]
+        if not np.all(np.isfinite(p)):
+            return None
+        out.append(np.mean((y - p) ** 2 / y.var(axis=0), axis=1))
+    return out
+
+
+def consensus_order(cands, law_of, sealed, ctx, restarts: int = 16):
+    """``cands`` ordered by how far their extrapolations (refit on train, predicted at the probe
+    points beyond the train range) are from the candidates' median, in units of each probe
+    row's group range; forms that cannot be refit or predict non-finite values go last."""
+    if ctx.probe is None:
+        return list(cands)
+    preds, kept = [], []
+    for r in cands:
+        law = law_of(r)
+        try:
+            fit = fit_law(law, sealed.train, restarts=restarts, seed=0)
+        except Exception:
+            continue
+        if not fit.ok:
+            continue
+        tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
+        with np.errstate(all="ignore"):
+            p = predict(law, fit.params(), ctx.probe)
+        if p.shape[1] != len(tcols) or not np.all(np.isfinite(p)):
+            continue
+        preds.append(p)
+        kept.append(r)
+    if not kept:
+        return list(cands)
+    P = np.stack(preds)                                  # (k, n_probe, d)
+    med = np.median(P, axis=0)
+    dev = np.mean(((P - med) / ctx.probe_span[None, :, :P.shape[2]]) ** 2, axis=(1, 2))
+    order = [kept[i] for i in np.argsort(dev, kind="stable")]
+    return order + [r for r in cands if r not in kept]
+
+
+def stability(cands, law_of, sealed, ctx, restarts: int = 16) -> dict:
+    """Per candidate, how much its extrapolation (at the probe points) moves between the fit
+    without the validation slice and the fit on all of train, in units of the group range."""
+    if ctx.probe is None:
+        return {}
+    out = {}
+    for r in cands:
+        law = law_of(r)
+        ps = []
+        for split in (ctx.fit, sealed.train):
+            try:
+                fit = fit_law(law, split, restarts=restarts, seed=0)
+            except Exception:
+                break
+            if not fit.ok:
+                break
+            with np.errstate(all="ignore"):
+                ps.append(predict(law, fit.params(), ctx.probe))
+        if len(ps) == 2 and np.all(np.isfinite(ps[0])) and np.all(np.isfinite(ps[1])):
+            d = ps[0].shape[1]
+            out[id(r)] = float(np.mean(((ps[0] - ps[1]) / ctx.probe_span[:, :d]) ** 2))
+    return out
+
+
+def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dict:
+    cfg_json = json.loads((run / "config.json").read_text())
+    if "inner holdout" not in str(cfg_json.get("data_origin", "")):
+        raise SystemExit(f"{run}: not an inner-holdout run (data_origin {cfg_json.get('data_origin')!r}); "
+                         f"refusing to compare rules on the real test split")
+    fields = SearchConfig.__dataclass_fields__
+    cfg = SearchConfig(**{k: v for k, v in cfg_json.items() if k in fields})
+    ds = holdout_dataset(load_dataset(cfg_json["dataset"], cfg_json.get("data_dir")))
+    sealed = SealedDataset(ds, cfg.seed)
+    ctx = make_context(sealed, cfg)
+    card = ds.card
+    recs = [json.loads(line) for line in open(run / "candidates.jsonl")]
+    ok = [r for r in recs if r["status"] == "ok" and r["val_nmse"] is not None and np.isfinite(r["val_nmse"])]
+    for r in ok:
+        r["_expr"] = S.from_tree(r["tree"])
+        r["_worst"] = max(r.get("fold_nmse") or [r["val_nmse"]])
+
+    def law_of(r):
+        return S.to_law(r["_expr"], dict(card.variables), card.target_columns, name="discovered")
+
+    by_score = sorted(ok, key=lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
+    head = by_score[:top]
+    orders = {"score": by_score}
+    if "worst" in rules:
+        orders["worst"] = sorted(ok, key=lambda r: r["_worst"] * (1 + 0.02 * r["complexity"]))
+    if "pars10" in rules:
+        orders["pars10"] = sorted(ok, key=lambda r: r["val_nmse"] * (1 + 0.10 * r["complexity"]))
+    se = None
+    if "onese" in rules:
+        errs = {id(r): fold_errors(law_of(r), ctx, r["expr"]) for r in head}
+        best = next((r for r in head if errs[id(r)] is not None), None)
+        orders["onese"] = by_score
+        if best is not None:
+            e = errs[id(best)]
+            se = float(np.sqrt(sum(x.var(ddof=1) / len(x) for x in e if len(x) > 1)) / len(e))
+            within = [r for r in head if r["val_nmse"] <= best["val_nmse"] + se]
+            orders["onese"] = sorted(within, key=lambda r: (r["n_params"], r["complexity"], r["val_nmse"])) + \
+                [r for r in by_score if r not in within]
+    if "refit" in rules:
+        refit_nmse = {}
+        for r in head:
+            e = fold_errors(law_of(r), ctx, r["expr"], restarts=4 * ctx.restarts, max_iter=3 * ctx.max_iter)
+            refit_nmse[id(r)] = float(np.mean([x.mean() for x in e])) if e else float("inf")
+        orders["refit"] = sorted(head, key=lambda r: refit_nmse[id(r)] * (1 + 0.02 * r["complexity"])) + by_score[top:]
+    if "stable" in rules or "stablemix" in rules:
+        shift = stability(by_score[:consensus_k], law_of, sealed, ctx)
+        cand = [r for r in by_score[:consensus_k] if id(r) in shift]
+        rest = [r for r in by_score if r not in cand]
+        orders["stable"] = sorted(cand, key=lambda r: shift[id(r)]) + rest
+        med = float(np.median(list(shift.values()))) if shift else 1.0
+        orders["stablemix"] = sorted(cand, key=lambda r: r["val_nmse"] * (1 + shift[id(r)] / (med + 1e-12))) + rest
+    if "consensus" in rules:
+        orders["consensus"] = consensus_order(by_score[:consensus_k], law_of, sealed, ctx) + by_score[consensus_k:]
+    final_restarts = int(cfg_json.get("final_restarts", 64))
+    out = {"dataset": cfg_json["dataset"], "seed": cfg.seed, "run": str(run), "candidates": len(ok), "se_best": se}
+    cache = {}
+    for rule in rules:
+        for r in orders[rule][:10]:
+            if r["key"] not in cache:
+                law = law_of(r)
+                fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
+                tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
+                stable = fit.ok and _stable(law, fit.params(), ctx, tcols)
+                cache[r["key"]] = (stable, law, fit)
+            stable, law, fit = cache[r["key"]]
+            if stable:
+                break
+        else:
+            r = orders[rule][0]
+            _, law, fit = cache[r["key"]]
+        tm = _test_metrics(law, fit.params(), sealed.unseal())
+        out[rule] = {"test_r2": tm["r2"], "law": sp.sstr(r["_expr"]), "n_params": r["n_params"]}
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("campaign", help="folder of an inner campaign (benchmarks/sldbench.py --inner --out DIR)")
+    ap.add_argument("--top", type=int, default=40, help="forms the one-SE and refit rules look at")
+    ap.add_argument("--rules", default=",".join(RULES), help="comma-separated subset of " + ",".join(RULES))
+    ap.add_argument("--consensus-k", type=int, default=20)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    rules = args.rules.split(",")
+    bad = [r for r in rules if r not in RULES]
+    if bad:
+        raise SystemExit(f"--rules: unknown rule {bad[0]!r}; choose from {', '.join(RULES)}")
+    if "score" not in rules:
+        rules = ["score"] + rules
+    runs = sorted(p.parent for p in Path(args.campaign).glob("*/candidates.jsonl"))
+    if not runs:
+        raise SystemExit(f"{args.campaign}: no run folders")
+    rows = []
+    for run in runs:
+        row = analyse(run, args.top, rules, args.consensus_k)
+        rows.append(row)
+        print(f"  {run.name}: " + "  ".join(f"{k} {row[k]['test_r2']:.4f}" for k in rules), file=sys.stderr, flush=True)
+    tasks = sorted({r["dataset"] for r in rows})
+    table = {t: {k: float(np.mean([r[k]["test_r2"] for r in rows if r["dataset"] == t])) for k in rules} for t in tasks}
+    mean = {k: float(np.mean([table[t][k] for t in tasks])) for k in rules}
+    if args.json:
+        print(json.dumps({"runs": rows, "tasks": table, "mean": mean}))
+        return
+    print(f"{'task (inner test R2, mean over seeds)':40s}" + "".join(f"{k:>10s}" for k in rules))
+    for t in tasks:
+        print(f"{t:40s}" + "".join(f"{table[t][k]:10.4f}" for k in rules))
+    print(f"{'MEAN':40s}" + "".join(f"{mean[k]:10.4f}" for k in rules))
+
+
+if __name__ == "__main__":
+    main()
