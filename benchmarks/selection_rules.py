@@ -41,7 +41,7 @@ from lawforge.search.discover import _test_metrics, make_context
 from lawforge.search.evaluate import _stable
 from lawforge.search.native import SearchConfig
 
-RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stablemix"]
+RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stablemix", "sestable"]
 
 
 def fold_errors(law, ctx, text, restarts=None, max_iter=None):
@@ -149,14 +149,19 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
     if "pars10" in rules:
         orders["pars10"] = sorted(ok, key=lambda r: r["val_nmse"] * (1 + 0.10 * r["complexity"]))
     se = None
-    if "onese" in rules:
+    if "onese" in rules or "sestable" in rules:
         errs = {id(r): fold_errors(law_of(r), ctx, r["expr"]) for r in head}
         best = next((r for r in head if errs[id(r)] is not None), None)
-        orders["onese"] = by_score
+        orders["onese"] = orders["sestable"] = by_score
         if best is not None:
             e = errs[id(best)]
             se = float(np.sqrt(sum(x.var(ddof=1) / len(x) for x in e if len(x) > 1)) / len(e))
             within = [r for r in head if r["val_nmse"] <= best["val_nmse"] + se]
+            if "sestable" in rules:
+                shift = stability(within[:consensus_k], law_of, sealed, ctx)
+                cand = [r for r in within[:consensus_k] if id(r) in shift]
+                orders["sestable"] = sorted(cand, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in cand]
+                out_n_within = len(within)
             orders["onese"] = sorted(within, key=lambda r: (r["n_params"], r["complexity"], r["val_nmse"])) + \
                 [r for r in by_score if r not in within]
     if "refit" in rules:

@@ -42,6 +42,7 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", default="10m")
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (seeds are SEED_START..+SEEDS-1)")
     ap.add_argument("--workers", type=int, default=2, help="runs side by side (one process each)")
     ap.add_argument("--tasks", help="comma-separated subset")
     ap.add_argument("--data-dir", default=os.environ.get("LAWFORGE_DATA"))
@@ -67,7 +68,7 @@ def main(argv=None):
 
     camp = run_campaign(tasks, args.seeds, out_root, budget_s=budget, data_dir=args.data_dir, workers=args.workers,
                         report=False, on_row=on_row, inner=args.inner,
-                        search=search or None)
+                        search=search or None, seed_start=args.seed_start)
     rows = []
     nan = float("nan")
     for task in tasks:

@@ -334,7 +334,8 @@ def cmd_campaign(args) -> int:
                   file=sys.stderr, flush=True)
 
     out = run_campaign(names, args.seeds, args.out, budget_s=budget, max_evals=args.max_evals,
-                       data_dir=args.data_dir, llm=llm, workers=args.workers, report=not args.no_report, on_row=on_row)
+                       data_dir=args.data_dir, llm=llm, workers=args.workers, report=not args.no_report, on_row=on_row,
+                       inner=args.inner)
     if args.json:
         _print_json(out)
     else:
@@ -461,6 +462,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, help="runs in parallel (default: the machine's cores)")
     sp.add_argument("--out", help="campaign folder (default runs/campaign-<time>)")
     sp.add_argument("--no-report", action="store_true", help="skip the per-run reports")
+    sp.add_argument("--inner", action="store_true",
+                    help="score each run on its inner holdout (train's largest-scale rows play the test split), "
+                         "to compare settings without reading the real test split")
     sp.set_defaults(func=cmd_campaign)
 
     sp = sub.add_parser("report", parents=[common], help="write the HTML/Markdown report of a run folder")

@@ -263,6 +263,34 @@ def test_campaign_leaderboard(tmp_path, capsys):
     assert (out / "synthetic_chinchilla-s0" / "law.json").exists()
 
 
+def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
+    out = tmp_path / "inner"
+    assert main(["campaign", "synthetic_chinchilla", "--seeds", "1", "--max-evals", "30", "--workers", "1",
+                 "--inner", "--out", str(out), "--no-report", "--json"]) == 0
+    res = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    run = out / "synthetic_chinchilla-s0"
+    cfg = json.loads((run / "config.json").read_text())
+    assert "inner holdout" in cfg["data_origin"]
+    from lawforge.datasets import load_dataset
+    from lawforge.datasets.loader import holdout_dataset
+
+    ds = load_dataset("synthetic_chinchilla")
+    inner = holdout_dataset(ds)
+    assert cfg["fit_rows"] + cfg["validation_rows"] == inner.train.n < ds.train.n
+    assert json.loads((run / "metrics.json").read_text())["test_r2"] is not None
+    assert res["rows"][0]["status"] == "ok"
+    # comparing selection rules refuses runs scored on the real test split
+    import runpy
+
+    rules = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "selection_rules.py"))
+    row = rules["analyse"](run, top=5, rules=["score", "onese"])
+    assert row["score"]["test_r2"] is not None and row["onese"]["law"]
+    assert main(["discover", "synthetic_chinchilla", "--max-evals", "20", "--out", str(tmp_path / "real"),
+                 "--no-report", "--json"]) == 0
+    with pytest.raises(SystemExit, match="not an inner-holdout run"):
+        rules["analyse"](tmp_path / "real", top=5, rules=["score"])
+
+
 def test_campaign_args(capsys):
     assert main(["campaign"]) == 1
     assert "--all" in capsys.readouterr().err

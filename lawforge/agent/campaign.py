@@ -63,7 +63,7 @@ def _one(job: dict) -> dict:
 def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = None, budget_s: float | None = None,
                  max_evals: int | None = None, data_dir: str | None = None, llm=None, workers: int | None = None,
                  report: bool = True, on_row: Callable[[dict], None] | None = None,
-                 inner: bool = False, search: dict | None = None) -> dict[str, Any]:
+                 inner: bool = False, search: dict | None = None, seed_start: int = 0) -> dict[str, Any]:
     """One discovery per (dataset, seed), ``workers`` side by side. ``inner=True`` runs each on
     its inner holdout (:func:`lawforge.datasets.loader.holdout_dataset`: train's largest-scale
     rows play the test split), for comparing search settings without the real test split."""
@@ -72,7 +72,7 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
     jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir, "budget_s": budget_s,
              "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report, "inner": inner,
              "search": search}
-            for d in datasets for s in range(seeds)]
+            for d in datasets for s in range(seed_start, seed_start + seeds)]
     workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
     rows: list[dict] = []
     ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
