@@ -291,7 +291,14 @@ def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
         rules["analyse"](tmp_path / "real", top=5, rules=["score"])
 
 
-def test_campaign_args(capsys):
+def test_campaign_args(capsys, tmp_path):
+    from lawforge.agent.campaign import run_campaign
+    from lawforge.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="'nope' is unknown"):
+        run_campaign(["synthetic_chinchilla"], 1, tmp_path / "c", max_evals=5, search={"nope": 1})
+    with pytest.raises(ConfigError, match="'seed'"):
+        run_campaign(["synthetic_chinchilla"], 1, tmp_path / "c", max_evals=5, search={"seed": 3})
     assert main(["campaign"]) == 1
     assert "--all" in capsys.readouterr().err
     assert main(["campaign", "synthetic_chinchila"]) == 1

@@ -66,7 +66,16 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
                  inner: bool = False, search: dict | None = None, seed_start: int = 0) -> dict[str, Any]:
     """One discovery per (dataset, seed), ``workers`` side by side. ``inner=True`` runs each on
     its inner holdout (:func:`lawforge.datasets.loader.holdout_dataset`: train's largest-scale
-    rows play the test split), for comparing search settings without the real test split."""
+    rows play the test split), for comparing search settings without the real test split.
+    ``search`` overrides :class:`~lawforge.search.native.SearchConfig` fields in every run."""
+    from lawforge.errors import ConfigError
+    from lawforge.search.native import SearchConfig
+
+    bad = [k for k in (search or {}) if k not in SearchConfig.__dataclass_fields__
+           or k in ("seed", "workers", "budget_s", "max_evals")]
+    if bad:
+        raise ConfigError(f"search setting {bad[0]!r} is unknown or set elsewhere; "
+                          f"settable: {', '.join(k for k in SearchConfig.__dataclass_fields__ if k not in ('seed', 'workers', 'budget_s', 'max_evals'))}")
     out = Path(out_dir) if out_dir else Path("runs") / f"campaign-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir, "budget_s": budget_s,
