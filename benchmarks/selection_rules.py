@@ -35,7 +35,6 @@ import sympy as sp
 from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import SealedDataset, holdout_dataset
 from lawforge.evaluators.fit import fit_law, predict
-from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
 from lawforge.search.discover import _test_metrics, make_context
 from lawforge.search.evaluate import _stable
@@ -161,7 +160,6 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
                 shift = stability(within[:consensus_k], law_of, sealed, ctx)
                 cand = [r for r in within[:consensus_k] if id(r) in shift]
                 orders["sestable"] = sorted(cand, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in cand]
-                out_n_within = len(within)
             orders["onese"] = sorted(within, key=lambda r: (r["n_params"], r["complexity"], r["val_nmse"])) + \
                 [r for r in by_score if r not in within]
     if "refit" in rules:

@@ -71,11 +71,10 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
     from lawforge.errors import ConfigError
     from lawforge.search.native import SearchConfig
 
-    bad = [k for k in (search or {}) if k not in SearchConfig.__dataclass_fields__
-           or k in ("seed", "workers", "budget_s", "max_evals")]
+    settable = [k for k in SearchConfig.__dataclass_fields__ if k not in ("seed", "workers", "budget_s", "max_evals")]
+    bad = [k for k in (search or {}) if k not in settable]
     if bad:
-        raise ConfigError(f"search setting {bad[0]!r} is unknown or set elsewhere; "
-                          f"settable: {', '.join(k for k in SearchConfig.__dataclass_fields__ if k not in ('seed', 'workers', 'budget_s', 'max_evals'))}")
+        raise ConfigError(f"search setting {bad[0]!r} is unknown or set elsewhere; settable: {', '.join(settable)}")
     out = Path(out_dir) if out_dir else Path("runs") / f"campaign-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir, "budget_s": budget_s,
