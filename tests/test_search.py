@@ -277,3 +277,36 @@ def test_trend_probe_rejects_forms_that_turn_against_the_trend():
     # without a declared trend the rising form passes
     plain = EvalContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val)
     assert _stable(law, rising, plain, [0])
+
+
+def test_cell_means_average_replicates_once_per_design_point():
+    ds = load_dataset("synthetic_multigroup")
+    assert ds.train.cell_means() is ds.train  # no replicates: unchanged
+    rep = ds.train.select(np.r_[np.arange(ds.train.n), [0, 0, 3]])  # row 0 three times, row 3 twice
+    rep.y = rep.y.copy()
+    rep.y[-3:-1] += np.array([[1.0], [2.0]])[:, :rep.y.shape[1]]   # replicates of row 0 differ
+    cm = rep.cell_means()
+    assert cm.n == ds.train.n and rep.n_cells() == ds.train.n
+    assert np.allclose(cm.y[0], ds.train.y[0] + 1.0)              # (y, y+1, y+2) / 3
+    assert np.allclose(cm.y[3], ds.train.y[3]) and np.allclose(cm.y[1:3], ds.train.y[1:3])
+    for k in ds.train.X:
+        assert np.array_equal(cm.X[k], ds.train.X[k])
+    assert list(cm.groups) == list(ds.train.groups)
+
+
+def test_replicates_setting_fits_design_points_once(tmp_path):
+    import pandas as pd
+    from lawforge.search.discover import make_context
+
+    ds = load_dataset("synthetic_chinchilla")
+    df = ds._train_df
+    doubled = Dataset(ds.card, pd.concat([df, df.iloc[:5]], ignore_index=True), ds._test_df, "test: replicates")
+    sealed = SealedDataset(doubled)
+    rows = make_context(sealed, SearchConfig(replicates="rows"))
+    mean = make_context(sealed, SearchConfig(replicates="mean"))
+    assert rows.fit.n + rows.val.n == doubled.train.n
+    assert mean.fit.n + mean.val.n == ds.train.n
+    with pytest.raises(Exception, match="replicates must be"):
+        make_context(sealed, SearchConfig(replicates="median"))
+    out = discover(doubled, SearchConfig(max_evals=30, seed=0, replicates="mean"), tmp_path / "run", report=False)
+    assert out["test_r2"] is not None

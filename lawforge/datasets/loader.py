@@ -50,6 +50,33 @@ class DataSplit:
     def group_rows(self, group: str) -> np.ndarray:
         return np.flatnonzero(self.groups == group)
 
+    def n_cells(self) -> int:
+        """The number of distinct (group, features) design points."""
+        return len(self._cells()[1])
+
+    def _cells(self) -> tuple[np.ndarray, np.ndarray]:
+        keys = pd.DataFrame({"__group": self.groups.astype(str), **self.X})
+        codes = keys.groupby(list(keys.columns), sort=False, dropna=False).ngroup().to_numpy()
+        _, first = np.unique(codes, return_index=True)
+        return codes, np.sort(first)
+
+    def cell_means(self) -> "DataSplit":
+        """Replicate rows (same group and features) averaged into one row per design point, in
+        order of first appearance: every design point then counts once in a fit or a score,
+        however many replicate runs it has. A split without replicates is returned unchanged."""
+        codes, first = self._cells()
+        if len(first) == self.n:
+            return self
+        order = codes[first]          # cell code of each output row
+        inv = np.empty(codes.max() + 1, dtype=int)
+        inv[order] = np.arange(len(order))
+        row = inv[codes]
+        y = np.zeros((len(order), self.y.shape[1]))
+        np.add.at(y, row, self.y)
+        y /= np.bincount(row, minlength=len(order))[:, None]
+        return DataSplit(self.name, {k: v[first] for k, v in self.X.items()}, y, self.groups[first],
+                         list(self.group_names), self.target_columns)
+
 
 class Dataset:
     """A card plus its validated train and test splits."""

@@ -74,10 +74,22 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     trend = make_trend_probe(sealed.train, {f.column: f.trend for f in card.features if f.trend}) \
         if cfg.trend else None
     tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
-    return EvalContext(dict(card.variables), card.target_columns, sealed.fit, sealed.val,
+    folds = sealed.extra_folds(max(0, cfg.val_folds - 1))
+    fit, val = sealed.fit, sealed.val
+    if replicate_means(cfg):
+        fit, val = fit.cell_means(), val.cell_means()
+        folds = [(f.cell_means(), v.cell_means()) for f, v in folds]
+    return EvalContext(dict(card.variables), card.target_columns, fit, val,
                        restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
-                       probe_center=center, probe_span=span, folds=sealed.extra_folds(max(0, cfg.val_folds - 1)),
+                       probe_center=center, probe_span=span, folds=folds,
                        trend=trend, trend_span=tspan)
+
+
+def replicate_means(cfg: SearchConfig) -> bool:
+    """Whether replicate rows are averaged into one per design point (``cfg.replicates``)."""
+    if cfg.replicates not in ("rows", "mean"):
+        raise ConfigError(f"replicates must be 'rows' or 'mean', got {cfg.replicates!r}")
+    return cfg.replicates == "mean"
 
 
 def make_param_in(expr: sp.Expr, name: str) -> bool:
@@ -229,9 +241,10 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     from lawforge.search.evaluate import _stable
 
     fallback, first = 0, None
+    final_train = sealed.train.cell_means() if replicate_means(cfg) else sealed.train
     for best in ok[:10]:
         law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
-        fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
+        fit = fit_law(law, final_train, restarts=final_restarts, seed=cfg.seed)
         first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
         if fit.ok and ((ctx.probe is None and ctx.trend is None) or _stable(law, fit.params(), ctx, tcols)):
@@ -256,7 +269,7 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         if m.key == best.key:
             continue
         lw = S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=f"rank{len(top)}")
-        f2 = fit_law(lw, full.train, restarts=16, seed=cfg.seed)
+        f2 = fit_law(lw, final_train, restarts=16, seed=cfg.seed)
         t2 = _test_metrics(lw, f2.params(), full) if f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,
                     "complexity": m.rec["complexity"], "val_r2": m.rec["val_r2"], "origin": m.origin,
