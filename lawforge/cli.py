@@ -263,7 +263,8 @@ def cmd_discover(args) -> int:
     budget = parse_budget(args.budget)
     if budget is None and args.max_evals is None:
         budget = 300.0
-    cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=args.workers)
+    cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=args.workers,
+                       replicates=args.replicates)
     llm = _llm_config(args)
     ds = _load(args)
     with Progress(budget_s=budget, max_evals=args.max_evals, verbose=args.verbose, quiet=args.json) as prog:
@@ -289,6 +290,7 @@ def cmd_resume(args) -> int:
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run / 'config.json'}: not valid JSON ({exc.msg})") from None
     fields = SearchConfig.__dataclass_fields__
+    conf.setdefault("replicates", "rows")  # runs started before the setting existed used every row
     cfg = SearchConfig(**{k: conf[k] for k in fields if k in conf})
     if args.workers:
         cfg.workers = args.workers
@@ -441,6 +443,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--engine", choices=["native", "pysr"], default="native")
     sp.add_argument("--workers", type=int, default=1, help="worker processes for fitting (default 1)")
+    sp.add_argument("--replicates", choices=["mean", "rows"], default="mean",
+                    help="rows with the same group and features: averaged into one per design point "
+                         "(mean, default) or each kept (rows)")
     sp.add_argument("--out", help="run folder (default runs/<dataset>-<time>-s<seed>)")
     sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
     sp.add_argument("--latex", action="store_true", help="also print the chosen law in LaTeX")

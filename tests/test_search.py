@@ -310,3 +310,30 @@ def test_replicates_setting_fits_design_points_once(tmp_path):
         make_context(sealed, SearchConfig(replicates="median"))
     out = discover(doubled, SearchConfig(max_evals=30, seed=0, replicates="mean"), tmp_path / "run", report=False)
     assert out["test_r2"] is not None
+
+
+def test_discover_cli_replicates_option_is_recorded(tmp_path):
+    out = tmp_path / "run"
+    assert main(["discover", "synthetic_chinchilla", "--max-evals", "20", "--replicates", "rows",
+                 "--out", str(out), "--no-report", "--json"]) == 0
+    assert json.loads((out / "config.json").read_text())["replicates"] == "rows"
+
+
+def test_returns_check_rejects_gains_that_grow_beyond_the_data():
+    from lawforge.evaluators.law import Law
+    from lawforge.search.evaluate import EvalContext, _stable, make_trend_probe, probe_stats
+
+    ds = load_dataset("synthetic_chinchilla")
+    s = SealedDataset(ds)
+    trend = make_trend_probe(s.train, {"N": "decreasing", "D": "decreasing"})
+
+    def ctx(returns):
+        return EvalContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
+                           trend_span=probe_stats(s.train, trend[0])[1], returns=returns)
+
+    law = Law("E + A/N**a + B/D**b - C*log(N)**4", {"N": "N", "D": "D"}, target_names=["loss"])
+    power = {g: {"E": 1.7, "A": 400.0, "a": 0.34, "B": 410.0, "b": 0.28, "C": 0.0} for g in s.train.group_names}
+    accel = {g: {**v, "C": 1e-3} for g, v in power.items()}  # falls faster and faster in log N
+    assert _stable(law, power, ctx(True), [0])          # a power law's gains shrink: kept
+    assert _stable(law, accel, ctx(False), [0])         # it still falls, so the trend check alone keeps it
+    assert not _stable(law, accel, ctx(True), [0])      # its gain per doubling grows: rejected

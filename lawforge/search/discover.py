@@ -82,7 +82,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     return EvalContext(dict(card.variables), card.target_columns, fit, val,
                        restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
                        probe_center=center, probe_span=span, folds=folds,
-                       trend=trend, trend_span=tspan)
+                       trend=trend, trend_span=tspan, returns=cfg.returns)
 
 
 def replicate_means(cfg: SearchConfig) -> bool:

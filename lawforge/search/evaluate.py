@@ -38,6 +38,8 @@ class EvalContext:
     trend: Any = None          # (DataSplit, [(sign, i0, i1, i2)]) from make_trend_probe, or None
     trend_tol: float = 0.02    # allowed move against the trend, in units of the group's y range
     trend_span: Any = None     # (n_trend, d) train range of each trend row's group
+    returns: bool = False      # along trend features, the gain per log-step must not grow beyond the data
+    returns_tol: float = 0.1   # allowed relative growth of that gain
 
 
 def probe_stats(train, probe):
@@ -109,7 +111,10 @@ def make_trend_probe(train, trends: dict[str, str]):
     if not trends:
         return None
     split, blocks = _points_beyond(train, list(trends), include_base=True)
-    slices = [(-1.0 if trends[col] == "decreasing" else 1.0, *starts) for col, starts in blocks]
+    # the distance of each push on the feature's natural scale: log(2), log(5/2) for a positive
+    # feature (x2 then x5), 0.5 and 0.5 ranges otherwise
+    gaps = {col: (np.log(2.0), np.log(2.5)) if np.all(train.X[col] > 0) else (0.5, 0.5) for col in trends}
+    slices = [(-1.0 if trends[col] == "decreasing" else 1.0, *starts, *gaps[col]) for col, starts in blocks]
     return split, slices
 
 
@@ -201,9 +206,14 @@ def _stable(law, params, ctx: EvalContext, tcols) -> bool:
             return False
         span = np.array([[np.ptp(ctx.fit.y[ctx.fit.groups == g][:, j]) + 1e-12 for j in tcols]
                          for g in split.groups]) if ctx.trend_span is None else ctx.trend_span[:, tcols]
-        for sign, i0, i1, i2 in slices:
+        for sign, i0, i1, i2, g1, g2 in slices:
             for a, b in ((i0, i1), (i1, i2)):
                 step = (pt[b] - pt[a]) * sign    # > 0: moves with the trend
                 if np.any(step < -ctx.trend_tol * span[a]):
+                    return False
+            if ctx.returns:  # diminishing returns: the gain per unit step does not grow
+                gain1 = (pt[i1] - pt[i0]) * sign / g1
+                gain2 = (pt[i2] - pt[i1]) * sign / g2
+                if np.any(gain2 > np.maximum(gain1, 0.0) * (1 + ctx.returns_tol) + ctx.trend_tol * span[i0]):
                     return False
     return True

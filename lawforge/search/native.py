@@ -32,6 +32,7 @@ class SearchConfig:
     workers: int = 1
     val_folds: int = 2               # validation folds along the scale axis (rolling origin)
     trend: bool = True               # reject forms that move against the card's feature trends
+    returns: bool = False            # reject forms whose gain along a trend grows beyond the data
     replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows"
 
 
