@@ -35,7 +35,7 @@ class EvalContext:
     probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
     probe_span: Any = None     # (n_probe, d) train range of each probe row's group
     folds: Any = None          # extra (fit, val) rolling-origin folds; val NMSE is averaged over all
-    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2)]) from make_trend_probe, or None
+    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2, gap1, gap2)]) from make_trend_probe, or None
     trend_tol: float = 0.02    # allowed move against the trend, in units of the group's y range
     trend_span: Any = None     # (n_trend, d) train range of each trend row's group
     returns: bool = False      # along trend features, the gain per log-step must not grow beyond the data

@@ -33,7 +33,7 @@ class SearchConfig:
     val_folds: int = 2               # validation folds along the scale axis (rolling origin)
     trend: bool = True               # reject forms that move against the card's feature trends
     returns: bool = False            # reject forms whose gain along a trend grows beyond the data
-    replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows"
+    replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows": every row
 
 
 @dataclass
