@@ -36,9 +36,8 @@ from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import SealedDataset, holdout_dataset
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.search import space as S
-from lawforge.search.discover import _test_metrics, make_context
+from lawforge.search.discover import _test_metrics, config_of_run, final_train, make_context
 from lawforge.search.evaluate import _stable
-from lawforge.search.native import SearchConfig
 
 RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stablemix", "sestable"]
 
@@ -65,7 +64,7 @@ def fold_errors(law, ctx, text, restarts=None, max_iter=None):
     return out
 
 
-def consensus_order(cands, law_of, sealed, ctx, restarts: int = 16):
+def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
     """``cands`` ordered by how far their extrapolations (refit on train, predicted at the probe
     points beyond the train range) are from the candidates' median, in units of each probe
     row's group range; forms that cannot be refit or predict non-finite values go last."""
@@ -75,12 +74,12 @@ def consensus_order(cands, law_of, sealed, ctx, restarts: int = 16):
     for r in cands:
         law = law_of(r)
         try:
-            fit = fit_law(law, sealed.train, restarts=restarts, seed=0)
+            fit = fit_law(law, train, restarts=restarts, seed=0)
         except Exception:
             continue
         if not fit.ok:
             continue
-        tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
+        tcols = [train.target_columns.index(t) for t in law.target_names]
         with np.errstate(all="ignore"):
             p = predict(law, fit.params(), ctx.probe)
         if p.shape[1] != len(tcols) or not np.all(np.isfinite(p)):
@@ -96,7 +95,7 @@ def consensus_order(cands, law_of, sealed, ctx, restarts: int = 16):
     return order + [r for r in cands if r not in kept]
 
 
-def stability(cands, law_of, sealed, ctx, restarts: int = 16) -> dict:
+def stability(cands, law_of, train, ctx, restarts: int = 16) -> dict:
     """Per candidate, how much its extrapolation (at the probe points) moves between the fit
     without the validation slice and the fit on all of train, in units of the group range."""
     if ctx.probe is None:
@@ -105,7 +104,7 @@ def stability(cands, law_of, sealed, ctx, restarts: int = 16) -> dict:
     for r in cands:
         law = law_of(r)
         ps = []
-        for split in (ctx.fit, sealed.train):
+        for split in (ctx.fit, train):
             try:
                 fit = fit_law(law, split, restarts=restarts, seed=0)
             except Exception:
@@ -125,11 +124,11 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
     if "inner holdout" not in str(cfg_json.get("data_origin", "")):
         raise SystemExit(f"{run}: not an inner-holdout run (data_origin {cfg_json.get('data_origin')!r}); "
                          f"refusing to compare rules on the real test split")
-    fields = SearchConfig.__dataclass_fields__
-    cfg = SearchConfig(**{k: v for k, v in cfg_json.items() if k in fields})
+    cfg = config_of_run(cfg_json)
     ds = holdout_dataset(load_dataset(cfg_json["dataset"], cfg_json.get("data_dir")))
     sealed = SealedDataset(ds, cfg.seed)
     ctx = make_context(sealed, cfg)
+    train = final_train(sealed, cfg)  # what discover refits the chosen law on
     card = ds.card
     recs = [json.loads(line) for line in open(run / "candidates.jsonl")]
     ok = [r for r in recs if r["status"] == "ok" and r["val_nmse"] is not None and np.isfinite(r["val_nmse"])]
@@ -157,7 +156,7 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
             se = float(np.sqrt(sum(x.var(ddof=1) / len(x) for x in e if len(x) > 1)) / len(e))
             within = [r for r in head if r["val_nmse"] <= best["val_nmse"] + se]
             if "sestable" in rules:
-                shift = stability(within[:consensus_k], law_of, sealed, ctx)
+                shift = stability(within[:consensus_k], law_of, train, ctx)
                 cand = [r for r in within[:consensus_k] if id(r) in shift]
                 orders["sestable"] = sorted(cand, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in cand]
             orders["onese"] = sorted(within, key=lambda r: (r["n_params"], r["complexity"], r["val_nmse"])) + \
@@ -169,14 +168,14 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
             refit_nmse[id(r)] = float(np.mean([x.mean() for x in e])) if e else float("inf")
         orders["refit"] = sorted(head, key=lambda r: refit_nmse[id(r)] * (1 + 0.02 * r["complexity"])) + by_score[top:]
     if "stable" in rules or "stablemix" in rules:
-        shift = stability(by_score[:consensus_k], law_of, sealed, ctx)
+        shift = stability(by_score[:consensus_k], law_of, train, ctx)
         cand = [r for r in by_score[:consensus_k] if id(r) in shift]
         rest = [r for r in by_score if r not in cand]
         orders["stable"] = sorted(cand, key=lambda r: shift[id(r)]) + rest
         med = float(np.median(list(shift.values()))) if shift else 1.0
         orders["stablemix"] = sorted(cand, key=lambda r: r["val_nmse"] * (1 + shift[id(r)] / (med + 1e-12))) + rest
     if "consensus" in rules:
-        orders["consensus"] = consensus_order(by_score[:consensus_k], law_of, sealed, ctx) + by_score[consensus_k:]
+        orders["consensus"] = consensus_order(by_score[:consensus_k], law_of, train, ctx) + by_score[consensus_k:]
     final_restarts = int(cfg_json.get("final_restarts", 64))
     out = {"dataset": cfg_json["dataset"], "seed": cfg.seed, "run": str(run), "candidates": len(ok), "se_best": se}
     cache = {}
@@ -184,8 +183,8 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         for r in orders[rule][:10]:
             if r["key"] not in cache:
                 law = law_of(r)
-                fit = fit_law(law, sealed.train, restarts=final_restarts, seed=cfg.seed)
-                tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
+                fit = fit_law(law, train, restarts=final_restarts, seed=cfg.seed)
+                tcols = [train.target_columns.index(t) for t in law.target_names]
                 stable = fit.ok and _stable(law, fit.params(), ctx, tcols)
                 cache[r["key"]] = (stable, law, fit)
             stable, law, fit = cache[r["key"]]

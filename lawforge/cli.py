@@ -279,8 +279,7 @@ def cmd_resume(args) -> int:
     from lawforge.datasets import load_dataset
     from lawforge.datasets.card import read_card
     from lawforge.progress import Progress
-    from lawforge.search.discover import discover
-    from lawforge.search.native import SearchConfig
+    from lawforge.search.discover import config_of_run, discover
 
     run = Path(args.run_dir)
     try:
@@ -289,9 +288,7 @@ def cmd_resume(args) -> int:
         raise ConfigError(f"{run}: no config.json; not a lawforge run folder") from None
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{run / 'config.json'}: not valid JSON ({exc.msg})") from None
-    fields = SearchConfig.__dataclass_fields__
-    conf.setdefault("replicates", "rows")  # runs started before the setting existed used every row
-    cfg = SearchConfig(**{k: conf[k] for k in fields if k in conf})
+    cfg = config_of_run(conf)
     if args.workers:
         cfg.workers = args.workers
     llm = None

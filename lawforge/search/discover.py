@@ -85,6 +85,19 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
                        trend=trend, trend_span=tspan, returns=cfg.returns)
 
 
+def final_train(sealed: SealedDataset, cfg: SearchConfig):
+    """The split the chosen law is refit on after the search: all of train, as cell means when
+    ``cfg.replicates`` is ``mean``."""
+    return sealed.train.cell_means() if replicate_means(cfg) else sealed.train
+
+
+def config_of_run(conf: dict) -> SearchConfig:
+    """The search settings recorded in a run's ``config.json``. A run started before the
+    ``replicates`` setting existed used every row."""
+    conf = {"replicates": "rows", **conf}
+    return SearchConfig(**{k: conf[k] for k in SearchConfig.__dataclass_fields__ if k in conf})
+
+
 def replicate_means(cfg: SearchConfig) -> bool:
     """Whether replicate rows are averaged into one per design point (``cfg.replicates``)."""
     if cfg.replicates not in ("rows", "mean"):
@@ -241,10 +254,10 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     from lawforge.search.evaluate import _stable
 
     fallback, first = 0, None
-    final_train = sealed.train.cell_means() if replicate_means(cfg) else sealed.train
+    train = final_train(sealed, cfg)
     for best in ok[:10]:
         law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
-        fit = fit_law(law, final_train, restarts=final_restarts, seed=cfg.seed)
+        fit = fit_law(law, train, restarts=final_restarts, seed=cfg.seed)
         first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
         if fit.ok and ((ctx.probe is None and ctx.trend is None) or _stable(law, fit.params(), ctx, tcols)):
@@ -269,7 +282,7 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         if m.key == best.key:
             continue
         lw = S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=f"rank{len(top)}")
-        f2 = fit_law(lw, final_train, restarts=16, seed=cfg.seed)
+        f2 = fit_law(lw, train, restarts=16, seed=cfg.seed)
         t2 = _test_metrics(lw, f2.params(), full) if f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,
                     "complexity": m.rec["complexity"], "val_r2": m.rec["val_r2"], "origin": m.origin,
