@@ -26,6 +26,52 @@ def test_canonical_merges_parameter_subtrees_and_renames():
     assert S.key(S.canonical(c)) == S.key(c)
 
 
+def test_canonical_gives_a_repeated_constant_one_parameter():
+    E = sp.Symbol("E", real=True)
+    e = sp.log(N) * sp.log(E + S.P(3) * S.P(4)) + S.P(0) * sp.log(E + S.P(3) * S.P(4))
+    c = S.canonical(e)
+    assert S.n_params(c) == 2  # the two copies of p3*p4 are one constant
+    # the moe card's human law uses Clark's saturating expert count twice: 6 parameters, not 8
+    from lawforge.datasets.card import get_card
+
+    law, _ = get_card("moe_scaling_law").human_law()
+    form = S.canonical(S.from_law(law))
+    assert S.n_params(form) == 6 == len(law.params)
+
+
+def test_scale_parameters_start_at_the_data_scale_and_fit():
+    from lawforge.datasets.loader import DataSplit
+    from lawforge.evaluators.fit import fit_law
+    from lawforge.evaluators.law import Law
+
+    Pn = sp.Symbol("P", real=True)
+    rng = np.random.default_rng(0)
+    n_ = np.tile(np.logspace(7.5, 9.5, 8), 3)
+    p_ = np.repeat([1.0, 2.0, 4.0], 8)
+    y = (2e8 / (n_ * (0.4 * np.log(p_) + 1))) ** 0.25 + 1.2 + rng.normal(0, 1e-4, n_.size)
+    split = DataSplit("fit", {"N": n_, "P": p_}, y[:, None], np.array(["g"] * n_.size, dtype=object), ["g"], ["loss"])
+    form = S.P(0) + (S.P(1) / (N * (S.P(2) * sp.log(Pn) + 1))) ** S.P(3)
+    specs = S.scale_specs(form, split, {"N": "N", "P": "P"})
+    assert set(specs) == {"p1"} and specs["p1"]["bounds"] == [0, None]
+    assert 1e8 < specs["p1"]["init"] < 1e10  # where p1/(N*(p2*log(P) + 1)) is about 1
+    # under exp, the product starts at -1 (decay) with no bound
+    decay = S.scale_specs(S.P(0) * sp.exp(-S.P(1) * N) + S.P(2), split, {"N": "N", "P": "P"})
+    assert "bounds" not in decay["p1"] and 1e-10 < decay["p1"]["init"] < 1e-8
+
+    def fit_r2(law):
+        res = fit_law(law, split, restarts=6, seed=1, max_iter=60)
+        from lawforge.evaluators.fit import predict
+
+        pred = predict(law, res.params(), split)[:, 0]
+        return 1 - np.mean((pred - y) ** 2) / np.var(y)
+
+    with_scale = S.to_law(form, {"N": "N", "P": "P"}, ["loss"], data=split)
+    unit = S.to_law(form, {"N": "N", "P": "P"}, ["loss"])
+    assert fit_r2(with_scale) > 0.9999
+    assert fit_r2(unit) < 0.999  # unit starts: the fit never reaches p1 ~ 2e8
+    assert isinstance(with_scale, Law)
+
+
 @pytest.mark.parametrize("op", sorted(S.MUTATIONS))
 def test_each_mutation_changes_the_form(op):
     space = _space()
@@ -218,8 +264,31 @@ def test_validation_corner_and_union(tmp_path):
     top_n = s.val.X["N"] == 1e9
     top_d = s.val.X["D"] == s.train.X["D"].max()
     assert np.all(top_n | top_d) and top_n.any() and top_d.any()
-    folds = s.extra_folds(1)
-    assert len(folds) == 1 and folds[0][0].n + folds[0][1].n == s.fit.n
+    # a second carve would leave a fit part with one N and one D value: no such fold is made
+    assert s.fit.n == 6 and s.extra_folds(1) == []
+
+
+def test_rolling_fold_needs_two_axis_values_in_its_fit_part(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from lawforge.datasets.loader import SealedDataset
+
+    def sealed(levels):
+        N = np.repeat(levels, 3)
+        D = np.tile([1e9, 2e9, 4e9], len(levels))
+        pd.DataFrame({"N": N, "D": D, "loss": 2 + 30 / N ** 0.2 + 1 / np.log(D)}).to_csv(tmp_path / "d.csv", index=False)
+        (tmp_path / "c.yaml").write_text(
+            "name: v\nfeatures: [N, D]\ntargets: [loss]\nsplit: {file: d.csv, test: 'N > 5e9'}\n"
+            "data: {source: path}\nvalidation: {axis: N}\n")
+        return SealedDataset(load_dataset(str(tmp_path / "c.yaml")))
+
+    # train N in 1e6..1e9: validation N=1e9; a fold validating on 1e8 fits on 1e6 and 1e7
+    folds = sealed([1e6, 1e7, 1e8, 1e9, 1e10]).extra_folds(3)
+    assert [sorted(set(v.X["N"])) for _, v in folds] == [[1e8]]
+    assert sorted(set(folds[0][0].X["N"])) == [1e6, 1e7]
+    # train N in 1e7..1e9: the fold would fit on N=1e7 alone (like parallel's P=1): not made
+    assert sealed([1e7, 1e8, 1e9, 1e10]).extra_folds(3) == []
 
 
 def test_validation_combine_checked(tmp_path):

@@ -360,16 +360,22 @@ class SealedDataset:
     def extra_folds(self, n: int) -> list[tuple[DataSplit, DataSplit]]:
         """Rolling-origin folds along the scale axis: fold k fits on what is left after holding
         out k+1 slices and validates on slice k+1 (the next-largest train values), so a form is
-        ranked by how it extrapolates from several origins, not one. Only with a scale axis."""
-        if not self.card.validation.get("axis"):
+        ranked by how it extrapolates from several origins, not one. Only with a scale axis.
+
+        A fold whose fit part holds a single value of an axis is not made: a law fitted there
+        cannot learn how the target moves along that axis, so its score would only reward forms
+        with no fitted dependence on it."""
+        axis = self.card.validation.get("axis")
+        if not axis:
             return []
+        axes = axis if isinstance(axis, list) else [axis]
         out, fit = [], self.fit
         for _ in range(n):
             try:
                 fit2, val2 = carve_validation(fit, self.card, self._seed)
             except DatasetError:
                 break
-            if fit2.n < 2 or val2.n < 1:
+            if fit2.n < 2 or val2.n < 1 or any(len(np.unique(fit2.X[a])) < 2 for a in axes):
                 break
             out.append((fit2, val2))
             fit = fit2

@@ -256,7 +256,8 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     fallback, first = 0, None
     train = final_train(sealed, cfg)
     for best in ok[:10]:
-        law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered")
+        law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered",
+                       data=train)
         fit = fit_law(law, train, restarts=final_restarts, seed=cfg.seed)
         first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
@@ -281,7 +282,8 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
             break
         if m.key == best.key:
             continue
-        lw = S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=f"rank{len(top)}")
+        lw = S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=f"rank{len(top)}",
+                      data=train)
         f2 = fit_law(lw, train, restarts=16, seed=cfg.seed)
         t2 = _test_metrics(lw, f2.params(), full) if f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,

@@ -132,7 +132,7 @@ def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = 
                            "fit_r2": None, "n_params": None, "complexity": None, "params": None}
     try:
         expr = parse_expression(expr_text, None, what="candidate")
-        law = to_law(expr, ctx.variables, ctx.targets, inits=inits)
+        law = to_law(expr, ctx.variables, ctx.targets, inits=inits, data=ctx.fit)
         rec["n_params"] = law.n_params
         rec["complexity"] = complexity(expr)
     except LawforgeError as exc:

@@ -155,13 +155,22 @@ def complexity(expr: sp.Expr) -> int:
     return sum(1 for _ in sp.preorder_traversal(expr))
 
 
-def _merge_param_subtrees(expr: sp.Expr, counter: list[int]) -> sp.Expr:
+def _merge_param_subtrees(expr: sp.Expr, counter: list[int], memo: dict | None = None) -> sp.Expr:
     """Replace every maximal subtree with parameters but no variables by one fresh parameter;
-    in a sum or product, all parameter-only terms together become one parameter."""
+    in a sum or product, all parameter-only terms together become one parameter. Identical
+    subtrees become the same parameter (a law that uses one derived constant twice, as Clark's
+    saturating expert count does, keeps one parameter for it, not two)."""
+    memo = {} if memo is None else memo
+
+    def fresh(k: str) -> sp.Symbol:
+        if k not in memo:
+            counter[0] += 1
+            memo[k] = make_symbol(f"q{counter[0]}")
+        return memo[k]
+
     free = expr.free_symbols
     if free and all(is_param(s) for s in free) and not is_param(expr):
-        counter[0] += 1
-        return make_symbol(f"q{counter[0]}")
+        return fresh(sp.srepr(expr))
     if not expr.args:
         return expr
     args = list(expr.args)
@@ -170,10 +179,10 @@ def _merge_param_subtrees(expr: sp.Expr, counter: list[int]) -> sp.Expr:
         nums = [a for a in args if a.is_Number]
         if len(pure) >= 2 or (pure and nums):
             rest = [a for a in args if a not in pure and not a.is_Number]
-            counter[0] += 1
-            args = rest + [make_symbol(f"q{counter[0]}")]
-            return expr.func(*[_merge_param_subtrees(a, counter) for a in args])
-    new_args = [_merge_param_subtrees(a, counter) for a in args]
+            q = fresh(sp.srepr(expr.func(*(pure + nums))))
+            args = rest + [q]
+            return expr.func(*[_merge_param_subtrees(a, counter, memo) for a in args])
+    new_args = [_merge_param_subtrees(a, counter, memo) for a in args]
     return expr.func(*new_args) if any(n is not o for n, o in zip(new_args, args)) else expr
 
 
@@ -310,20 +319,124 @@ def valid(expr: sp.Expr, space: Space) -> bool:
 
 
 def to_law(expr: sp.Expr, variables: dict[str, str], targets: Sequence[str], name: str = "candidate",
-           inits: dict[str, float] | None = None) -> Law:
-    """A :class:`Law` applying ``expr`` to every target with its own parameters."""
+           inits: dict[str, float] | None = None, data=None) -> Law:
+    """A :class:`Law` applying ``expr`` to every target with its own parameters.
+
+    With ``data`` (the split it will be fitted on), scale parameters start at the data's scale
+    (see :func:`scale_specs`); ``inits`` (name -> value) take precedence over both."""
     params = sorted((s.name for s in expr.free_symbols if is_param(s)), key=lambda n: int(n[1:]))
     text = sp.sstr(expr)
+    scaled = scale_specs(expr, data, variables) if data is not None else {}
+
+    def spec_of(p: str) -> dict:
+        if inits and p in inits:
+            return {"init": inits[p]}
+        return dict(scaled.get(p) or {"init": _default_init(expr, p)})
+
     if len(targets) == 1:
-        spec = {p: {"init": (inits or {}).get(p, _default_init(expr, p))} for p in params}
+        spec = {p: spec_of(p) for p in params}
         return Law({targets[0]: text}, variables, spec, name=name)
     tmap, spec = {}, {}
     for j, t in enumerate(targets):
         ren = {make_symbol(p): make_symbol(f"{p}_{j + 1}") for p in params}
         tmap[t] = sp.sstr(expr.xreplace(ren))
         for p in params:
-            spec[f"{p}_{j + 1}"] = {"init": (inits or {}).get(p, _default_init(expr, p))}
+            spec[f"{p}_{j + 1}"] = spec_of(p)
     return Law(tmap, variables, spec, name=name)
+
+
+def _fractional(e: sp.Expr) -> bool:
+    """An exponent that is not a fixed integer (a parameter, an expression, 1/2...)."""
+    return not (e.is_Number and e.is_integer)
+
+
+def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dict]:
+    """Starting values (and a sign) for *scale parameters*, read from the data's magnitudes.
+
+    A scale parameter occurs once, as a factor ``p`` (or ``1/p``) of a product ``p*R`` that is
+    the base of a fractional power, the argument of a log, or the argument of an exp. With unit
+    starts such a parameter is hopeless when ``R`` is of order 1e9 (model sizes, tokens): the fit
+    would have to walk ``p`` to 1e-9 or 1e9. Here ``p`` starts where ``p*R`` is of order one at
+    the median row (``R`` evaluated on ``data`` with the other parameters at their defaults).
+    Under a power or a log ``p*R`` must be positive anyway: when ``R`` has one sign on every row,
+    ``p`` is bounded to that sign, which the fitter optimises on a log scale. Under an exp the
+    product starts at -1 (decay), with no bound."""
+    out: dict[str, dict] = {}
+    counts: dict[sp.Symbol, int] = {}
+    for node in sp.preorder_traversal(expr):
+        if is_param(node):
+            counts[node] = counts.get(node, 0) + 1
+    sites: list[tuple[sp.Symbol, int, sp.Expr, str]] = []
+
+    def visit(node: sp.Expr, ctx: str | None) -> None:
+        if isinstance(node, sp.Mul) and ctx is not None:
+            for a in node.args:
+                if is_param(a):
+                    sites.append((a, 1, node, ctx))
+                elif isinstance(a, sp.Pow) and is_param(a.base) and a.exp == -1:
+                    sites.append((a.base, -1, node, ctx))
+        if isinstance(node, sp.Pow):
+            visit(node.base, "pow" if _fractional(node.exp) else None)
+            visit(node.exp, None)
+            return
+        for a in node.args:
+            visit(a, "log" if isinstance(node, sp.log) else "exp" if isinstance(node, sp.exp) else None)
+
+    visit(expr, None)
+    for p, power, mul, ctx in sites:
+        if counts.get(p) != 1:
+            continue
+        rest = mul / p ** power
+        if any(is_param(s) for s in rest.free_symbols):
+            rest = rest.xreplace({s: sp.Float(_default_init(expr, s.name)) for s in rest.free_symbols if is_param(s)})
+        try:
+            with np.errstate(all="ignore"):
+                v = np.asarray(_eval_np(rest, data, variables), dtype=float) * np.ones(data.n)
+        except (KeyError, TypeError, ValueError, OverflowError):
+            continue
+        if not np.all(np.isfinite(v)):
+            continue
+        med = float(np.median(np.abs(v)))
+        if not med > 0 or not math.isfinite(med):
+            continue
+        mag = 1.0 / med if power == 1 else med
+        if ctx == "exp":
+            out[p.name] = {"init": -mag if np.median(v) > 0 else mag}
+        elif np.all(v > 0):
+            out[p.name] = {"init": mag, "bounds": [0, None]}
+        elif np.all(v < 0):
+            out[p.name] = {"init": -mag, "bounds": [None, 0]}
+        else:
+            out[p.name] = {"init": mag if np.median(v) > 0 else -mag}
+    return out
+
+
+_NP_FUNCS = {sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.Abs: np.abs}
+
+
+def _eval_np(e: sp.Expr, data, variables: dict[str, str]):
+    """Evaluate a whitelisted form on a split's columns with numpy (no code generation)."""
+    if e.is_Number or e in (sp.E, sp.pi):
+        return float(e)
+    if isinstance(e, sp.Symbol):
+        return data.X[variables[e.name]]
+    args = [_eval_np(a, data, variables) for a in e.args]
+    if isinstance(e, sp.Add):
+        return sum(args[1:], args[0])
+    if isinstance(e, sp.Mul):
+        out = args[0]
+        for a in args[1:]:
+            out = out * a
+        return out
+    if isinstance(e, sp.Pow):
+        return np.power(np.asarray(args[0], dtype=float), args[1])
+    if type(e) in _NP_FUNCS:
+        return _NP_FUNCS[type(e)](args[0])
+    if isinstance(e, sp.Max):
+        return np.maximum.reduce(np.broadcast_arrays(*args))
+    if isinstance(e, sp.Min):
+        return np.minimum.reduce(np.broadcast_arrays(*args))
+    raise TypeError(f"cannot evaluate {type(e).__name__}")
 
 
 def _default_init(expr: sp.Expr, p: str) -> float:
