@@ -350,6 +350,9 @@ def _fractional(e: sp.Expr) -> bool:
     return not (e.is_Number and e.is_integer)
 
 
+SCALE_BAND = (1e-2, 1e2)  # products whose median magnitude lies here keep the unit start
+
+
 def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dict]:
     """Starting values (and a sign) for *scale parameters*, read from the data's magnitudes.
 
@@ -357,7 +360,8 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
     the base of a fractional power, the argument of a log, or the argument of an exp. With unit
     starts such a parameter is hopeless when ``R`` is of order 1e9 (model sizes, tokens): the fit
     would have to walk ``p`` to 1e-9 or 1e9. Here ``p`` starts where ``p*R`` is of order one at
-    the median row (``R`` evaluated on ``data`` with the other parameters at their defaults).
+    the median row (``R`` evaluated on ``data`` with the other parameters at their defaults),
+    when ``R`` is far from order one (its median magnitude outside ``SCALE_BAND``).
     Under a power or a log ``p*R`` must be positive anyway: when ``R`` has one sign on every row,
     ``p`` is bounded to that sign, which the fitter optimises on a log scale. Under an exp the
     product starts at -1 (decay), with no bound."""
@@ -397,8 +401,8 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
         if not np.all(np.isfinite(v)):
             continue
         med = float(np.median(np.abs(v)))
-        if not med > 0 or not math.isfinite(med):
-            continue
+        if not med > 0 or not math.isfinite(med) or SCALE_BAND[0] <= med <= SCALE_BAND[1]:
+            continue  # zero, or already of order one: the unit start is fine
         mag = 1.0 / med if power == 1 else med
         if ctx == "exp":
             out[p.name] = {"init": -mag if np.median(v) > 0 else mag}
