@@ -137,7 +137,8 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         r["_worst"] = max(r.get("fold_nmse") or [r["val_nmse"]])
 
     def law_of(r):
-        return S.to_law(r["_expr"], dict(card.variables), card.target_columns, name="discovered", data=train)
+        return S.to_law(r["_expr"], dict(card.variables), card.target_columns, name="discovered",
+                        data=train if cfg.scale_starts else None)
 
     by_score = sorted(ok, key=lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
     head = by_score[:top]

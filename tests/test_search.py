@@ -52,8 +52,11 @@ def test_scale_parameters_start_at_the_data_scale_and_fit():
     split = DataSplit("fit", {"N": n_, "P": p_}, y[:, None], np.array(["g"] * n_.size, dtype=object), ["g"], ["loss"])
     form = S.P(0) + (S.P(1) / (N * (S.P(2) * sp.log(Pn) + 1))) ** S.P(3)
     specs = S.scale_specs(form, split, {"N": "N", "P": "P"})
-    assert set(specs) == {"p1"} and specs["p1"]["bounds"] == [0, None]
-    assert 1e8 < specs["p1"]["init"] < 1e10  # where p1/(N*(p2*log(P) + 1)) is about 1
+    # p1/(N*(p2*log(P) + 1)) starts near 1; its sign depends on p2 too, so p1 is not bounded
+    assert set(specs) == {"p1"} and "bounds" not in specs["p1"] and 1e8 < specs["p1"]["init"] < 1e10
+    # when the rest of the product is data alone and positive, the parameter is bounded positive
+    pos = S.scale_specs(S.P(0) + (S.P(1) / N) ** S.P(2), split, {"N": "N", "P": "P"})
+    assert pos["p1"]["bounds"] == [0, None] and 1e8 < pos["p1"]["init"] < 1e10
     # under exp, the product starts at -1 (decay) with no bound
     decay = S.scale_specs(S.P(0) * sp.exp(-S.P(1) * N) + S.P(2), split, {"N": "N", "P": "P"})
     assert "bounds" not in decay["p1"] and 1e-10 < decay["p1"]["init"] < 1e-8
@@ -406,3 +409,13 @@ def test_returns_check_rejects_gains_that_grow_beyond_the_data():
     assert _stable(law, power, ctx(True), [0])          # a power law's gains shrink: kept
     assert _stable(law, accel, ctx(False), [0])         # it still falls, so the trend check alone keeps it
     assert not _stable(law, accel, ctx(True), [0])      # its gain per doubling grows: rejected
+
+
+def test_scale_starts_setting_reaches_the_context_and_old_runs_keep_unit_starts():
+    from lawforge.search.discover import config_of_run, make_context
+
+    ds = load_dataset("synthetic_chinchilla")
+    assert make_context(SealedDataset(ds), SearchConfig()).scale_starts is True
+    assert make_context(SealedDataset(ds), SearchConfig(scale_starts=False)).scale_starts is False
+    assert config_of_run({"seed": 3}).scale_starts is False  # a run from before the setting
+    assert config_of_run({"seed": 3, "scale_starts": True}).scale_starts is True

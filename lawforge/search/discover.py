@@ -82,7 +82,8 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     return EvalContext(dict(card.variables), card.target_columns, fit, val,
                        restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
                        probe_center=center, probe_span=span, folds=folds,
-                       trend=trend, trend_span=tspan, returns=cfg.returns)
+                       trend=trend, trend_span=tspan, returns=cfg.returns,
+                       scale_starts=cfg.scale_starts)
 
 
 def final_train(sealed: SealedDataset, cfg: SearchConfig):
@@ -93,8 +94,9 @@ def final_train(sealed: SealedDataset, cfg: SearchConfig):
 
 def config_of_run(conf: dict) -> SearchConfig:
     """The search settings recorded in a run's ``config.json``. A run started before the
-    ``replicates`` setting existed used every row."""
-    conf = {"replicates": "rows", **conf}
+    ``replicates`` setting existed used every row; one started before ``scale_starts``, unit
+    starts."""
+    conf = {"replicates": "rows", "scale_starts": False, **conf}
     return SearchConfig(**{k: conf[k] for k in SearchConfig.__dataclass_fields__ if k in conf})
 
 
@@ -257,7 +259,7 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     train = final_train(sealed, cfg)
     for best in ok[:10]:
         law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered",
-                       data=train)
+                       data=train if cfg.scale_starts else None)
         fit = fit_law(law, train, restarts=final_restarts, seed=cfg.seed)
         first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
@@ -283,7 +285,7 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         if m.key == best.key:
             continue
         lw = S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=f"rank{len(top)}",
-                      data=train)
+                      data=train if cfg.scale_starts else None)
         f2 = fit_law(lw, train, restarts=16, seed=cfg.seed)
         t2 = _test_metrics(lw, f2.params(), full) if f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,

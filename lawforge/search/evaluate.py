@@ -40,6 +40,7 @@ class EvalContext:
     trend_span: Any = None     # (n_trend, d) train range of each trend row's group
     returns: bool = False      # along trend features, the gain per log-step must not grow beyond the data
     returns_tol: float = 0.1   # allowed relative growth of that gain
+    scale_starts: bool = True  # scale parameters start at the fit data's scale (space.scale_specs)
 
 
 def probe_stats(train, probe):
@@ -132,7 +133,7 @@ def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = 
                            "fit_r2": None, "n_params": None, "complexity": None, "params": None}
     try:
         expr = parse_expression(expr_text, None, what="candidate")
-        law = to_law(expr, ctx.variables, ctx.targets, inits=inits, data=ctx.fit)
+        law = to_law(expr, ctx.variables, ctx.targets, inits=inits, data=ctx.fit if ctx.scale_starts else None)
         rec["n_params"] = law.n_params
         rec["complexity"] = complexity(expr)
     except LawforgeError as exc:

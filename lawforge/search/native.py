@@ -34,6 +34,7 @@ class SearchConfig:
     trend: bool = True               # reject forms that move against the card's feature trends
     returns: bool = False            # reject forms whose gain along a trend grows beyond the data
     replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows": every row
+    scale_starts: bool = True        # scale parameters start at the data's scale (space.scale_specs)
 
 
 @dataclass

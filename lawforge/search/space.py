@@ -362,9 +362,10 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
     would have to walk ``p`` to 1e-9 or 1e9. Here ``p`` starts where ``p*R`` is of order one at
     the median row (``R`` evaluated on ``data`` with the other parameters at their defaults),
     when ``R`` is far from order one (its median magnitude outside ``SCALE_BAND``).
-    Under a power or a log ``p*R`` must be positive anyway: when ``R`` has one sign on every row,
-    ``p`` is bounded to that sign, which the fitter optimises on a log scale. Under an exp the
-    product starts at -1 (decay), with no bound."""
+    Under a power or a log ``p*R`` must be positive anyway: when ``R`` holds no other parameter
+    and has one sign on every row, ``p`` is bounded to that sign, which the fitter optimises on
+    a log scale. Otherwise ``p`` only starts there (random restarts spread on its scale); under
+    an exp the product starts at -1 (decay)."""
     out: dict[str, dict] = {}
     counts: dict[sp.Symbol, int] = {}
     for node in sp.preorder_traversal(expr):
@@ -391,7 +392,8 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
         if counts.get(p) != 1:
             continue
         rest = mul / p ** power
-        if any(is_param(s) for s in rest.free_symbols):
+        fixed = not any(is_param(s) for s in rest.free_symbols)  # its sign is the data's alone
+        if not fixed:
             rest = rest.xreplace({s: sp.Float(_default_init(expr, s.name)) for s in rest.free_symbols if is_param(s)})
         try:
             with np.errstate(all="ignore"):
@@ -404,14 +406,13 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
         if not med > 0 or not math.isfinite(med) or SCALE_BAND[0] <= med <= SCALE_BAND[1]:
             continue  # zero, or already of order one: the unit start is fine
         mag = 1.0 / med if power == 1 else med
-        if ctx == "exp":
-            out[p.name] = {"init": -mag if np.median(v) > 0 else mag}
-        elif np.all(v > 0):
+        if ctx != "exp" and fixed and np.all(v > 0):
             out[p.name] = {"init": mag, "bounds": [0, None]}
-        elif np.all(v < 0):
+        elif ctx != "exp" and fixed and np.all(v < 0):
             out[p.name] = {"init": -mag, "bounds": [None, 0]}
-        else:
-            out[p.name] = {"init": mag if np.median(v) > 0 else -mag}
+        else:  # random restarts spread on the same scale
+            sign = -1.0 if (np.median(v) > 0) == (ctx == "exp") else 1.0
+            out[p.name] = {"init": sign * mag, "scale": mag}
     return out
 
 
