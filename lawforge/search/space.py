@@ -16,6 +16,7 @@ import numpy as np
 import sympy as sp
 
 from lawforge.evaluators.expr import make_symbol
+from lawforge.errors import LawError
 from lawforge.evaluators.law import Law
 
 PARAM_PREFIX = "p"
@@ -398,12 +399,12 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
         try:
             with np.errstate(all="ignore"):
                 v = np.asarray(_eval_np(rest, data, variables), dtype=float) * np.ones(data.n)
-        except (KeyError, TypeError, ValueError, OverflowError):
+        except (LawError, KeyError, TypeError, ValueError, OverflowError):
             continue
         if not np.all(np.isfinite(v)):
             continue
         med = float(np.median(np.abs(v)))
-        if not med > 0 or not math.isfinite(med) or SCALE_BAND[0] <= med <= SCALE_BAND[1]:
+        if not med > 0 or SCALE_BAND[0] <= med <= SCALE_BAND[1]:
             continue  # zero, or already of order one: the unit start is fine
         mag = 1.0 / med if power == 1 else med
         if ctx != "exp" and fixed and np.all(v > 0):
@@ -416,32 +417,13 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
     return out
 
 
-_NP_FUNCS = {sp.exp: np.exp, sp.log: np.log, sp.tanh: np.tanh, sp.Abs: np.abs}
-
-
 def _eval_np(e: sp.Expr, data, variables: dict[str, str]):
-    """Evaluate a whitelisted form on a split's columns with numpy (no code generation)."""
-    if e.is_Number or e in (sp.E, sp.pi):
-        return float(e)
-    if isinstance(e, sp.Symbol):
-        return data.X[variables[e.name]]
-    args = [_eval_np(a, data, variables) for a in e.args]
-    if isinstance(e, sp.Add):
-        return sum(args[1:], args[0])
-    if isinstance(e, sp.Mul):
-        out = args[0]
-        for a in args[1:]:
-            out = out * a
-        return out
-    if isinstance(e, sp.Pow):
-        return np.power(np.asarray(args[0], dtype=float), args[1])
-    if type(e) in _NP_FUNCS:
-        return _NP_FUNCS[type(e)](args[0])
-    if isinstance(e, sp.Max):
-        return np.maximum.reduce(np.broadcast_arrays(*args))
-    if isinstance(e, sp.Min):
-        return np.minimum.reduce(np.broadcast_arrays(*args))
-    raise TypeError(f"cannot evaluate {type(e).__name__}")
+    """A parameter-free form's values on a split's columns (the project's compiled evaluator)."""
+    from lawforge.evaluators.expr import compile_exprs, numpy_backend
+
+    names = sorted(s.name for s in e.free_symbols)
+    env = {n: np.asarray(data.X[variables[n]], dtype=np.float64) for n in names}
+    return compile_exprs([e], names).run(numpy_backend(), env)[0]
 
 
 def _default_init(expr: sp.Expr, p: str) -> float:
