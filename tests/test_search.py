@@ -9,6 +9,7 @@ from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import Dataset, SealedDataset, TestAccessError, carve_validation, holdout_dataset
 from lawforge.search import space as S
 from lawforge.search.discover import discover, parse_budget
+from lawforge.evaluators.fit import predict
 from lawforge.search.native import SearchConfig
 
 N, D = sp.Symbol("N", real=True), sp.Symbol("D", real=True)
@@ -419,3 +420,37 @@ def test_scale_starts_setting_reaches_the_context_and_old_runs_keep_unit_starts(
     assert make_context(SealedDataset(ds), SearchConfig(scale_starts=False)).scale_starts is False
     assert config_of_run({"seed": 3}).scale_starts is False  # a run from before the setting
     assert config_of_run({"seed": 3, "scale_starts": True}).scale_starts is True
+
+
+def test_trend_with_hyperparameters_is_checked_on_each_cells_best_setting():
+    """With a learning-rate axis, a larger model at a fixed, too-large learning rate can do worse
+    (the optimum moves); the trend holds for the best setting of each (N) cell, and a form whose
+    best setting gets worse with N is still rejected."""
+    from lawforge.datasets.loader import DataSplit
+    from lawforge.evaluators.law import Law
+    from lawforge.search.evaluate import EvalContext, _stable, make_trend_probe, probe_stats
+
+    N, lr = np.meshgrid([1e7, 3e7, 1e8, 3e8], np.exp(np.linspace(-11, -3, 9)))
+    N, lr = N.ravel(), lr.ravel()
+    law = Law("E + A/N**a + c*(log(lr) - k + m*log(N))**2", {"N": "N", "lr": "lr"}, target_names=["loss"])
+    shifting = {"all": {"E": 2.0, "A": 50.0, "a": 0.3, "c": 0.05, "k": 2.0, "m": 0.4}}
+    y = predict(law, shifting, DataSplit("x", {"N": N, "lr": lr}, np.zeros((len(N), 1)),
+                                         np.array(["all"] * len(N), dtype=object), ["all"], ["loss"]))
+    train = DataSplit("train", {"N": N, "lr": lr}, y, np.array(["all"] * len(N), dtype=object), ["all"], ["loss"])
+
+    def ctx(hyper):
+        trend = make_trend_probe(train, {"N": "decreasing"}, hyper)
+        return EvalContext({"N": "N", "lr": "lr"}, ["loss"], train, train, trend=trend,
+                           trend_span=probe_stats(train, trend[0])[1])
+
+    assert not _stable(law, shifting, ctx(()), [0])       # every row: the high-lr rows get worse with N
+    assert _stable(law, shifting, ctx(["lr"]), [0])       # each cell's best setting keeps improving
+    rising = {"all": {**shifting["all"], "A": -5000.0}}   # the best loss itself rises with N
+    assert not _stable(law, rising, ctx(["lr"]), [0])
+
+
+def test_trend_best_setting_reaches_the_context_and_old_runs_check_every_row():
+    from lawforge.search.discover import config_of_run
+
+    assert SearchConfig().trend_best is True
+    assert config_of_run({"seed": 1}).trend_best is False

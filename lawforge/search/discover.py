@@ -71,7 +71,8 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     card = sealed.card
     probe = make_probe(sealed.train, card.validation.get("axis"))
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
-    trend = make_trend_probe(sealed.train, {f.column: f.trend for f in card.features if f.trend}) \
+    hyper = [f.column for f in card.features if f.role == "hyperparameter"] if cfg.trend_best else []
+    trend = make_trend_probe(sealed.train, {f.column: f.trend for f in card.features if f.trend}, hyper) \
         if cfg.trend else None
     tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
     folds = sealed.extra_folds(max(0, cfg.val_folds - 1))
@@ -95,8 +96,8 @@ def final_train(sealed: SealedDataset, cfg: SearchConfig):
 def config_of_run(conf: dict) -> SearchConfig:
     """The search settings recorded in a run's ``config.json``. A run started before the
     ``replicates`` setting existed used every row; one started before ``scale_starts``, unit
-    starts."""
-    conf = {"replicates": "rows", "scale_starts": False, **conf}
+    starts; one started before ``trend_best``, the trend checked on every row."""
+    conf = {"replicates": "rows", "scale_starts": False, "trend_best": False, **conf}
     return SearchConfig(**{k: conf[k] for k in SearchConfig.__dataclass_fields__ if k in conf})
 
 

@@ -35,7 +35,7 @@ class EvalContext:
     probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
     probe_span: Any = None     # (n_probe, d) train range of each probe row's group
     folds: Any = None          # extra (fit, val) rolling-origin folds; val NMSE is averaged over all
-    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2, gap1, gap2)]) from make_trend_probe, or None
+    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2, gap1, gap2, cells)]) from make_trend_probe, or None
     trend_tol: float = 0.02    # allowed move against the trend, in units of the group's y range
     trend_span: Any = None     # (n_trend, d) train range of each trend row's group
     returns: bool = False      # along trend features, the gain per log-step must not grow beyond the data
@@ -103,11 +103,17 @@ def make_probe(train, axis):
     return _points_beyond(train, axis if isinstance(axis, list) else [axis], include_base=False)[0]
 
 
-def make_trend_probe(train, trends: dict[str, str]):
+def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | list[str] = ()):
     """Points beyond the data along each feature with a known trend (the card's ``trend``:
     ``decreasing`` loss in model size or data, say): per group, the rows at the feature's largest
     value, then x2 and x5 (positive feature) or +0.5 and +1 ranges. A form whose prediction moves
     against the trend there (by more than ``trend_tol`` of the group's range) is ``unstable``.
+
+    ``hyper``: the hyperparameter columns (learning rate, batch size). The trend is a statement
+    about the *best* run at a scale, not about every setting: at a fixed, too-large learning rate a
+    larger model can do worse. With hyperparameters, the rows are grouped into cells (same values
+    of every other feature) and the check is on each cell's best prediction over its
+    hyperparameter settings (the lowest for a decreasing trend, the highest for an increasing one).
     Built from train features only."""
     if not trends:
         return None
@@ -115,7 +121,16 @@ def make_trend_probe(train, trends: dict[str, str]):
     # the distance of each push on the feature's natural scale: log(2), log(5/2) for a positive
     # feature (x2 then x5), 0.5 and 0.5 ranges otherwise
     gaps = {col: (np.log(2.0), np.log(2.5)) if np.all(train.X[col] > 0) else (0.5, 0.5) for col in trends}
-    slices = [(-1.0 if trends[col] == "decreasing" else 1.0, *starts, *gaps[col]) for col, starts in blocks]
+    others = [k for k in train.X if k not in set(hyper)]
+    slices = []
+    for col, starts in blocks:
+        cells = None
+        if hyper:  # positions (into the block) of each cell's rows
+            key = np.stack([split.X[k][starts[0]] for k in others], axis=1) if others else \
+                np.zeros((len(starts[0]), 1))
+            _, inv = np.unique(key, axis=0, return_inverse=True)
+            cells = [np.flatnonzero(inv.ravel() == c) for c in range(int(inv.max()) + 1)]
+        slices.append((-1.0 if trends[col] == "decreasing" else 1.0, *starts, *gaps[col], cells))
     return split, slices
 
 
@@ -207,14 +222,19 @@ def _stable(law, params, ctx: EvalContext, tcols) -> bool:
             return False
         span = np.array([[np.ptp(ctx.fit.y[ctx.fit.groups == g][:, j]) + 1e-12 for j in tcols]
                          for g in split.groups]) if ctx.trend_span is None else ctx.trend_span[:, tcols]
-        for sign, i0, i1, i2, g1, g2 in slices:
-            for a, b in ((i0, i1), (i1, i2)):
-                step = (pt[b] - pt[a]) * sign    # > 0: moves with the trend
-                if np.any(step < -ctx.trend_tol * span[a]):
+        for sign, i0, i1, i2, g1, g2, cells in slices:
+            v0, v1, v2, sp0 = pt[i0], pt[i1], pt[i2], span[i0]
+            if cells is not None:  # each cell's best prediction over its hyperparameter settings
+                best = np.min if sign < 0 else np.max
+                v0, v1, v2 = (np.stack([best(v[c], axis=0) for c in cells]) for v in (v0, v1, v2))
+                sp0 = np.stack([sp0[c[0]] for c in cells])
+            for a, b in ((v0, v1), (v1, v2)):
+                step = (b - a) * sign    # > 0: moves with the trend
+                if np.any(step < -ctx.trend_tol * sp0):
                     return False
             if ctx.returns:  # diminishing returns: the gain per unit step does not grow
-                gain1 = (pt[i1] - pt[i0]) * sign / g1
-                gain2 = (pt[i2] - pt[i1]) * sign / g2
-                if np.any(gain2 > np.maximum(gain1, 0.0) * (1 + ctx.returns_tol) + ctx.trend_tol * span[i0]):
+                gain1 = (v1 - v0) * sign / g1
+                gain2 = (v2 - v1) * sign / g2
+                if np.any(gain2 > np.maximum(gain1, 0.0) * (1 + ctx.returns_tol) + ctx.trend_tol * sp0):
                     return False
     return True

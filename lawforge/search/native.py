@@ -35,6 +35,7 @@ class SearchConfig:
     returns: bool = False            # reject forms whose gain along a trend grows beyond the data
     replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows": every row
     scale_starts: bool = True        # scale parameters start at the data's scale (space.scale_specs)
+    trend_best: bool = True          # with hyperparameter features, the trend holds for each cell's best setting
 
 
 @dataclass
