@@ -19,6 +19,10 @@ Rules (``c`` = complexity, NMSE = mean validation NMSE over the rolling-origin f
   refit        the top forms refit with 4x restarts and 3x iterations, then ranked by ``score``
   consensus    the top forms refit on train; the one whose predictions at the probe points
                (beyond the train range along the scale axis) are nearest the top forms' median
+  stable       the top 20 by score, re-ranked by extrapolation shift (what ``discover`` does with
+               ``select=stable``: how far the prediction at the probe points moves when the
+               validation carve joins the fit)
+  stable2x     as ``stable``, among those of the top 20 whose score is within 2x the best
 """
 
 from __future__ import annotations
@@ -37,9 +41,9 @@ from lawforge.datasets.loader import SealedDataset, holdout_dataset
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.search import space as S
 from lawforge.search.discover import _test_metrics, config_of_run, final_train, make_context
-from lawforge.search.evaluate import _stable
+from lawforge.search.evaluate import _stable, extrapolation_shift
 
-RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stablemix", "sestable"]
+RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stable2x", "stablemix", "sestable"]
 
 
 def fold_errors(law, ctx, text, restarts=None, max_iter=None):
@@ -96,26 +100,14 @@ def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
 
 
 def stability(cands, law_of, train, ctx, restarts: int = 16) -> dict:
-    """Per candidate, how much its extrapolation (at the probe points) moves between the fit
-    without the validation slice and the fit on all of train, in units of the group range."""
-    if ctx.probe is None:
-        return {}
+    """Per candidate (by id), its extrapolation shift (``lawforge.search.evaluate.extrapolation_shift``:
+    how much its prediction at the probe points moves between the fit without the validation
+    slice and the fit on all of train, in units of the group range)."""
     out = {}
     for r in cands:
-        law = law_of(r)
-        ps = []
-        for split in (ctx.fit, train):
-            try:
-                fit = fit_law(law, split, restarts=restarts, seed=0)
-            except Exception:
-                break
-            if not fit.ok:
-                break
-            with np.errstate(all="ignore"):
-                ps.append(predict(law, fit.params(), ctx.probe))
-        if len(ps) == 2 and np.all(np.isfinite(ps[0])) and np.all(np.isfinite(ps[1])):
-            d = ps[0].shape[1]
-            out[id(r)] = float(np.mean(((ps[0] - ps[1]) / ctx.probe_span[:, :d]) ** 2))
+        s = extrapolation_shift(law_of(r), ctx, train, restarts)
+        if s is not None:
+            out[id(r)] = s
     return out
 
 
@@ -168,11 +160,14 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
             e = fold_errors(law_of(r), ctx, r["expr"], restarts=4 * ctx.restarts, max_iter=3 * ctx.max_iter)
             refit_nmse[id(r)] = float(np.mean([x.mean() for x in e])) if e else float("inf")
         orders["refit"] = sorted(head, key=lambda r: refit_nmse[id(r)] * (1 + 0.02 * r["complexity"])) + by_score[top:]
-    if "stable" in rules or "stablemix" in rules:
+    if "stable" in rules or "stablemix" in rules or "stable2x" in rules:
         shift = stability(by_score[:consensus_k], law_of, train, ctx)
         cand = [r for r in by_score[:consensus_k] if id(r) in shift]
         rest = [r for r in by_score if r not in cand]
         orders["stable"] = sorted(cand, key=lambda r: shift[id(r)]) + rest
+        sc = lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"])  # noqa: E731
+        near = [r for r in cand if sc(r) <= 2 * sc(by_score[0])]
+        orders["stable2x"] = sorted(near, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in near]
         med = float(np.median(list(shift.values()))) if shift else 1.0
         orders["stablemix"] = sorted(cand, key=lambda r: r["val_nmse"] * (1 + shift[id(r)] / (med + 1e-12))) + rest
     if "consensus" in rules:

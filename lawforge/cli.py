@@ -264,7 +264,7 @@ def cmd_discover(args) -> int:
     if budget is None and args.max_evals is None:
         budget = 300.0
     cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=args.workers,
-                       replicates=args.replicates)
+                       replicates=args.replicates, select=args.select)
     llm = _llm_config(args)
     ds = _load(args)
     with Progress(budget_s=budget, max_evals=args.max_evals, verbose=args.verbose, quiet=args.json) as prog:
@@ -443,6 +443,10 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--replicates", choices=["mean", "rows"], default="mean",
                     help="rows with the same group and features: averaged into one per design point "
                          "(mean, default) or each kept (rows)")
+    sp.add_argument("--select", choices=["stable", "score"], default="stable",
+                    help="final choice: among the top 20 forms by validation score, the one whose "
+                         "extrapolation moves least when the validation rows join its fit (stable, "
+                         "default), or the best validation score (score)")
     sp.add_argument("--out", help="run folder (default runs/<dataset>-<time>-s<seed>)")
     sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
     sp.add_argument("--latex", action="store_true", help="also print the chosen law in LaTeX")

@@ -1,3 +1,4 @@
+import dataclasses
 import json
 
 import numpy as np
@@ -454,3 +455,54 @@ def test_trend_best_setting_reaches_the_context_and_old_runs_check_every_row():
 
     assert SearchConfig().trend_best is True
     assert config_of_run({"seed": 1}).trend_best is False
+
+
+def test_extrapolation_shift_is_small_for_a_law_the_data_pins_down():
+    """A power law barely moves at the probe points when the validation carve joins its fit; a
+    cubic in the logs, which bends freely beyond the data, moves far more."""
+    from lawforge.evaluators.law import Law
+    from lawforge.search.discover import final_train, make_context
+    from lawforge.search.evaluate import extrapolation_shift
+
+    ds = load_dataset("synthetic_chinchilla")
+    s, cfg = SealedDataset(ds), SearchConfig()
+    ctx, train = make_context(s, cfg), final_train(s, cfg)
+    power = Law("E + A/N**a + B/D**b", dict(ds.card.variables), target_names=ds.card.target_columns,
+                params={"E": {"init": 1.5}, "A": {"init": 400}, "a": {"init": 0.3}, "B": {"init": 400},
+                        "b": {"init": 0.3}})
+    cubic = Law("c0 + c1*log(N) + c2*log(N)**2 + c3*log(N)**3 + c4*log(D) + c5*log(D)**2 + c6*log(D)**3",
+                dict(ds.card.variables), target_names=ds.card.target_columns)
+    sp_, sc = extrapolation_shift(power, ctx, train), extrapolation_shift(cubic, ctx, train)
+    assert sp_ is not None and sc is not None and sc > 10 * sp_
+    no_probe = dataclasses.replace(ctx, probe=None)
+    assert extrapolation_shift(power, no_probe, train) is None  # no probe points: not measured
+
+
+def test_select_setting_is_recorded_and_old_runs_choose_by_score(tmp_path):
+    from lawforge.errors import ConfigError
+    from lawforge.search.discover import config_of_run
+
+    ds = load_dataset("synthetic_chinchilla")
+    out = discover(ds, SearchConfig(max_evals=40, seed=0), tmp_path / "stable", report=False)
+    assert out["select"] == "stable" and out["extrapolation_shift"] is not None
+    top = json.loads((tmp_path / "stable" / "top_laws.json").read_text())
+    assert top[0]["chosen"] and all("extrapolation_shift" in t for t in top)
+    by_score = discover(ds, SearchConfig(max_evals=40, seed=0, select="score"), tmp_path / "score", report=False)
+    assert by_score["select"] == "score" and by_score["extrapolation_shift"] is None
+    assert config_of_run({"seed": 0}).select == "score"
+    with pytest.raises(ConfigError, match="select must be"):
+        discover(ds, SearchConfig(max_evals=5, select="best"), tmp_path / "bad", report=False)
+
+
+def test_shift_is_measured_only_when_the_fit_part_spans_three_axis_values():
+    from types import SimpleNamespace
+
+    from lawforge.search.discover import shift_measurable
+
+    def ctx(values, probe=True):
+        return SimpleNamespace(probe=object() if probe else None, fit=SimpleNamespace(X={"P": np.array(values)}))
+
+    assert shift_measurable(ctx([1.0, 2.0, 4.0, 4.0]), "P")
+    assert not shift_measurable(ctx([1.0, 2.0, 2.0]), "P")       # two values: any 2-parameter curve fits
+    assert not shift_measurable(ctx([1.0, 2.0, 4.0], probe=False), "P")
+    assert not shift_measurable(ctx([1.0, 2.0, 4.0]), None)

@@ -96,8 +96,9 @@ def final_train(sealed: SealedDataset, cfg: SearchConfig):
 def config_of_run(conf: dict) -> SearchConfig:
     """The search settings recorded in a run's ``config.json``. A run started before the
     ``replicates`` setting existed used every row; one started before ``scale_starts``, unit
-    starts; one started before ``trend_best``, the trend checked on every row."""
-    conf = {"replicates": "rows", "scale_starts": False, "trend_best": False, **conf}
+    starts; one started before ``trend_best``, the trend checked on every row; one started before
+    ``select``, the final choice by validation score."""
+    conf = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", **conf}
     return SearchConfig(**{k: conf[k] for k in SearchConfig.__dataclass_fields__ if k in conf})
 
 
@@ -106,6 +107,25 @@ def replicate_means(cfg: SearchConfig) -> bool:
     if cfg.replicates not in ("rows", "mean"):
         raise ConfigError(f"replicates must be 'rows' or 'mean', got {cfg.replicates!r}")
     return cfg.replicates == "mean"
+
+
+def select_stable(cfg: SearchConfig) -> bool:
+    """Whether the final choice re-ranks the top forms by extrapolation shift (``cfg.select``)."""
+    if cfg.select not in ("stable", "score"):
+        raise ConfigError(f"select must be 'stable' or 'score', got {cfg.select!r}")
+    return cfg.select == "stable"
+
+
+def shift_measurable(ctx: EvalContext, axis) -> bool:
+    """Whether an extrapolation shift means something here: there are probe points, and the fit
+    part (train without the validation carve) holds at least three values of every scale axis.
+    With one value a form's trend along the axis is not fitted at all, and with two any
+    two-parameter curve passes through them; forms flat along the axis would then look the most
+    stable."""
+    if ctx.probe is None or not axis:
+        return False
+    axes = axis if isinstance(axis, list) else [axis]
+    return all(len(np.unique(ctx.fit.X[a])) >= 3 for a in axes)
 
 
 def make_param_in(expr: sp.Expr, name: str) -> bool:
@@ -252,15 +272,28 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     ok = sorted((m for m in res.members if m.ok), key=lambda m: m.score(cfg.parsimony))
     if not ok:
         raise ConfigError(f"{dataset.name}: no candidate could be fitted")
+    train = final_train(sealed, cfg)
+
+    def law_of(m, name="discovered"):
+        return S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=name,
+                        data=train if cfg.scale_starts else None)
+
+    shift: dict[str, float] = {}
+    if select_stable(cfg) and shift_measurable(ctx, dataset.card.validation.get("axis")):
+        # among the top forms by validation score (within 2x the best), prefer the one whose
+        # extrapolation moves least when the validation carve is added to its fit (train only)
+        from lawforge.search.evaluate import stable_order
+
+        ranked = ok
+        ok, by_pos = stable_order(ranked, [m.score(cfg.parsimony) for m in ranked], law_of, ctx, train)
+        shift = {ranked[i].key: s for i, s in by_pos.items()}
     # Final: refit the chosen form on the whole train split (the probe check is repeated on this
     # refit; an unstable refit falls back to the next-ranked form), then read test once.
     from lawforge.search.evaluate import _stable
 
     fallback, first = 0, None
-    train = final_train(sealed, cfg)
     for best in ok[:10]:
-        law = S.to_law(best.expr, dict(dataset.card.variables), dataset.card.target_columns, name="discovered",
-                       data=train if cfg.scale_starts else None)
+        law = law_of(best)
         fit = fit_law(law, train, restarts=final_restarts, seed=cfg.seed)
         first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
@@ -279,19 +312,18 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     _atomic_write(run_dir / "law.json", json.dumps(law_json, indent=2, default=float))
     top = [{"rank": 0, "expression": law.to_string(), "latex": law.to_latex(), "n_params": law.n_params,
             "complexity": best.rec["complexity"], "val_r2": best.rec["val_r2"], "origin": best.origin,
-            "test_r2": tm.get("r2"), "chosen": True}]
+            "test_r2": tm.get("r2"), "extrapolation_shift": shift.get(best.key), "chosen": True}]
     for m in ok:
         if len(top) > top_k:
             break
         if m.key == best.key:
             continue
-        lw = S.to_law(m.expr, dict(dataset.card.variables), dataset.card.target_columns, name=f"rank{len(top)}",
-                      data=train if cfg.scale_starts else None)
+        lw = law_of(m, f"rank{len(top)}")
         f2 = fit_law(lw, train, restarts=16, seed=cfg.seed)
         t2 = _test_metrics(lw, f2.params(), full) if f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,
                     "complexity": m.rec["complexity"], "val_r2": m.rec["val_r2"], "origin": m.origin,
-                    "test_r2": t2.get("r2"), "chosen": False})
+                    "test_r2": t2.get("r2"), "extrapolation_shift": shift.get(m.key), "chosen": False})
     _atomic_write(run_dir / "top_laws.json", json.dumps(top, indent=2, default=float))
     from lawforge.report import laws_table_tex
 
@@ -300,7 +332,8 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
                "val_r2": best.rec["val_r2"], "test_r2": tm.get("r2"), "test_r2_raw": tm.get("r2_raw"),
                "test_nmse": tm.get("nmse"), "test_nmae": tm.get("nmae"), "train_r2": trm.r2,
                "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
-               "stopped": res.stopped, "fallbacks": fallback, "seed": cfg.seed, "engine": engine, "run_dir": str(run_dir)}
+               "stopped": res.stopped, "fallbacks": fallback, "select": cfg.select,
+               "extrapolation_shift": shift.get(best.key), "seed": cfg.seed, "engine": engine, "run_dir": str(run_dir)}
     if proposer is not None:
         summary["llm"] = proposer.ledger.to_dict()
     _atomic_write(run_dir / "metrics.json", json.dumps(summary, indent=2))

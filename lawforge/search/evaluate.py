@@ -238,3 +238,49 @@ def _stable(law, params, ctx: EvalContext, tcols) -> bool:
                 if np.any(gain2 > np.maximum(gain1, 0.0) * (1 + ctx.returns_tol) + ctx.trend_tol * sp0):
                     return False
     return True
+
+
+def extrapolation_shift(law, ctx: EvalContext, train, restarts: int = 16) -> float | None:
+    """How much ``law``'s extrapolation moves when its largest-scale train rows are added: the
+    law is fitted on ``ctx.fit`` (train without the validation carve) and on ``train``, and the
+    two fits' predictions at the probe points (beyond the train range along the scale axis) are
+    compared, as the mean squared difference in units of each probe row's group range. A form
+    whose long-range prediction is pinned down by the data moves little; one that bends freely
+    beyond the data moves a lot. None when the context has no probe points or either fit fails
+    or predicts non-finite values. Train features and targets only."""
+    if ctx.probe is None:
+        return None
+    preds = []
+    for split in (ctx.fit, train):
+        try:
+            fit = fit_law(law, split, restarts=restarts, seed=0, device=ctx.device)
+        except (LawforgeError, RuntimeError, ValueError, ArithmeticError):
+            return None
+        if not fit.ok:
+            return None
+        with np.errstate(all="ignore"):
+            preds.append(predict(law, fit.params(), ctx.probe))
+    if not all(np.all(np.isfinite(p)) for p in preds):
+        return None
+    d = preds[0].shape[1]
+    tcols = [ctx.fit.target_columns.index(t) for t in law.target_names][:d]
+    return float(np.mean(((preds[0] - preds[1]) / ctx.probe_span[:, tcols]) ** 2))
+
+
+def stable_order(members: list, scores: list[float], law_of, ctx: EvalContext, train, k: int = 20,
+                 within: float = 2.0) -> tuple[list, dict]:
+    """``members`` (ranked by validation score, ``scores``, lower is better) with those of the
+    first ``k`` whose score is within ``within`` times the best re-ranked by their
+    :func:`extrapolation_shift`, smallest first; the forms whose shift cannot be measured follow
+    them in score order, then the rest. Returns the order and the shifts by position in
+    ``members``."""
+    shifts = {}
+    for i, m in enumerate(members[:k]):
+        if not scores[i] <= within * scores[0]:
+            continue
+        s = extrapolation_shift(law_of(m), ctx, train)
+        if s is not None:
+            shifts[i] = s
+    head = sorted(shifts, key=lambda i: shifts[i])
+    rest = [i for i in range(len(members)) if i not in shifts]
+    return [members[i] for i in head + rest], shifts

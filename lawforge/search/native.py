@@ -36,6 +36,7 @@ class SearchConfig:
     replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows": every row
     scale_starts: bool = True        # scale parameters start at the data's scale (space.scale_specs)
     trend_best: bool = True          # with hyperparameter features, the trend holds for each cell's best setting
+    select: str = "stable"           # final choice: "stable" (top 20 by score re-ranked by extrapolation shift) or "score"
 
 
 @dataclass
