@@ -19,10 +19,11 @@ Rules (``c`` = complexity, NMSE = mean validation NMSE over the rolling-origin f
   refit        the top forms refit with 4x restarts and 3x iterations, then ranked by ``score``
   consensus    the top forms refit on train; the one whose predictions at the probe points
                (beyond the train range along the scale axis) are nearest the top forms' median
-  stable       the top 20 by score, re-ranked by extrapolation shift (what ``discover`` does with
-               ``select=stable``: how far the prediction at the probe points moves when the
-               validation carve joins the fit)
-  stable2x     as ``stable``, among those of the top 20 whose score is within 2x the best
+  stable       the top 20 by score, re-ranked by extrapolation shift (how far the prediction at
+               the probe points moves when the validation carve joins the fit)
+  stable2x     as ``stable``, among those of the top 20 whose score is within 2x the best (what
+               ``discover`` does with ``select=stable`` where the fit part holds >= 3 values of
+               each scale axis)
 """
 
 from __future__ import annotations
