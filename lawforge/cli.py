@@ -444,9 +444,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="rows with the same group and features: averaged into one per design point "
                          "(mean, default) or each kept (rows)")
     sp.add_argument("--select", choices=["stable", "score"], default="stable",
-                    help="final choice: among the top 20 forms by validation score, the one whose "
-                         "extrapolation moves least when the validation rows join its fit (stable, "
-                         "default), or the best validation score (score)")
+                    help="final choice: among the top 20 forms by validation score (within 2x the "
+                         "best), the one whose extrapolation moves least when the validation rows join "
+                         "its fit (stable, default), or the best validation score (score)")
     sp.add_argument("--out", help="run folder (default runs/<dataset>-<time>-s<seed>)")
     sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
     sp.add_argument("--latex", action="store_true", help="also print the chosen law in LaTeX")
