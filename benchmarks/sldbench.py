@@ -41,6 +41,8 @@ SLDAGENT = {"parallel_scaling_law": (0.9998, 0.99996), "vocab_scaling_law": (0.9
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--budget", default="10m")
+    ap.add_argument("--budget-for", action="append", default=[], metavar="TASK=BUDGET",
+                    help="a different budget for one task, e.g. --budget-for lr_bsz_scaling_law=10m")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--seed-start", type=int, default=0, help="first seed (seeds are SEED_START..+SEEDS-1)")
     ap.add_argument("--workers", type=int, default=2, help="runs side by side (one process each)")
@@ -54,6 +56,12 @@ def main(argv=None):
     args = ap.parse_args(argv)
     budget = parse_budget(args.budget)
     tasks = args.tasks.split(",") if args.tasks else TASKS
+    budgets = {}
+    for kv in args.budget_for:
+        k, sep, v = kv.partition("=")
+        if not sep:
+            raise SystemExit(f"--budget-for {kv!r}: expected TASK=BUDGET, e.g. lr_bsz_scaling_law=10m")
+        budgets[k] = parse_budget(v)
     search = {}
     for kv in args.set:
         k, _, v = kv.partition("=")
@@ -68,7 +76,7 @@ def main(argv=None):
 
     camp = run_campaign(tasks, args.seeds, out_root, budget_s=budget, data_dir=args.data_dir, workers=args.workers,
                         report=False, on_row=on_row, inner=args.inner,
-                        search=search or None, seed_start=args.seed_start)
+                        search=search or None, seed_start=args.seed_start, budgets=budgets or None)
     rows = []
     nan = float("nan")
     for task in tasks:
@@ -92,7 +100,7 @@ def main(argv=None):
                      "at_or_above_human": bool(np.mean(r2) >= pub)})
     mean = {k: float(np.mean([r[k] for r in rows])) for k in
             ("lawforge_mean", "lawforge_best", "human_published", "human_refit", "sldagent_mean", "sldagent_best")}
-    result = {"inner": args.inner, "search": search, "budget_s": budget, "seeds": args.seeds, "workers": args.workers, "tasks": rows, "mean": mean,
+    result = {"inner": args.inner, "search": search, "budget_s": budget, "budgets": budgets, "seeds": args.seeds, "workers": args.workers, "tasks": rows, "mean": mean,
               "runs_dir": out_root}
     if args.json:
         print(json.dumps(result))

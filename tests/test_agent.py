@@ -291,6 +291,18 @@ def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
         rules["analyse"](tmp_path / "real", top=5, rules=["score"])
 
 
+def test_campaign_budget_for_one_dataset(tmp_path):
+    from lawforge.agent.campaign import run_campaign
+
+    out = tmp_path / "b"
+    run_campaign(["synthetic_chinchilla", "synthetic_multigroup"], 1, out, budget_s=30.0, max_evals=15,
+                 workers=1, report=False, budgets={"synthetic_multigroup": 45.0})
+    cfg = {d: json.loads((out / f"{d}-s0" / "config.json").read_text()) for d in
+           ("synthetic_chinchilla", "synthetic_multigroup")}
+    assert cfg["synthetic_chinchilla"]["budget_s"] == 30.0
+    assert cfg["synthetic_multigroup"]["budget_s"] == 45.0
+
+
 def test_campaign_args(capsys, tmp_path):
     from lawforge.agent.campaign import run_campaign
     from lawforge.errors import ConfigError
@@ -299,6 +311,9 @@ def test_campaign_args(capsys, tmp_path):
         run_campaign(["synthetic_chinchilla"], 1, tmp_path / "c", max_evals=5, search={"nope": 1})
     with pytest.raises(ConfigError, match="'seed'"):
         run_campaign(["synthetic_chinchilla"], 1, tmp_path / "c", max_evals=5, search={"seed": 3})
+    with pytest.raises(ConfigError, match="budget given for 'synthetic_multigroup'"):
+        run_campaign(["synthetic_chinchilla"], 1, tmp_path / "c", max_evals=5,
+                     budgets={"synthetic_multigroup": 5.0})
     assert main(["campaign"]) == 1
     assert "--all" in capsys.readouterr().err
     assert main(["campaign", "synthetic_chinchila"]) == 1

@@ -115,6 +115,16 @@ def test_forms_with_nodes_outside_the_whitelist_are_invalid():
     assert not S.valid(p0 * sp.sign(N), _space())
 
 
+def test_powers_of_a_log_beyond_the_square_are_invalid():
+    p0, p1 = S.P(0), S.P(1)
+    assert S.valid(p0 + p1 * sp.log(N) ** 2, _space())          # the log-quadratic bowl stays
+    assert S.valid(p0 + p1 / sp.log(N), _space())
+    assert not S.valid(p0 + p1 * sp.log(N) ** 3, _space())
+    assert not S.valid(p0 + p1 * sp.log(D) * sp.log(N) ** sp.Rational(11, 2), _space())
+    assert not S.valid(p0 + p1 * sp.log(N) ** -3, _space())
+    assert S.valid(p0 + p1 * N ** 5, _space())                   # powers of a variable are not capped
+
+
 def test_generic_seeds_are_valid_and_task_agnostic():
     seeds = S.generic_seeds(_space())
     assert len(seeds) >= 10 and all(S.valid(s, _space()) for s in seeds)
@@ -305,9 +315,22 @@ def test_validation_combine_checked(tmp_path):
 def test_hyperparameter_bowl_seeds():
     sp_ = S.Space([S.VarInfo("N", True, False), S.VarInfo("lr", True, True, True)], 1, None)
     seeds = S.hyper_bowl_seeds(sp_)
-    assert len(seeds) == 3
-    assert all(s.has(sp.log(sp_.syms["lr"]) ** 2) for s in seeds)
+    assert len(seeds) == 4
+    assert all(s.has(sp.log(sp_.syms["lr"]) ** 2) for s in seeds[:3])
     assert seeds[1].has(sp.log(sp_.syms["lr"]) * sp.log(sp_.syms["N"]))  # optimum moves with scale
+    # vertex form: p5 * (log lr - p3 - p4 log N)^2 is zero at the optimum lr = e^p3 N^p4, so
+    # the loss at the best setting is the power-law base p0 + p1 N^-p2 on every N
+    lr_, n_ = sp_.syms["lr"], sp_.syms["N"]
+    vertex = seeds[3]
+    assert vertex.has(sp.log(lr_)) and not vertex.has(sp.log(lr_) ** 2)
+    vals = {S.P(i): v for i, v in enumerate([2.0, 3.0, 0.3, -7.0, -0.4, 0.05])}
+    for n in (1e8, 1e9, 1e10):
+        at_best = vertex.xreplace(vals).subs({n_: n, lr_: float(np.exp(-7.0) * n ** -0.4)})
+        assert abs(float(at_best) - (2.0 + 3.0 * n ** -0.3)) < 1e-9
+    two = S.Space([S.VarInfo("N", True, False), S.VarInfo("lr", True, True, True),
+                   S.VarInfo("bsz", True, False, True)], 1, None)
+    both = S.hyper_bowl_seeds(two)
+    assert len(both) == 5 and all(S.valid(S.canonical(s), two) or S.complexity(s) > two.max_nodes for s in both)
     assert S.hyper_bowl_seeds(S.Space([S.VarInfo("N", True, False)], 1, None)) == []
 
 

@@ -63,11 +63,13 @@ def _one(job: dict) -> dict:
 def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = None, budget_s: float | None = None,
                  max_evals: int | None = None, data_dir: str | None = None, llm=None, workers: int | None = None,
                  report: bool = True, on_row: Callable[[dict], None] | None = None,
-                 inner: bool = False, search: dict | None = None, seed_start: int = 0) -> dict[str, Any]:
+                 inner: bool = False, search: dict | None = None, seed_start: int = 0,
+                 budgets: dict[str, float] | None = None) -> dict[str, Any]:
     """One discovery per (dataset, seed), ``workers`` side by side. ``inner=True`` runs each on
     its inner holdout (:func:`lawforge.datasets.loader.holdout_dataset`: train's largest-scale
     rows play the test split), for comparing search settings without the real test split.
-    ``search`` overrides :class:`~lawforge.search.native.SearchConfig` fields in every run."""
+    ``search`` overrides :class:`~lawforge.search.native.SearchConfig` fields in every run;
+    ``budgets`` (dataset -> seconds) overrides ``budget_s`` for the datasets it names."""
     from lawforge.errors import ConfigError
     from lawforge.search.native import SearchConfig
 
@@ -77,7 +79,12 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
         raise ConfigError(f"search setting {bad[0]!r} is unknown or set elsewhere; settable: {', '.join(settable)}")
     out = Path(out_dir) if out_dir else Path("runs") / f"campaign-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir, "budget_s": budget_s,
+    unknown = [d for d in (budgets or {}) if d not in datasets]
+    if unknown:
+        raise ConfigError(f"budget given for {unknown[0]!r}, which is not among the datasets: {', '.join(datasets)}")
+    budgets = budgets or {}
+    jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir,
+             "budget_s": budgets.get(d, budget_s),
              "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report, "inner": inner,
              "search": search}
             for d in datasets for s in range(seed_start, seed_start + seeds)]

@@ -21,6 +21,10 @@ from lawforge.evaluators.law import Law
 
 PARAM_PREFIX = "p"
 MAX_NODES = 40
+# Fixed powers of a log beyond the square (log(N)**3, log(N)**(11/2)) are not scaling-law
+# building blocks (the log-quadratic bowl is the highest order among them): with enough
+# validation points they fit, and they bend freely outside the data.
+MAX_LOG_POWER = 2
 
 
 def is_param(s) -> bool:
@@ -144,7 +148,18 @@ def hyper_bowl_seeds(space: Space) -> list[sp.Expr]:
     bowl = sum((p() * l ** 2 + p() * l for l in lh), sp.Integer(0))
     shift = sum((p() * l * sp.log(x) for l in lh for x in scale), sp.Integer(0))
     cross = sum((p() * lh[i] * lh[j] for i in range(len(lh)) for j in range(i + 1, len(lh))), sp.Integer(0))
-    return [base + bowl, base + bowl + shift, base + bowl + shift + cross]
+    seeds = [base + bowl, base + bowl + shift, base + bowl + shift + cross]
+    # The same bowl in vertex form: each hyperparameter's optimum is a power law of the scale
+    # variables (log h* = m0 + sum_s m_s log s) and the bowl is zero there, so the loss at the
+    # best setting is the power-law base itself. (In the expanded form above the optimum's loss
+    # also picks up -(b + c log s)^2 / 4a, which a fit can use to stand in for the base.)
+    k[0] = 0
+    base = p() + sum((p() * x ** (-p()) for x in scale), sp.Integer(0))
+    dev = [l - p() - sum((p() * sp.log(x) for x in scale), sp.Integer(0)) for l in lh]
+    vbowl = sum((p() * d ** 2 for d in dev), sp.Integer(0))
+    vcross = sum((p() * dev[i] * dev[j] for i in range(len(dev)) for j in range(i + 1, len(dev))), sp.Integer(0))
+    seeds += [base + vbowl] + ([base + vbowl + vcross] if len(dev) > 1 else [])
+    return seeds
 
 
 # ---------------------------------------------------------------------- canonical form
@@ -313,6 +328,9 @@ def valid(expr: sp.Expr, space: Space) -> bool:
     if not any(not is_param(s) for s in syms) or not any(is_param(s) for s in syms):
         return False
     if complexity(expr) > space.max_nodes:
+        return False
+    if any(isinstance(n, sp.Pow) and isinstance(n.base, sp.log) and n.exp.is_Number
+           and abs(n.exp) > MAX_LOG_POWER for n in sp.preorder_traversal(expr)):
         return False
     if space.param_limit is not None and n_params(expr) * space.n_targets > space.param_limit:
         return False
