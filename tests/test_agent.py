@@ -126,7 +126,8 @@ def test_replay_offline_from_cache(tmp_path):
     # the endpoint is gone: every reply comes from the cache, and the run is the same
     b = discover(ds, SearchConfig(max_evals=150, seed=2), tmp_path / "b",
                  llm=_llm("http://127.0.0.1:9/v1", cache_dir=str(cache), replay_only=True), report=False)
-    assert b["law"] == a["law"] and b["llm"]["calls"] == 0 and b["llm"]["cached"] == a["llm"]["calls"]
+    assert b["law"] == a["law"] and b["llm"]["calls"] == 0
+    assert b["llm"]["cached"] == a["llm"]["calls"] + a["llm"]["cached"] >= 1  # a may hit its own cache too
     ea = [r["expr"] for r in read_log(tmp_path / "a" / "candidates.jsonl")]
     eb = [r["expr"] for r in read_log(tmp_path / "b" / "candidates.jsonl")]
     assert ea == eb

@@ -27,7 +27,7 @@ class SearchConfig:
     tournament: int = 3
     crossover_rate: float = 0.2
     parsimony: float = 0.02          # score = val NMSE * (1 + parsimony * complexity)
-    restarts: int = 6
+    restarts: int = 12               # fit restarts per candidate (6 misjudged ~1 in 5 forms on moe and lr_bsz)
     max_iter: int = 60
     workers: int = 1
     val_folds: int = 2               # validation folds along the scale axis (rolling origin)
