@@ -330,7 +330,13 @@ def test_hyperparameter_bowl_seeds():
     two = S.Space([S.VarInfo("N", True, False), S.VarInfo("lr", True, True, True),
                    S.VarInfo("bsz", True, False, True)], 1, None)
     both = S.hyper_bowl_seeds(two)
-    assert len(both) == 5 and all(S.valid(S.canonical(s), two) or S.complexity(s) > two.max_nodes for s in both)
+    lb = sp.log(two.syms["bsz"])
+
+    def cross_of_deviations(e):  # a term (log lr - ...)(log bsz - ...)
+        return any(isinstance(n, sp.Mul) and sum(isinstance(a, sp.Add) and a.has(sp.log(lr_)) for a in n.args) == 1
+                   and sum(isinstance(a, sp.Add) and a.has(lb) for a in n.args) == 1 for n in sp.preorder_traversal(e))
+
+    assert len(both) == 5 and cross_of_deviations(both[4]) and not cross_of_deviations(both[3])
     assert S.hyper_bowl_seeds(S.Space([S.VarInfo("N", True, False)], 1, None)) == []
 
 
@@ -471,6 +477,36 @@ def test_trend_with_hyperparameters_is_checked_on_each_cells_best_setting():
     assert _stable(law, shifting, ctx(["lr"]), [0])       # each cell's best setting keeps improving
     rising = {"all": {**shifting["all"], "A": -5000.0}}   # the best loss itself rises with N
     assert not _stable(law, rising, ctx(["lr"]), [0])
+
+
+def test_cross_trend_checks_each_trend_at_the_points_pushed_along_another():
+    """Loss falls with the number of experts E inside the data; a form whose E-benefit turns
+    into a penalty at larger N than the data holds passes the per-feature trend check (beyond the
+    largest E, and along N) but not the cross check (along E, at N pushed x2 and x5)."""
+    from lawforge.datasets.loader import DataSplit
+    from lawforge.evaluators.law import Law
+    from lawforge.search.evaluate import EvalContext, _stable, cross_trend_chains, make_trend_probe, probe_stats
+
+    N, E = np.meshgrid([1e7, 3e7, 1e8, 3e8], [1.0, 2.0, 4.0, 8.0])
+    N, E = N.ravel(), E.ravel()
+    g = np.array(["all"] * len(N), dtype=object)
+    law = Law("L0 + A/N**a * E**(-k*log(N0/N))", {"N": "N", "E": "E"}, target_names=["loss"])
+    params = {"all": {"L0": 2.0, "A": 30.0, "a": 0.3, "k": 0.1, "N0": 5e8}}  # E helps below N0 only
+    y = predict(law, params, DataSplit("x", {"N": N, "E": E}, np.zeros((len(N), 1)), g, ["all"], ["loss"]))
+    assert np.all(np.diff(y.reshape(4, 4), axis=0) < 0)                      # inside the data: E helps
+    train = DataSplit("train", {"N": N, "E": E}, y, g, ["all"], ["loss"])
+    trends = {"N": "decreasing", "E": "decreasing"}
+    trend = make_trend_probe(train, trends)
+    chains = cross_trend_chains(trend, trends)
+    assert len(chains) == 2                                                  # E along pushed N, N along pushed E
+    ctx = EvalContext({"N": "N", "E": "E"}, ["loss"], train, train, trend=trend,
+                      trend_span=probe_stats(train, trend[0])[1])
+    assert _stable(law, params, ctx, [0])
+    assert not _stable(law, params, dataclasses.replace(ctx, cross_trend=chains), [0])
+    good = {"all": {**params["all"], "N0": 1e12}}                            # E helps at every N probed
+    assert _stable(law, good, dataclasses.replace(ctx, cross_trend=chains), [0])
+    assert cross_trend_chains(make_trend_probe(train, {"N": "decreasing"}), {"N": "decreasing"}) is None
+    assert SearchConfig().cross_trend is False
 
 
 def test_trend_best_setting_reaches_the_context_and_old_runs_check_every_row():

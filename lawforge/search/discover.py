@@ -23,7 +23,7 @@ from lawforge.errors import ConfigError
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
-from lawforge.search.evaluate import EvalContext, make_probe, make_trend_probe, probe_stats
+from lawforge.search.evaluate import EvalContext, cross_trend_chains, make_probe, make_trend_probe, probe_stats
 from lawforge.search.native import SearchConfig, run_search
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,9 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     probe = make_probe(sealed.train, card.validation.get("axis"))
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if cfg.trend_best else []
-    trend = make_trend_probe(sealed.train, {f.column: f.trend for f in card.features if f.trend}, hyper) \
-        if cfg.trend else None
+    trends = {f.column: f.trend for f in card.features if f.trend}
+    trend = make_trend_probe(sealed.train, trends, hyper) if cfg.trend else None
+    cross = cross_trend_chains(trend, trends, hyper) if cfg.cross_trend else None
     tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
     folds = sealed.extra_folds(max(0, cfg.val_folds - 1))
     fit, val = sealed.fit, sealed.val
@@ -83,7 +84,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     return EvalContext(dict(card.variables), card.target_columns, fit, val,
                        restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
                        probe_center=center, probe_span=span, folds=folds,
-                       trend=trend, trend_span=tspan, returns=cfg.returns,
+                       trend=trend, trend_span=tspan, returns=cfg.returns, cross_trend=cross,
                        scale_starts=cfg.scale_starts)
 
 

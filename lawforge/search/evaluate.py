@@ -41,6 +41,7 @@ class EvalContext:
     returns: bool = False      # along trend features, the gain per log-step must not grow beyond the data
     returns_tol: float = 0.1   # allowed relative growth of that gain
     scale_starts: bool = True  # scale parameters start at the fit data's scale (space.scale_specs)
+    cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
 
 
 def probe_stats(train, probe):
@@ -132,6 +133,49 @@ def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | lis
             cells = [np.flatnonzero(inv.ravel() == c) for c in range(int(inv.max()) + 1)]
         slices.append((-1.0 if trends[col] == "decreasing" else 1.0, *starts, *gaps[col], cells))
     return split, slices
+
+
+def cross_trend_chains(trend, trends: dict[str, str], hyper: tuple[str, ...] | list[str] = ()):
+    """The declared trend of each feature, checked at the points pushed beyond the data along
+    another one: at x2 and x5 the largest model, say, loss must still fall with the number of
+    experts. Per pushed block and other trend feature ``g``: chains of row-index arrays into the
+    trend split, one array per value of ``g`` in increasing order, among rows that share every
+    other feature (hyperparameters aside: an array then holds a cell's settings, whose best
+    prediction is used). Returns ``[(sign of g's trend, chains)]``; None when fewer than two
+    features have a trend. Train features only."""
+    if trend is None or len(trends) < 2:
+        return None
+    split, slices = trend
+    cols = list(trends)
+    out = []
+    for (sign_f, i0, i1, i2, *_), col in zip(slices, _slice_columns(split, cols, slices)):
+        for g in cols:
+            if g == col:
+                continue
+            keys = [k for k in split.X if k != g and k not in set(hyper)]
+            chains = []
+            for idx in (i1, i2):
+                key = np.stack([np.unique(split.groups[idx], return_inverse=True)[1].ravel().astype(float)]
+                               + [np.asarray(split.X[k][idx], dtype=float) for k in keys], axis=1)
+                _, inv = np.unique(key, axis=0, return_inverse=True)
+                inv = inv.ravel()
+                for c in range(int(inv.max()) + 1):
+                    rows = idx[inv == c]
+                    vals = np.unique(split.X[g][rows])
+                    if len(vals) >= 2:
+                        chains.append([rows[split.X[g][rows] == v] for v in vals])
+            if chains:
+                out.append((-1.0 if trends[g] == "decreasing" else 1.0, sign_f, chains))
+    return out or None
+
+
+def _slice_columns(split, cols, slices):
+    """The pushed column of each trend slice: the one whose values differ between its base and
+    x2 rows."""
+    out = []
+    for _, i0, i1, *_ in slices:
+        out.append(next(c for c in cols if np.any(split.X[c][i0] != split.X[c][i1])))
+    return out
 
 
 def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = None) -> dict:
@@ -236,6 +280,12 @@ def _stable(law, params, ctx: EvalContext, tcols) -> bool:
                 gain1 = (v1 - v0) * sign / g1
                 gain2 = (v2 - v1) * sign / g2
                 if np.any(gain2 > np.maximum(gain1, 0.0) * (1 + ctx.returns_tol) + ctx.trend_tol * sp0):
+                    return False
+        for sign, sign_best, chains in ctx.cross_trend or ():
+            best = np.min if sign_best < 0 else np.max
+            for chain in chains:
+                v = np.stack([best(pt[c], axis=0) for c in chain])
+                if np.any(np.diff(v, axis=0) * sign < -ctx.trend_tol * span[chain[0][0]]):
                     return False
     return True
 

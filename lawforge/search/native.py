@@ -33,6 +33,7 @@ class SearchConfig:
     val_folds: int = 2               # validation folds along the scale axis (rolling origin)
     trend: bool = True               # reject forms that move against the card's feature trends
     returns: bool = False            # reject forms whose gain along a trend grows beyond the data
+    cross_trend: bool = False        # each feature's trend must also hold at the points pushed along another
     replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows": every row
     scale_starts: bool = True        # scale parameters start at the data's scale (space.scale_specs)
     trend_best: bool = True          # with hyperparameter features, the trend holds for each cell's best setting
