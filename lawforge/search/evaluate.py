@@ -148,7 +148,7 @@ def cross_trend_chains(trend, trends: dict[str, str], hyper: tuple[str, ...] | l
     split, slices = trend
     cols = list(trends)
     out = []
-    for (sign_f, i0, i1, i2, *_), col in zip(slices, _slice_columns(split, cols, slices)):
+    for (sign_f, _, i1, i2, *_), col in zip(slices, _slice_columns(split, cols, slices)):
         for g in cols:
             if g == col:
                 continue
