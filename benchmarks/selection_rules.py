@@ -24,6 +24,20 @@ Rules (``c`` = complexity, NMSE = mean validation NMSE over the rolling-origin f
   stable2x     as ``stable``, among those of the top 20 whose score is within 2x the best (what
                ``discover`` does with ``select=stable`` where the fit part holds >= 3 values of
                each scale axis)
+  fold1        the primary fold's NMSE alone (fit on train without its largest-scale slice,
+               scored on that slice) * (1 + 0.02 c): the earlier rolling-origin folds fit on
+               fewer scale values, so the mean over folds penalises forms with more per-group
+               parameters than the final fit on all of train does
+  fold1s2x     ``stable2x`` on the ``fold1`` ranking
+  geo, geos2x  the geometric mean of the fold NMSEs * (1 + 0.02 c), and ``stable2x`` on it
+  noisepars    among forms whose NMSE is within the replicate-noise NMSE of the lowest (what
+               scatter between replicate runs costs the true law on the validation cells, see
+               ``replicate_noise``), the fewest parameters; datasets with replicate rows only
+  noisestable  the same window re-ranked by extrapolation shift (top 20 of it by score)
+
+Each run's line gives every rule's inner test R2 on the rows, then on the cell means (replicate
+rows averaged; where a dataset has replicates, the rows' R2 has a ceiling below 1 that hides
+differences between forms), then the chosen form's parameter count.
 """
 
 from __future__ import annotations
@@ -40,11 +54,13 @@ import sympy as sp
 from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import SealedDataset, holdout_dataset
 from lawforge.evaluators.fit import fit_law, predict
+from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
 from lawforge.search.discover import _test_metrics, config_of_run, final_train, make_context
 from lawforge.search.evaluate import _stable, extrapolation_shift
 
-RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stable2x", "stablemix", "sestable"]
+RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stable2x", "stablemix", "sestable",
+         "noisepars", "noisestable", "fold1", "fold1s2x", "geo", "geos2x"]
 
 
 def fold_errors(law, ctx, text, restarts=None, max_iter=None):
@@ -67,6 +83,34 @@ def fold_errors(law, ctx, text, restarts=None, max_iter=None):
             return None
         out.append(np.mean((y - p) ** 2 / y.var(axis=0), axis=1))
     return out
+
+
+def replicate_noise(train, vals) -> float | None:
+    """The validation NMSE that replicate scatter alone costs the true law: per validation part
+    (raw rows), the mean over its cells of ``sigma^2 / n_cell`` over the variance of the cell
+    means, averaged over targets and parts; ``sigma^2`` is the pooled within-cell variance of
+    ``train`` (replicate rows: same group and features). Two forms whose validation NMSE (on
+    cell means) differ by less than this cannot be told apart by validation. None when train has
+    no replicates. Train rows only."""
+    codes, first = train._cells()
+    if len(first) == train.n:
+        return None
+    n_cells = int(codes.max()) + 1
+    counts = np.bincount(codes, minlength=n_cells)
+    means = np.zeros((n_cells, train.y.shape[1]))
+    np.add.at(means, codes, train.y)
+    means /= counts[:, None]
+    sigma2 = ((train.y - means[codes]) ** 2).sum(axis=0) / (train.n - len(first))
+    out = []
+    for val in vals:
+        vc, vf = val._cells()
+        if len(vf) < 2:
+            continue
+        n_c = np.bincount(vc)[vc[vf]]
+        var = val.cell_means().y.var(axis=0)
+        if np.all(var > 0):
+            out.append(float(np.mean(sigma2 * np.mean(1.0 / n_c) / var)))
+    return float(np.mean(out)) if out else None
 
 
 def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
@@ -171,10 +215,33 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         orders["stable2x"] = sorted(near, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in near]
         med = float(np.median(list(shift.values()))) if shift else 1.0
         orders["stablemix"] = sorted(cand, key=lambda r: r["val_nmse"] * (1 + shift[id(r)] / (med + 1e-12))) + rest
+    for name, agg in (("fold1", lambda f: f[0]), ("geo", lambda f: float(np.exp(np.mean(np.log(np.maximum(f, 1e-12))))))):
+        if name in rules or name + "s2x" in rules:
+            sc1 = lambda r, agg=agg: agg(r.get("fold_nmse") or [r["val_nmse"]]) * (1 + 0.02 * r["complexity"])  # noqa: E731
+            order = sorted(ok, key=sc1)
+            orders[name] = order
+            if name + "s2x" in rules:
+                sh = stability(order[:consensus_k], law_of, train, ctx)
+                near = [r for r in order[:consensus_k] if id(r) in sh and sc1(r) <= 2 * sc1(order[0])]
+                orders[name + "s2x"] = sorted(near, key=lambda r: sh[id(r)]) + [r for r in order if r not in near]
+    noise = None
+    if "noisepars" in rules or "noisestable" in rules:
+        parts = [sealed.val] + [v for _, v in sealed.extra_folds(max(0, cfg.val_folds - 1))]
+        noise = replicate_noise(sealed.train, parts)
+        orders["noisepars"] = orders["noisestable"] = orders.get("stable2x", by_score)
+        if noise is not None:
+            lo = min(r["val_nmse"] for r in ok)
+            win = [r for r in by_score if r["val_nmse"] <= lo + noise]
+            orders["noisepars"] = sorted(win, key=lambda r: (r["n_params"], r["complexity"], r["val_nmse"])) + \
+                [r for r in by_score if r not in win]
+            shift = stability(win[:consensus_k], law_of, train, ctx)
+            cand = [r for r in win[:consensus_k] if id(r) in shift]
+            orders["noisestable"] = sorted(cand, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in cand]
     if "consensus" in rules:
         orders["consensus"] = consensus_order(by_score[:consensus_k], law_of, train, ctx) + by_score[consensus_k:]
     final_restarts = int(cfg_json.get("final_restarts", 64))
-    out = {"dataset": cfg_json["dataset"], "seed": cfg.seed, "run": str(run), "candidates": len(ok), "se_best": se}
+    out = {"dataset": cfg_json["dataset"], "seed": cfg.seed, "run": str(run), "candidates": len(ok), "se_best": se,
+           "noise": noise}
     cache = {}
     for rule in rules:
         for r in orders[rule][:10]:
@@ -190,8 +257,12 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         else:
             r = orders[rule][0]
             _, law, fit = cache[r["key"]]
-        tm = _test_metrics(law, fit.params(), sealed.unseal())
-        out[rule] = {"test_r2": tm["r2"], "law": sp.sstr(r["_expr"]), "n_params": r["n_params"]}
+        full = sealed.unseal()
+        tm = _test_metrics(law, fit.params(), full)
+        cells = full.test.cell_means()
+        tc = compute_metrics(cells.y, predict(law, fit.params(), cells)) if cells.n < full.test.n else None
+        out[rule] = {"test_r2": tm["r2"], "test_r2_cells": tc.r2 if tc else tm["r2"],
+                     "law": sp.sstr(r["_expr"]), "n_params": r["n_params"]}
     return out
 
 
@@ -216,7 +287,9 @@ def main(argv=None):
     for run in runs:
         row = analyse(run, args.top, rules, args.consensus_k)
         rows.append(row)
-        print(f"  {run.name}: " + "  ".join(f"{k} {row[k]['test_r2']:.4f}" for k in rules), file=sys.stderr, flush=True)
+        print(f"  {run.name} (noise {row['noise']}): " + "  ".join(
+            f"{k} {row[k]['test_r2']:.4f}/{row[k]['test_r2_cells']:.4f} [{row[k]['n_params']}]" for k in rules),
+            file=sys.stderr, flush=True)
     tasks = sorted({r["dataset"] for r in rows})
     table = {t: {k: float(np.mean([r[k]["test_r2"] for r in rows if r["dataset"] == t])) for k in rules} for t in tasks}
     mean = {k: float(np.mean([table[t][k] for t in tasks])) for k in rules}

@@ -6,6 +6,7 @@ import argparse
 import json
 import logging
 import math
+import os
 import sys
 from typing import Any, Sequence
 
@@ -255,6 +256,14 @@ def _print_summary(s, args) -> int:
     return 0
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS reports one)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
 def cmd_discover(args) -> int:
     from lawforge.progress import Progress
     from lawforge.search.discover import discover, parse_budget
@@ -263,7 +272,8 @@ def cmd_discover(args) -> int:
     budget = parse_budget(args.budget)
     if budget is None and args.max_evals is None:
         budget = 300.0
-    cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=args.workers,
+    cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed,
+                       workers=args.workers if args.workers is not None else usable_cores(),
                        replicates=args.replicates, select=args.select)
     llm = _llm_config(args)
     ds = _load(args)
@@ -439,7 +449,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "(with --seed, gives the same law on the CPU)")
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--engine", choices=["native", "pysr"], default="native")
-    sp.add_argument("--workers", type=int, default=1, help="worker processes for fitting (default 1)")
+    sp.add_argument("--workers", type=int, default=None,
+                    help="worker processes for fitting (default: the cores this process may use); "
+                         "the same seed and --max-evals give the same law with any number")
     sp.add_argument("--replicates", choices=["mean", "rows"], default="mean",
                     help="rows with the same group and features: averaged into one per design point "
                          "(mean, default) or each kept (rows)")

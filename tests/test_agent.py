@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from llm_server import GOOD, FakeLLM
@@ -284,8 +285,17 @@ def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
     import runpy
 
     rules = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "selection_rules.py"))
-    row = rules["analyse"](run, top=5, rules=["score", "onese"])
-    assert row["score"]["test_r2"] is not None and row["onese"]["law"]
+    row = rules["analyse"](run, top=5, rules=["score", "onese", "fold1", "fold1s2x", "noisepars"])
+    assert row["score"]["test_r2"] is not None and row["onese"]["law"] and row["fold1s2x"]["law"]
+    assert row["noise"] is None and row["noisepars"]["law"]  # no replicate rows: no noise window
+    # the replicate-noise NMSE: pooled within-cell variance / cell size / variance of the cell means
+    from lawforge.datasets.loader import DataSplit
+
+    y = np.array([1.0, 1.2, 1.4, 3.0, 3.2, 3.4])  # two cells of three replicates, within variance 0.04
+    split = DataSplit("t", {"N": np.array([1.0, 1, 1, 2, 2, 2])}, y[:, None], np.array(["g"] * 6, dtype=object),
+                      ["g"], ["loss"])
+    assert rules["replicate_noise"](split, [split]) == pytest.approx(0.04 / 3 / 1.0)
+    assert rules["replicate_noise"](split.cell_means(), [split]) is None
     assert main(["discover", "synthetic_chinchilla", "--max-evals", "20", "--out", str(tmp_path / "real"),
                  "--no-report", "--json"]) == 0
     with pytest.raises(SystemExit, match="not an inner-holdout run"):

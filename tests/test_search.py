@@ -196,6 +196,12 @@ def test_same_seed_and_eval_budget_give_the_same_law(tmp_path):
     la = [json.loads(l)["expr"] for l in open(tmp_path / "a" / "candidates.jsonl")]
     lb = [json.loads(l)["expr"] for l in open(tmp_path / "b" / "candidates.jsonl")]
     assert la == lb
+    # worker processes fit in parallel but change nothing: the same candidates, scores and law
+    c = discover(ds, SearchConfig(max_evals=70, seed=3, workers=2), tmp_path / "c")
+    assert c["law"] == a["law"] and c["test_r2"] == a["test_r2"]
+    ra = [(r["expr"], r["val_nmse"]) for r in map(json.loads, open(tmp_path / "a" / "candidates.jsonl"))]
+    rc = [(r["expr"], r["val_nmse"]) for r in map(json.loads, open(tmp_path / "c" / "candidates.jsonl"))]
+    assert rc == ra
 
 
 def test_discover_cli_writes_the_run_folder(tmp_path, capsys):
@@ -212,6 +218,9 @@ def test_discover_cli_writes_the_run_folder(tmp_path, capsys):
     assert all(r["val_nmse"] is None for r in recs if r["status"] != "ok")  # no made-up scores
     law = json.loads((out / "law.json").read_text())
     assert "latex" in law and law["params"]
+    from lawforge.cli import usable_cores
+
+    assert json.loads((out / "config.json").read_text())["workers"] == usable_cores()  # default: every core
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 1 and manifest["data_hash"]
 
