@@ -272,6 +272,8 @@ def cmd_discover(args) -> int:
     budget = parse_budget(args.budget)
     if budget is None and args.max_evals is None:
         budget = 300.0
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed,
                        workers=args.workers if args.workers is not None else usable_cores(),
                        replicates=args.replicates, select=args.select)

@@ -221,6 +221,9 @@ def test_discover_cli_writes_the_run_folder(tmp_path, capsys):
     from lawforge.cli import usable_cores
 
     assert json.loads((out / "config.json").read_text())["workers"] == usable_cores()  # default: every core
+    capsys.readouterr()
+    assert main(["discover", "synthetic_chinchilla", "--max-evals", "5", "--workers", "0"]) == 1
+    assert "--workers must be at least 1, got 0" in capsys.readouterr().err
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["seed"] == 1 and manifest["data_hash"]
 
