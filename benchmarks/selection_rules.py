@@ -144,7 +144,7 @@ def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
     return order + [r for r in cands if r not in kept]
 
 
-def stability(cands, law_of, train, ctx, restarts: int = 16) -> dict:
+def _stability(cands, law_of, train, ctx, restarts: int = 16) -> dict:
     """Per candidate (by id), its extrapolation shift (``lawforge.search.evaluate.extrapolation_shift``:
     how much its prediction at the probe points moves between the fit without the validation
     slice and the fit on all of train, in units of the group range)."""
@@ -176,6 +176,14 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
     def law_of(r):
         return S.to_law(r["_expr"], dict(card.variables), card.target_columns, name="discovered",
                         data=train if cfg.scale_starts else None)
+
+    shifts: dict = {}
+
+    def stability(cands, law_of, train, ctx):  # each candidate's shift is measured once across rules
+        todo = [r for r in cands if id(r) not in shifts]
+        shifts.update(_stability(todo, law_of, train, ctx))
+        shifts.update({id(r): None for r in todo if id(r) not in shifts})
+        return {id(r): shifts[id(r)] for r in cands if shifts[id(r)] is not None}
 
     by_score = sorted(ok, key=lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
     head = by_score[:top]
@@ -243,6 +251,8 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
     out = {"dataset": cfg_json["dataset"], "seed": cfg.seed, "run": str(run), "candidates": len(ok), "se_best": se,
            "noise": noise}
     cache = {}
+    full = sealed.unseal()
+    cells = full.test.cell_means()
     for rule in rules:
         for r in orders[rule][:10]:
             if r["key"] not in cache:
@@ -257,9 +267,7 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         else:
             r = orders[rule][0]
             _, law, fit = cache[r["key"]]
-        full = sealed.unseal()
         tm = _test_metrics(law, fit.params(), full)
-        cells = full.test.cell_means()
         tc = compute_metrics(cells.y, predict(law, fit.params(), cells)) if cells.n < full.test.n else None
         out[rule] = {"test_r2": tm["r2"], "test_r2_cells": tc.r2 if tc else tm["r2"],
                      "law": sp.sstr(r["_expr"]), "n_params": r["n_params"]}
