@@ -24,8 +24,8 @@ from lawforge.errors import DatasetError, did_you_mean
 
 def _symbol(column: str, taken: set[str]) -> str:
     sym = re.sub(r"\W", "_", column)
-    if not sym or sym[0].isdigit() or sym.startswith("_"):
-        sym = "x_" + sym.lstrip("_")
+    if not sym or sym[0].isdigit() or sym.startswith("_") or re.fullmatch(r"[ps]\d+", sym):
+        sym = "x_" + sym.lstrip("_")  # p0.., s0.. are reserved for law parameters
     base, i = sym, 2
     while sym in taken:
         sym, i = f"{base}_{i}", i + 1

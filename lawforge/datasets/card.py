@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -142,6 +144,9 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
         sym = str(f.get("symbol", f["column"]))
         if not sym.isidentifier() or sym.startswith("_"):
             raise DatasetError(f"{where}: feature symbol {sym!r} is not a valid name")
+        if re.fullmatch(r"[ps]\d+", sym):
+            raise DatasetError(f"{where}: feature symbol {sym!r} looks like a law parameter (p0.., s0.. are "
+                               "reserved for fitted constants); give the feature another 'symbol'")
         role = str(f.get("role", "scale"))
         if role not in _ROLES:
             raise DatasetError(f"{where}: features[{i}] role must be one of {', '.join(_ROLES)}, got {role!r}")

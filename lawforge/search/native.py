@@ -38,6 +38,7 @@ class SearchConfig:
     scale_starts: bool = True        # scale parameters start at the data's scale (space.scale_specs)
     trend_best: bool = True          # with hyperparameter features, the trend holds for each cell's best setting
     select: str = "stable"           # final choice: "stable" (top 20 by score re-ranked by extrapolation shift) or "score"
+    scope: bool = True               # search shared-vs-per-group parameters (2..MAX_SHARED_GROUPS groups)
 
 
 @dataclass
@@ -215,8 +216,9 @@ class Engine:
                     b = _tournament(alive, rng, cfg)
                     child, op = S.crossover(a.expr, b.expr, self.space, rng), "crossover"
                 else:
-                    op = list(S.MUTATIONS)[rng.integers(len(S.MUTATIONS))]
-                    child = S.MUTATIONS[op](a.expr, self.space, rng)
+                    ops = S.mutations_for(self.space)
+                    op = list(ops)[rng.integers(len(ops))]
+                    child = ops[op](a.expr, self.space, rng)
                 child = S.canonical(child)
             except (TypeError, ValueError, AttributeError, RecursionError, ZeroDivisionError):
                 continue

@@ -1,7 +1,8 @@
 """The search space: candidate law forms as sympy trees, seeds, mutation and crossover.
 
 A form is one sympy expression over the dataset's variable symbols and parameter symbols
-``p0, p1, ...`` (fitted per group). Multi-target datasets apply the same form to every target
+``p0, p1, ...`` (fitted per group) and ``s0, s1, ...`` (one value shared by all groups; the
+``scope`` mutation moves a parameter between the two on datasets with several groups). Multi-target datasets apply the same form to every target
 with its own parameters. Forms are canonicalised (variable-free parameter subtrees merged into
 one parameter, parameters renamed in order of appearance) so duplicates are found by string.
 """
@@ -20,6 +21,7 @@ from lawforge.errors import LawError
 from lawforge.evaluators.law import Law
 
 PARAM_PREFIX = "p"
+SHARED_PREFIX = "s"
 MAX_NODES = 40
 # Fixed powers of a log beyond the square (log(N)**3, log(N)**(11/2)) are not scaling-law
 # building blocks (the log-quadratic bowl is the highest order among them): with enough
@@ -28,11 +30,27 @@ MAX_LOG_POWER = 2
 
 
 def is_param(s) -> bool:
-    return isinstance(s, sp.Symbol) and s.name.startswith(PARAM_PREFIX) and s.name[1:].isdigit()
+    """A parameter symbol: ``p<k>`` (per group) or ``s<k>`` (shared by all groups)."""
+    return (isinstance(s, sp.Symbol) and s.name[:1] in (PARAM_PREFIX, SHARED_PREFIX)
+            and s.name[1:].isdigit())
+
+
+def is_shared(s) -> bool:
+    return is_param(s) and s.name[0] == SHARED_PREFIX
+
+
+def looks_like_param(name: str) -> bool:
+    """Whether a variable symbol would be mistaken for a parameter (``p3``, ``s0``)."""
+    return name[:1] in (PARAM_PREFIX, SHARED_PREFIX) and name[1:].isdigit()
 
 
 def P(i: int) -> sp.Symbol:
     return make_symbol(f"{PARAM_PREFIX}{i}")
+
+
+def SP(i: int) -> sp.Symbol:
+    """The shared parameter ``s<i>``."""
+    return make_symbol(f"{SHARED_PREFIX}{i}")
 
 
 @dataclass(frozen=True)
@@ -46,8 +64,10 @@ class VarInfo:
 class Space:
     """The variables of one dataset and the random generators over them."""
 
-    def __init__(self, variables: Sequence[VarInfo], n_targets: int = 1, param_limit: int | None = None):
+    def __init__(self, variables: Sequence[VarInfo], n_targets: int = 1, param_limit: int | None = None,
+                 grouped: bool = False):
         self.vars = list(variables)
+        self.grouped = grouped  # several groups: parameters may be shared across them
         self.n_targets = n_targets
         self.param_limit = param_limit
         self.syms = {v.symbol: make_symbol(v.symbol) for v in self.vars}
@@ -178,15 +198,17 @@ def _merge_param_subtrees(expr: sp.Expr, counter: list[int], memo: dict | None =
     saturating expert count does, keeps one parameter for it, not two)."""
     memo = {} if memo is None else memo
 
-    def fresh(k: str) -> sp.Symbol:
+    def fresh(k: str, sub: sp.Expr) -> sp.Symbol:
+        # the merged constant is shared only when every parameter in it is shared
         if k not in memo:
             counter[0] += 1
-            memo[k] = make_symbol(f"q{counter[0]}")
+            shared = all(is_shared(s) for s in sub.free_symbols if is_param(s))
+            memo[k] = make_symbol(f"{'qs' if shared else 'qp'}{counter[0]}")
         return memo[k]
 
     free = expr.free_symbols
     if free and all(is_param(s) for s in free) and not is_param(expr):
-        return fresh(sp.srepr(expr))
+        return fresh(sp.srepr(expr), expr)
     if not expr.args:
         return expr
     args = list(expr.args)
@@ -195,24 +217,40 @@ def _merge_param_subtrees(expr: sp.Expr, counter: list[int], memo: dict | None =
         nums = [a for a in args if a.is_Number]
         if len(pure) >= 2 or (pure and nums):
             rest = [a for a in args if a not in pure and not a.is_Number]
-            q = fresh(sp.srepr(expr.func(*(pure + nums))))
+            merged = expr.func(*(pure + nums))
+            q = fresh(sp.srepr(merged), merged)
             args = rest + [q]
             return expr.func(*[_merge_param_subtrees(a, counter, memo) for a in args])
     new_args = [_merge_param_subtrees(a, counter, memo) for a in args]
     return expr.func(*new_args) if any(n is not o for n, o in zip(new_args, args)) else expr
 
 
+def _scope_of(sym: sp.Symbol) -> str | None:
+    """'p' or 's' for a parameter or a merged constant (``qp<k>``/``qs<k>``), else None."""
+    n = sym.name
+    if is_param(sym):
+        return n[0]
+    if n[:2] in ("qp", "qs") and n[2:].isdigit():
+        return n[1]
+    return None
+
+
 def canonical(expr: sp.Expr) -> sp.Expr:
-    """Merge parameter-only subtrees and rename parameters p0.. in order of appearance."""
+    """Merge parameter-only subtrees and rename parameters in order of appearance: per-group
+    ones p0, p1, ..., shared ones s0, s1, ..."""
     expr = _merge_param_subtrees(sp.sympify(expr), [0])
     for _ in range(3):
         order: list[sp.Symbol] = []
         for node in sp.preorder_traversal(expr):
-            if isinstance(node, sp.Symbol) and (is_param(node) or node.name.startswith("q")) \
-                    and node.name[1:].isdigit() and node not in order:
+            if isinstance(node, sp.Symbol) and _scope_of(node) and node not in order:
                 order.append(node)
         tmp = {s: make_symbol(f"_t{i}") for i, s in enumerate(order)}
-        expr = expr.xreplace(tmp).xreplace({make_symbol(f"_t{i}"): P(i) for i in range(len(order))})
+        final, n = {}, {PARAM_PREFIX: 0, SHARED_PREFIX: 0}
+        for i, s in enumerate(order):
+            sc = _scope_of(s)
+            final[make_symbol(f"_t{i}")] = make_symbol(f"{sc}{n[sc]}")
+            n[sc] += 1
+        expr = expr.xreplace(tmp).xreplace(final)
     return expr
 
 
@@ -235,8 +273,9 @@ def _replace(expr: sp.Expr, path: tuple, new: sp.Expr) -> sp.Expr:
     return expr.func(*args)
 
 
-def _fresh(expr: sp.Expr) -> int:
-    return max([int(s.name[1:]) for s in expr.free_symbols if is_param(s)] + [-1]) + 1
+def _fresh(expr: sp.Expr, prefix: str = PARAM_PREFIX) -> int:
+    """The next free index of a per-group (or, with ``prefix='s'``, shared) parameter."""
+    return max([int(s.name[1:]) for s in expr.free_symbols if is_param(s) and s.name[0] == prefix] + [-1]) + 1
 
 
 def _pick(rng, items):
@@ -299,11 +338,22 @@ def mutate_exponent(expr, space: Space, rng) -> sp.Expr:
 
 def crossover(a, b, space: Space, rng) -> sp.Expr:
     """Put a random subtree of ``b`` (its parameters renumbered) at a random place in ``a``."""
-    k = _fresh(a)
-    shift = {s: P(int(s.name[1:]) + k) for s in b.free_symbols if is_param(s)}
+    k, ks = _fresh(a), _fresh(a, SHARED_PREFIX)
+    shift = {s: (SP(int(s.name[1:]) + ks) if is_shared(s) else P(int(s.name[1:]) + k))
+             for s in b.free_symbols if is_param(s)}
     donor = _pick(rng, [n for _, n in _paths(b.xreplace(shift))])
     path, _ = _pick(rng, list(_paths(a)))
     return _replace(a, path, donor)
+
+
+def mutate_scope(expr, space: Space, rng) -> sp.Expr:
+    """Move a random parameter between per-group and shared by all groups."""
+    params = sorted((s for s in expr.free_symbols if is_param(s)), key=lambda s: s.name)
+    if not params:
+        return expr
+    s = _pick(rng, params)
+    new = P(_fresh(expr)) if is_shared(s) else SP(_fresh(expr, SHARED_PREFIX))
+    return expr.xreplace({s: new})
 
 
 MUTATIONS = {
@@ -313,6 +363,14 @@ MUTATIONS = {
     "const_param": mutate_const_param,
     "exponent": mutate_exponent,
 }
+GROUP_MUTATIONS = {**MUTATIONS, "scope": mutate_scope}
+
+
+def mutations_for(space: Space) -> dict:
+    """The mutation operators of a space: ``scope`` only where there are several groups (on one
+    group a shared parameter is a per-group one, and the operator list, hence the random
+    stream, stays what it was)."""
+    return GROUP_MUTATIONS if space.grouped else MUTATIONS
 
 
 def valid(expr: sp.Expr, space: Space) -> bool:
@@ -343,14 +401,15 @@ def to_law(expr: sp.Expr, variables: dict[str, str], targets: Sequence[str], nam
 
     With ``data`` (the split it will be fitted on), scale parameters start at the data's scale
     (see :func:`scale_specs`); ``inits`` (name -> value) take precedence over both."""
-    params = sorted((s.name for s in expr.free_symbols if is_param(s)), key=lambda n: int(n[1:]))
+    params = sorted((s.name for s in expr.free_symbols if is_param(s)), key=lambda n: (n[0], int(n[1:])))
     text = sp.sstr(expr)
     scaled = scale_specs(expr, data, variables) if data is not None else {}
 
     def spec_of(p: str) -> dict:
-        if inits and p in inits:
-            return {"init": inits[p]}
-        return dict(scaled.get(p) or {"init": _default_init(expr, p)})
+        spec = {"init": inits[p]} if inits and p in inits else dict(scaled.get(p) or {"init": _default_init(expr, p)})
+        if p[0] == SHARED_PREFIX:
+            spec["shared"] = True
+        return spec
 
     if len(targets) == 1:
         spec = {p: spec_of(p) for p in params}
@@ -453,13 +512,17 @@ def _default_init(expr: sp.Expr, p: str) -> float:
 
 
 def from_law(law: Law) -> sp.Expr | None:
-    """The single-target form of a law with its parameters renamed p0.. (for seeding)."""
+    """The single-target form of a law with its parameters renamed p0.. (s0.. for the ones it
+    shares across groups), for seeding."""
     if len(law.exprs) != 1:
         return None
     e = next(iter(law.exprs.values()))
     ren = {make_symbol(p.name): make_symbol(f"_h{i}") for i, p in enumerate(law.params)}
-    e = e.xreplace(ren).xreplace({make_symbol(f"_h{i}"): P(i) for i in range(len(law.params))})
-    return e
+    per = [p for p in law.params if not p.shared]
+    shared = [p for p in law.params if p.shared]
+    final = {make_symbol(f"_h{i}"): (SP(shared.index(p)) if p.shared else P(per.index(p)))
+             for i, p in enumerate(law.params)}
+    return e.xreplace(ren).xreplace(final)
 
 
 def finite_number(x) -> bool:
