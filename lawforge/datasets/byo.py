@@ -20,11 +20,12 @@ from lawforge.datasets.card import DatasetCard, parse_card
 from lawforge.datasets.loader import Dataset, load_dataset, validate_frame
 from lawforge.datasets.rules import parse_rule
 from lawforge.errors import DatasetError, did_you_mean
+from lawforge.evaluators.expr import looks_like_param
 
 
 def _symbol(column: str, taken: set[str]) -> str:
     sym = re.sub(r"\W", "_", column)
-    if not sym or sym[0].isdigit() or sym.startswith("_") or re.fullmatch(r"[ps]\d+", sym):
+    if not sym or sym[0].isdigit() or sym.startswith("_") or looks_like_param(sym):
         sym = "x_" + sym.lstrip("_")  # p0.., s0.. are reserved for law parameters
     base, i = sym, 2
     while sym in taken:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import re
-
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -12,6 +10,7 @@ from typing import Any, Mapping
 import yaml
 
 from lawforge.errors import DatasetError, did_you_mean
+from lawforge.evaluators.expr import looks_like_param
 from lawforge.evaluators.law import Law
 
 _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
@@ -144,7 +143,7 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
         sym = str(f.get("symbol", f["column"]))
         if not sym.isidentifier() or sym.startswith("_"):
             raise DatasetError(f"{where}: feature symbol {sym!r} is not a valid name")
-        if re.fullmatch(r"[ps]\d+", sym):
+        if looks_like_param(sym):
             raise DatasetError(f"{where}: feature symbol {sym!r} looks like a law parameter (p0.., s0.. are "
                                "reserved for fitted constants); give the feature another 'symbol'")
         role = str(f.get("role", "scale"))

@@ -55,6 +55,12 @@ def make_symbol(name: str) -> sp.Symbol:
     return sp.Symbol(name, real=True)
 
 
+def looks_like_param(name: str) -> bool:
+    """Whether a name is one the search gives its parameters (``p3`` per group, ``s0`` shared);
+    a dataset variable may not carry one."""
+    return name[:1] in ("p", "s") and name[1:].isdigit()
+
+
 def parse_expression(text: str, allowed: Iterable[str] | None = None, *, what: str = "law",
                      definitions: dict[str, sp.Expr] | None = None) -> sp.Expr:
     """Parse ``text`` into a sympy expression using the whitelist.

@@ -2,8 +2,8 @@
 
 A form is one sympy expression over the dataset's variable symbols and parameter symbols
 ``p0, p1, ...`` (fitted per group) and ``s0, s1, ...`` (one value shared by all groups; the
-``scope`` mutation moves a parameter between the two on datasets with several groups). Multi-target datasets apply the same form to every target
-with its own parameters. Forms are canonicalised (variable-free parameter subtrees merged into
+``scope`` mutation moves a parameter between the two on datasets with several groups).
+Multi-target datasets apply the same form to every target with its own parameters. Forms are canonicalised (variable-free parameter subtrees merged into
 one parameter, parameters renamed in order of appearance) so duplicates are found by string.
 """
 
@@ -16,7 +16,7 @@ from typing import Callable, Sequence
 import numpy as np
 import sympy as sp
 
-from lawforge.evaluators.expr import make_symbol
+from lawforge.evaluators.expr import looks_like_param, make_symbol
 from lawforge.errors import LawError
 from lawforge.evaluators.law import Law
 
@@ -31,17 +31,11 @@ MAX_LOG_POWER = 2
 
 def is_param(s) -> bool:
     """A parameter symbol: ``p<k>`` (per group) or ``s<k>`` (shared by all groups)."""
-    return (isinstance(s, sp.Symbol) and s.name[:1] in (PARAM_PREFIX, SHARED_PREFIX)
-            and s.name[1:].isdigit())
+    return isinstance(s, sp.Symbol) and looks_like_param(s.name)
 
 
 def is_shared(s) -> bool:
     return is_param(s) and s.name[0] == SHARED_PREFIX
-
-
-def looks_like_param(name: str) -> bool:
-    """Whether a variable symbol would be mistaken for a parameter (``p3``, ``s0``)."""
-    return name[:1] in (PARAM_PREFIX, SHARED_PREFIX) and name[1:].isdigit()
 
 
 def P(i: int) -> sp.Symbol:
