@@ -24,10 +24,12 @@ import tempfile
 import numpy as np
 
 from lawforge.datasets import load_dataset
+from lawforge.errors import ConfigError
 from lawforge.datasets.loader import holdout_dataset
 from lawforge.evaluators.scoring import score_human
 from lawforge.agent.campaign import run_campaign
 from lawforge.search.discover import parse_budget
+from lawforge.search.native import parse_settings
 
 TASKS = ["parallel_scaling_law", "vocab_scaling_law", "sft_scaling_law", "domain_mixture_scaling_law",
          "moe_scaling_law", "data_constrained_scaling_law", "lr_bsz_scaling_law", "easy_question_scaling_law"]
@@ -51,7 +53,7 @@ def main(argv=None):
     ap.add_argument("--out", help="folder for the run folders (default: a temporary one)")
     ap.add_argument("--inner", action="store_true", help="score on the inner holdout of train, not on test")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a search setting (SearchConfig field), e.g. --set val_folds=1")
+                    help="override a search setting (SearchConfig field), e.g. --set val_folds=1 --set select=score")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     budget = parse_budget(args.budget)
@@ -62,10 +64,10 @@ def main(argv=None):
         if not sep:
             raise SystemExit(f"--budget-for {kv!r}: expected TASK=BUDGET, e.g. lr_bsz_scaling_law=10m")
         budgets[k] = parse_budget(v)
-    search = {}
-    for kv in args.set:
-        k, _, v = kv.partition("=")
-        search[k] = json.loads(v)
+    try:
+        search = parse_settings(args.set)
+    except ConfigError as e:
+        raise SystemExit(str(e)) from None
     out_root = args.out or tempfile.mkdtemp(prefix="lawforge-sldbench-")
 
     def on_row(r):

@@ -6,12 +6,12 @@ import argparse
 import json
 import logging
 import math
-import os
 import sys
 from typing import Any, Sequence
 
 from lawforge import __version__
 from lawforge.errors import ConfigError, LawforgeError
+from lawforge.search import usable_cores
 
 
 def _json_default(o):
@@ -254,14 +254,6 @@ def _print_summary(s, args) -> int:
         print(json.loads((Path(s["run_dir"]) / "law.json").read_text())["latex"])
     print(f"run folder: {s['run_dir']}")
     return 0
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity where the OS reports one)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except (AttributeError, OSError):
-        return max(1, os.cpu_count() or 1)
 
 
 def cmd_discover(args) -> int:

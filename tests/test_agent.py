@@ -329,3 +329,21 @@ def test_campaign_args(capsys, tmp_path):
     assert "--all" in capsys.readouterr().err
     assert main(["campaign", "synthetic_chinchila"]) == 1
     assert "did you mean" in capsys.readouterr().err
+
+
+def test_set_values_are_read_by_the_settings_type():
+    from lawforge.errors import ConfigError
+    from lawforge.search.native import parse_settings
+
+    got = parse_settings(["scope=false", "select=score", 'replicates="rows"', "val_folds=1", "parsimony=0.05",
+                          "trend=Yes"])
+    assert got == {"scope": False, "select": "score", "replicates": "rows", "val_folds": 1, "parsimony": 0.05,
+                   "trend": True}
+    assert isinstance(got["val_folds"], int) and isinstance(got["scope"], bool)
+    for bad, match in [("scope=maybe", "'maybe' is not a valid bool for 'scope'"),
+                       ("val_folds=1.5", "not a valid int for 'val_folds'"),
+                       ("seed=3", "unknown search setting 'seed'"),
+                       ("nope=1", "unknown search setting 'nope'"),
+                       ("scope", "expected KEY=VALUE")]:
+        with pytest.raises(ConfigError, match=match):
+            parse_settings([bad])

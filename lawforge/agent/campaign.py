@@ -71,9 +71,10 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
     ``search`` overrides :class:`~lawforge.search.native.SearchConfig` fields in every run;
     ``budgets`` (dataset -> seconds) overrides ``budget_s`` for the datasets it names."""
     from lawforge.errors import ConfigError
-    from lawforge.search.native import SearchConfig
+    from lawforge.search import usable_cores
+    from lawforge.search.native import SETTABLE_EXCLUDED, SearchConfig
 
-    settable = [k for k in SearchConfig.__dataclass_fields__ if k not in ("seed", "workers", "budget_s", "max_evals")]
+    settable = [k for k in SearchConfig.__dataclass_fields__ if k not in SETTABLE_EXCLUDED]
     bad = [k for k in (search or {}) if k not in settable]
     if bad:
         raise ConfigError(f"search setting {bad[0]!r} is unknown or set elsewhere; settable: {', '.join(settable)}")
@@ -88,7 +89,7 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
              "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report, "inner": inner,
              "search": search}
             for d in datasets for s in range(seed_start, seed_start + seeds)]
-    workers = max(1, min(workers or os.cpu_count() or 1, len(jobs)))
+    workers = max(1, min(workers or usable_cores(), len(jobs)))
     rows: list[dict] = []
     ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
     try:

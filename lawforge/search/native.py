@@ -41,6 +41,46 @@ class SearchConfig:
     scope: bool = True               # search shared-vs-per-group parameters (2..MAX_SHARED_GROUPS groups)
 
 
+#: SearchConfig fields a campaign or the benchmark may override (``--set KEY=VALUE``)
+SETTABLE_EXCLUDED = ("seed", "workers", "budget_s", "max_evals")
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["scope=false", "select=score", "val_folds=1"]`` -> typed SearchConfig overrides. The
+    value is read by the field's type: booleans as true/false/1/0/yes/no, numbers as numbers,
+    strings as they are (a JSON-quoted string such as ``'"rows"'`` is also accepted). An unknown
+    key or a value of the wrong type is a :class:`~lawforge.errors.ConfigError` naming it."""
+    import json
+
+    from lawforge.errors import ConfigError
+
+    fields = {k: f for k, f in SearchConfig.__dataclass_fields__.items() if k not in SETTABLE_EXCLUDED}
+    out: dict = {}
+    for kv in pairs:
+        key, sep, raw = kv.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE, e.g. --set scope=false")
+        if key not in fields:
+            raise ConfigError(f"--set {kv!r}: unknown search setting {key!r}; settable: {', '.join(fields)}")
+        kind = str(fields[key].type)
+        try:
+            if kind.startswith("bool"):
+                low = raw.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError
+                out[key] = low in ("true", "1", "yes")
+            elif kind.startswith("int"):
+                out[key] = int(raw)
+            elif kind.startswith("float"):
+                out[key] = float(raw)
+            else:
+                out[key] = json.loads(raw) if raw.startswith('"') else raw
+        except (ValueError, json.JSONDecodeError):
+            raise ConfigError(f"--set {kv!r}: {raw!r} is not a valid {kind} for {key!r}") from None
+    return out
+
+
 @dataclass
 class Member:
     expr: sp.Expr
