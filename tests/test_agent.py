@@ -347,3 +347,26 @@ def test_set_values_are_read_by_the_settings_type():
                        ("scope", "expected KEY=VALUE")]:
         with pytest.raises(ConfigError, match=match):
             parse_settings([bad])
+
+
+def test_llm_laws_may_share_parameters_across_groups(tmp_path, capsys):
+    item = {"expression": "E + A/D**a", "parameters": ["E", "A", "a"], "shared": ["a"]}
+    e = law_to_form(item, ["D"], 6, 1, shared_ok=True)
+    assert sorted(s.name for s in e.free_symbols) == ["D", "p0", "p1", "s0"]
+    # where the search does not share (one group, or scope off), every parameter stays per group
+    assert sorted(s.name for s in law_to_form(item, ["D"], 6, 1).free_symbols) == ["D", "p0", "p1", "p2"]
+    for shared, needle in [(["b"], "'b', which is not a parameter"), ("a", "must be a list")]:
+        with pytest.raises(InvalidReply, match=needle):
+            law_to_form({**item, "shared": shared}, ["D"], 6, 1, shared_ok=True)
+    # end to end on a 4-group dataset: the prompt explains sharing, the law arrives with s0
+    reply = json.dumps([{"expression": "C + A/(D**alpha + B*log(D))", "parameters": ["C", "A", "alpha", "B"],
+                         "shared": ["alpha"]}])
+    out = tmp_path / "run"
+    with FakeLLM(default={"content": reply}) as srv:
+        rc = main(["discover", "synthetic_multigroup", "--max-evals", "80", "--llm-base-url", srv.base_url,
+                   "--llm-model", "any", "--llm-rate", "0.2", "--out", str(out), "--json", "--no-report"])
+        prompts = [m["content"] for r in srv.requests for m in r["messages"] if m["role"] == "user"]
+    assert rc == 0
+    assert prompts and "list its name under \"shared\"" in prompts[0]
+    llm = [r for r in read_log(out / "candidates.jsonl") if r["origin"] == "llm"]
+    assert llm and all("s0" in r["expr"] for r in llm)

@@ -156,8 +156,12 @@ def extract_laws(text: str, max_chars: int = 20_000) -> list[dict]:
     return data[:MAX_LAWS_PER_REPLY]
 
 
-def law_to_form(item: Any, variables: list[str], param_limit: int | None, n_targets: int) -> sp.Expr:
-    """One reply item -> a search form (parameters renamed p0, p1, ...), or InvalidReply."""
+def law_to_form(item: Any, variables: list[str], param_limit: int | None, n_targets: int,
+                shared_ok: bool = False) -> sp.Expr:
+    """One reply item -> a search form, or InvalidReply. Parameters are renamed ``p0, p1, ...``
+    (fitted per group); those the item lists under ``"shared"`` become ``s0, s1, ...`` (one value
+    for all groups) when ``shared_ok`` (the search's space shares parameters: 2..16 groups), and
+    stay per group otherwise (with one group the two are the same law)."""
     from lawforge.evaluators.expr import parse_expression
 
     if isinstance(item, str):
@@ -172,6 +176,9 @@ def law_to_form(item: Any, variables: list[str], param_limit: int | None, n_targ
     params = item.get("parameters")
     if params is not None and (not isinstance(params, list) or not all(isinstance(p, str) for p in params)):
         raise InvalidReply("'parameters' must be a list of names")
+    shared = item.get("shared") or []
+    if not isinstance(shared, list) or not all(isinstance(p, str) for p in shared):
+        raise InvalidReply("'shared' must be a list of parameter names")
     allowed = None if params is None else list(variables) + list(params)
     try:
         expr = parse_expression(text, allowed, what="LLM law")
@@ -183,10 +190,17 @@ def law_to_form(item: Any, variables: list[str], param_limit: int | None, n_targ
         raise InvalidReply("law uses none of the dataset's variables")
     if not pnames:
         raise InvalidReply("law has no parameters to fit")
+    stray = [n for n in shared if n not in pnames]
+    if stray:
+        raise InvalidReply(f"'shared' names {stray[0]!r}, which is not a parameter of the expression")
     if param_limit is not None and len(pnames) * n_targets > param_limit:
         raise InvalidReply(f"law has {len(pnames)} parameters per target, over the limit {param_limit}")
-    ren = {s: S.P(i) for i, s in enumerate(sorted((s for s in expr.free_symbols if s.name in pnames),
-                                                  key=lambda s: s.name))}
+    ren: dict = {}
+    for s in sorted((s for s in expr.free_symbols if s.name in pnames), key=lambda s: s.name):
+        if shared_ok and s.name in shared:
+            ren[s] = S.SP(sum(1 for v in ren.values() if S.is_shared(v)))
+        else:
+            ren[s] = S.P(sum(1 for v in ren.values() if not S.is_shared(v)))
     return expr.xreplace(ren)
 
 
@@ -239,9 +253,12 @@ class LLMProposer:
                          for m in ranked) or "- (none yet)"
         fails = "\n".join(f"- {f}" for f in self.failures[-6:]) or "- (none)"
         limit = f"at most {card.param_limit} parameters per group" if card.param_limit else "no parameter limit"
+        sharing = ("A parameter may instead take one value shared by all groups: list its name under \"shared\", "
+                   "e.g. \"shared\": [\"alpha\"]. In the laws below, p0, p1, ... are fitted per group and s0, s1, "
+                   "... are shared.") if self.space.grouped else ""
         user = self.template.safe_substitute(
             dataset=card.name, description=card.description or card.name, variables="\n".join(var_lines),
-            targets=tgt, param_limit=limit, best_laws=best, failures=fails, n=n,
+            targets=tgt, param_limit=limit, best_laws=best, failures=fails, n=n, sharing=sharing,
             groups=len(engine.ctx.fit.group_names))
         return [{"role": "system", "content": "You propose scaling-law formulas. Answer with JSON only."},
                 {"role": "user", "content": user}]
@@ -354,7 +371,8 @@ class LLMProposer:
             self.failures.append(f"(reply) {exc}")
         for it in items:
             try:
-                form = law_to_form(it, variables, self.space.param_limit, self.space.n_targets)
+                form = law_to_form(it, variables, self.space.param_limit, self.space.n_targets,
+                                   shared_ok=self.space.grouped)
             except InvalidReply as exc:
                 invalid += 1
                 self.failures.append(f"{str(it)[:120]}: {exc}")
