@@ -577,3 +577,45 @@ def test_shift_is_measured_only_when_the_fit_part_spans_three_axis_values():
     assert not shift_measurable(ctx([1.0, 2.0, 2.0]), "P")       # two values: any 2-parameter curve fits
     assert not shift_measurable(ctx([1.0, 2.0, 4.0], probe=False), "P")
     assert not shift_measurable(ctx([1.0, 2.0, 4.0]), None)
+
+
+def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
+    """Datasets without a scale axis (mixture-type) get probe points between the measured points
+    and at the points other groups measured; a law that blows up there is unstable, one that
+    stays smooth is not; ``between=false`` and runs recorded before the setting have none."""
+    import pandas as pd
+
+    from lawforge.search.discover import config_of_run, make_context
+    from lawforge.search.evaluate import BETWEEN_TOL, _stable, make_between_probe
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for g, mixes in [("small", [0.1, 0.3, 0.6, 0.9]), ("large", [0.2, 0.5, 0.8])]:
+        for r1 in mixes:
+            rows.append({"group": g, "r1": r1, "r2": 1 - r1, "loss": 2 + 0.5 * np.exp(-r1) + rng.normal(0, 1e-3)})
+    rows.append({"group": "small", "r1": 0.45, "r2": 0.55, "loss": 2 + 0.5 * np.exp(-0.45)})
+    rows.append({"group": "large", "r1": 0.35, "r2": 0.65, "loss": 2 + 0.5 * np.exp(-0.35)})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    (tmp_path / "m.yaml").write_text(
+        "name: mix\nfeatures: [r1, r2]\ntargets: [loss]\ngroup: group\n"
+        "split: {file: m.csv, test: 'r1 > 0.4 and r1 < 0.5 or r1 > 0.3 and r1 < 0.4'}\n"
+        "data: {source: path}\nvalidation: {axis: null, fraction: 0.25}\n")
+    sealed = SealedDataset(load_dataset(str(tmp_path / "m.yaml")))
+    probe = make_between_probe(sealed.train)
+    small = probe.groups == "small"
+    # 4 measured mixtures in "small": 6 midpoints, then the 7 mixtures measured in either group
+    assert small.sum() == 6 + 7 and (~small).sum() == 3 + 7
+    assert 0.8 in probe.X["r1"][small]  # "small" is probed where "large" was measured
+
+    ctx = make_context(sealed, SearchConfig())
+    assert ctx.probe is not None and ctx.probe_tol == BETWEEN_TOL
+    law = S.to_law(sp.sympify("p0 + p1/(r1 - p2)", locals={n: S.make_symbol(n) for n in ("p0", "p1", "p2", "r1")}),
+                   {"r1": "r1", "r2": "r2"}, ["loss"])
+    pole = {g: {"p0": 2.0, "p1": 0.01, "p2": 0.2001} for g in ("small", "large")}  # a pole at r1 = 0.2001
+    tame = {g: {"p0": 2.0, "p1": 0.01, "p2": -1.0} for g in ("small", "large")}
+    assert not _stable(law, pole, ctx, [0])
+    assert _stable(law, tame, ctx, [0])
+    # the pole sits between "small"'s points 0.1 and 0.3 and at "large"'s 0.2: the same check
+    # without the probe (as before) would pass it
+    assert make_context(sealed, SearchConfig(between=False)).probe is None
+    assert config_of_run({"seed": 0}).between is False

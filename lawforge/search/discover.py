@@ -23,7 +23,8 @@ from lawforge.errors import ConfigError
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
-from lawforge.search.evaluate import EvalContext, cross_trend_chains, make_probe, make_trend_probe, probe_stats
+from lawforge.search.evaluate import (BETWEEN_TOL, EvalContext, cross_trend_chains, make_between_probe, make_probe,
+                                      make_trend_probe, probe_stats)
 from lawforge.search.native import SearchConfig, run_search
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,11 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     """What every candidate is scored with: the fit/validation parts, the rolling-origin folds,
     and the probe and trend points beyond the train range (all from train)."""
     card = sealed.card
-    probe = make_probe(sealed.train, card.validation.get("axis"))
+    axis = card.validation.get("axis")
+    # scale datasets: points beyond the train range; mixture-type (no axis): points between and
+    # across the groups' measured points, with a wider band (BETWEEN_TOL)
+    probe = make_probe(sealed.train, axis) if axis else make_between_probe(sealed.train) if cfg.between else None
+    probe_tol = 2.0 if axis else BETWEEN_TOL
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if cfg.trend_best else []
     trends = {f.column: f.trend for f in card.features if f.trend}
@@ -90,7 +95,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
         fit, val = fit.cell_means(), val.cell_means()
         folds = [(f.cell_means(), v.cell_means()) for f, v in folds]
     return EvalContext(dict(card.variables), card.target_columns, fit, val,
-                       restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe,
+                       restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe, probe_tol=probe_tol,
                        probe_center=center, probe_span=span, folds=folds,
                        trend=trend, trend_span=tspan, returns=cfg.returns, cross_trend=cross,
                        scale_starts=cfg.scale_starts)
@@ -107,9 +112,9 @@ def config_of_run(conf: dict) -> SearchConfig:
     ``replicates`` setting existed used every row; one started before ``scale_starts``, unit
     starts; one started before ``trend_best``, the trend checked on every row; one started before
     ``select``, the final choice by validation score; one started before ``scope``, per-group
-    parameters only."""
+    parameters only; one started before ``between``, no probe on datasets without a scale axis."""
     conf = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", "scope": False,
-            **conf}
+            "between": False, **conf}
     return SearchConfig(**{k: conf[k] for k in SearchConfig.__dataclass_fields__ if k in conf})
 
 

@@ -39,6 +39,7 @@ class SearchConfig:
     trend_best: bool = True          # with hyperparameter features, the trend holds for each cell's best setting
     select: str = "stable"           # final choice: "stable" (top 20 by score re-ranked by extrapolation shift) or "score"
     scope: bool = True               # search shared-vs-per-group parameters (2..MAX_SHARED_GROUPS groups)
+    between: bool = True             # no scale axis: laws must stay sane between/across the measured points
 
 
 #: SearchConfig fields a campaign or the benchmark may override (``--set KEY=VALUE``)
