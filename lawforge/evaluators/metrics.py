@@ -52,9 +52,10 @@ def compute_metrics(y_true, y_pred) -> Metrics:
     var = y.var(axis=0)  # population variance (ddof=0)
     if np.any(var <= 0):
         raise LawforgeError("metrics: a target is constant on the evaluated rows; R2 is undefined")
-    err = y - p
-    nmse_j = np.mean(err**2, axis=0) / var
-    nmae_j = np.mean(np.abs(err), axis=0) / np.mean(np.abs(y - y.mean(axis=0)), axis=0)
+    with np.errstate(over="ignore"):  # a finite but huge prediction scores NMSE inf (R2 -1), silently
+        err = y - p
+        nmse_j = np.mean(err**2, axis=0) / var
+        nmae_j = np.mean(np.abs(err), axis=0) / np.mean(np.abs(y - y.mean(axis=0)), axis=0)
     nmse = float(np.mean(nmse_j))
     r2_raw = 1.0 - nmse
     return Metrics(max(r2_raw, FAILED_R2), r2_raw, nmse, float(np.mean(nmae_j)), y.shape[0], "ok")
