@@ -100,19 +100,21 @@ def _points_beyond(train, columns, include_base: bool):
 BETWEEN_TOL = 5.0
 
 
-def make_between_probe(train, max_pairs: int = 200, seed: int = 0):
+def make_between_probe(train, max_pairs: int = 200, max_union: int = 500, seed: int = 0):
     """Probe points for datasets without a scale axis (mixture-type: the test asks for new
     combinations inside the measured region, not larger scale). Per group: the midpoints of
-    pairs of the group's distinct train feature vectors (at most ``max_pairs``, drawn with a
-    fixed seed), and every feature vector measured in any group's train rows. A law with a pole
-    or an exponential blow-up between or next to the measured points fails here. Built from
-    train features only."""
+    pairs of the group's distinct train feature vectors (at most ``max_pairs``), and the feature
+    vectors measured in any group's train rows (at most ``max_union``); subsets are drawn with a
+    fixed seed. A law with a pole or an exponential blow-up between or next to the measured
+    points fails here. Built from train features only."""
     from lawforge.datasets.loader import DataSplit
 
     cols = list(train.X)
     F_all = np.stack([np.asarray(train.X[c], dtype=float) for c in cols], axis=1)
     union = np.unique(F_all, axis=0)
     rng = np.random.default_rng(seed)
+    if len(union) > max_union:
+        union = union[np.sort(rng.choice(len(union), max_union, replace=False))]
     rows, groups = [], []
     for g in train.group_names:
         F = np.unique(F_all[train.group_rows(g)], axis=0)
