@@ -259,16 +259,16 @@ def _print_summary(s, args) -> int:
 def cmd_discover(args) -> int:
     from lawforge.progress import Progress
     from lawforge.search.discover import discover, parse_budget
-    from lawforge.search.native import SearchConfig
+    from lawforge.search.native import SearchConfig, parse_settings
 
     budget = parse_budget(args.budget)
     if budget is None and args.max_evals is None:
         budget = 300.0
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    settings = {"replicates": args.replicates, "select": args.select, **parse_settings(args.set)}
     cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed,
-                       workers=args.workers if args.workers is not None else usable_cores(),
-                       replicates=args.replicates, select=args.select)
+                       workers=args.workers if args.workers is not None else usable_cores(), **settings)
     llm = _llm_config(args)
     ds = _load(args)
     with Progress(budget_s=budget, max_evals=args.max_evals, verbose=args.verbose, quiet=args.json) as prog:
@@ -313,6 +313,7 @@ def cmd_campaign(args) -> int:
     from lawforge.agent.campaign import run_campaign
     from lawforge.datasets import bundled_card_paths, data_available, get_card
     from lawforge.search.discover import parse_budget
+    from lawforge.search.native import parse_settings
 
     if args.all == bool(args.datasets):
         raise ConfigError("give dataset names or --all (not both)")
@@ -338,7 +339,7 @@ def cmd_campaign(args) -> int:
 
     out = run_campaign(names, args.seeds, args.out, budget_s=budget, max_evals=args.max_evals,
                        data_dir=args.data_dir, llm=llm, workers=args.workers, report=not args.no_report, on_row=on_row,
-                       inner=args.inner)
+                       inner=args.inner, search=parse_settings(args.set) or None)
     if args.json:
         _print_json(out)
     else:
@@ -453,6 +454,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="final choice: among the top 20 forms by validation score (within 2x the "
                          "best), the one whose extrapolation moves least when the validation rows join "
                          "its fit (stable, default), or the best validation score (score)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a search setting, e.g. --set scope=false --set val_folds=1 (fields of "
+                         "lawforge.search.native.SearchConfig; repeatable)")
     sp.add_argument("--out", help="run folder (default runs/<dataset>-<time>-s<seed>)")
     sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
     sp.add_argument("--latex", action="store_true", help="also print the chosen law in LaTeX")
@@ -472,6 +476,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--budget", help="per run, e.g. 1m, 10m (default 10m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="per run")
     sp.add_argument("--workers", type=int, help="runs in parallel (default: the machine's cores)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a search setting, e.g. --set scope=false --set val_folds=1 (fields of "
+                         "lawforge.search.native.SearchConfig; repeatable)")
     sp.add_argument("--out", help="campaign folder (default runs/campaign-<time>)")
     sp.add_argument("--no-report", action="store_true", help="skip the per-run reports")
     sp.add_argument("--inner", action="store_true",

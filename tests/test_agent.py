@@ -370,3 +370,18 @@ def test_llm_laws_may_share_parameters_across_groups(tmp_path, capsys):
     assert prompts and "list its name under \"shared\"" in prompts[0]
     llm = [r for r in read_log(out / "candidates.jsonl") if r["origin"] == "llm"]
     assert llm and all("s0" in r["expr"] for r in llm)
+
+
+def test_cli_set_reaches_the_run_config(tmp_path, capsys):
+    out = tmp_path / "d"
+    assert main(["discover", "synthetic_multigroup", "--max-evals", "12", "--set", "scope=false", "--set",
+                 "parsimony=0.05", "--out", str(out), "--json", "--no-report"]) == 0
+    conf = json.loads((out / "config.json").read_text())
+    assert conf["scope"] is False and conf["parsimony"] == 0.05
+    camp = tmp_path / "c"
+    assert main(["campaign", "synthetic_chinchilla", "--seeds", "1", "--max-evals", "8", "--workers", "1",
+                 "--set", "between=false", "--out", str(camp), "--json", "--no-report"]) == 0
+    assert json.loads((camp / "synthetic_chinchilla-s0" / "config.json").read_text())["between"] is False
+    capsys.readouterr()
+    assert main(["discover", "synthetic_chinchilla", "--max-evals", "5", "--set", "seed=3"]) == 1
+    assert "unknown search setting 'seed'" in capsys.readouterr().err
