@@ -195,12 +195,9 @@ def law_to_form(item: Any, variables: list[str], param_limit: int | None, n_targ
         raise InvalidReply(f"'shared' names {stray[0]!r}, which is not a parameter of the expression")
     if param_limit is not None and len(pnames) * n_targets > param_limit:
         raise InvalidReply(f"law has {len(pnames)} parameters per target, over the limit {param_limit}")
-    ren: dict = {}
-    for s in sorted((s for s in expr.free_symbols if s.name in pnames), key=lambda s: s.name):
-        if shared_ok and s.name in shared:
-            ren[s] = S.SP(sum(1 for v in ren.values() if S.is_shared(v)))
-        else:
-            ren[s] = S.P(sum(1 for v in ren.values() if not S.is_shared(v)))
+    syms = sorted((s for s in expr.free_symbols if s.name in pnames), key=lambda s: s.name)
+    sh = [s for s in syms if shared_ok and s.name in shared]
+    ren = {s: S.SP(i) for i, s in enumerate(sh)} | {s: S.P(i) for i, s in enumerate(s for s in syms if s not in sh)}
     return expr.xreplace(ren)
 
 

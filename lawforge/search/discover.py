@@ -82,7 +82,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     # scale datasets: points beyond the train range; mixture-type (no axis): points between and
     # across the groups' measured points, with a wider band (BETWEEN_TOL)
     probe = make_probe(sealed.train, axis) if axis else make_between_probe(sealed.train) if cfg.between else None
-    probe_tol = 2.0 if axis else BETWEEN_TOL
+    probe_tol = EvalContext.probe_tol if axis else BETWEEN_TOL
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if cfg.trend_best else []
     trends = {f.column: f.trend for f in card.features if f.trend}
