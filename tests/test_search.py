@@ -327,7 +327,7 @@ def test_validation_combine_checked(tmp_path):
 def test_hyperparameter_bowl_seeds():
     sp_ = S.Space([S.VarInfo("N", True, False), S.VarInfo("lr", True, True, True)], 1, None)
     seeds = S.hyper_bowl_seeds(sp_)
-    assert len(seeds) == 4
+    assert len(seeds) == 6
     assert all(s.has(sp.log(sp_.syms["lr"]) ** 2) for s in seeds[:3])
     assert seeds[1].has(sp.log(sp_.syms["lr"]) * sp.log(sp_.syms["N"]))  # optimum moves with scale
     # vertex form: p5 * (log lr - p3 - p4 log N)^2 is zero at the optimum lr = e^p3 N^p4, so
@@ -348,7 +348,15 @@ def test_hyperparameter_bowl_seeds():
         return any(isinstance(n, sp.Mul) and sum(isinstance(a, sp.Add) and a.has(sp.log(lr_)) for a in n.args) == 1
                    and sum(isinstance(a, sp.Add) and a.has(lb) for a in n.args) == 1 for n in sp.preorder_traversal(e))
 
-    assert len(both) == 5 and cross_of_deviations(both[4]) and not cross_of_deviations(both[3])
+    assert len(both) == 7 and cross_of_deviations(both[4]) and not cross_of_deviations(both[3])
+    # widened bowls: the whole bowl (expanded, then vertex form) times a power law of scale, so
+    # the loss's sensitivity to the hyperparameters can change with scale
+    for e, vertex_form in ((both[5], False), (both[6], True)):
+        amp = [t for t in sp.Add.make_args(e) if t.has(lb) and isinstance(t, sp.Mul)
+               and any(isinstance(a, sp.Pow) and a.base == n_ and not a.exp.is_Number for a in t.args)]
+        assert len(amp) == 1 and all(not t.has(lb) for t in sp.Add.make_args(e) if t is not amp[0])
+        inner = next(a for a in amp[0].args if isinstance(a, sp.Add))
+        assert inner.has(sp.log(lr_) ** 2) != vertex_form and cross_of_deviations(inner) == vertex_form
     assert S.hyper_bowl_seeds(S.Space([S.VarInfo("N", True, False)], 1, None)) == []
 
 

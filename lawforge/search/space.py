@@ -163,6 +163,12 @@ def hyper_bowl_seeds(space: Space) -> list[sp.Expr]:
     shift = sum((p() * l * sp.log(x) for l in lh for x in scale), sp.Integer(0))
     cross = sum((p() * lh[i] * lh[j] for i in range(len(lh)) for j in range(i + 1, len(lh))), sp.Integer(0))
     seeds = [base + bowl, base + bowl + shift, base + bowl + shift + cross]
+    # The bowl's width scales with the run too (the loss may grow less, or more, sensitive to its
+    # hyperparameters at a larger scale): the whole bowl times a power law of the scale variables,
+    # still linear in the bowl's coefficients, which variable projection solves. On lr_bsz's
+    # inner holdout (train only) the fixed-width bowls predicted 1.5x the spread over (lr, bsz)
+    # of the held-out cell; this one fitted train with 28% less squared error.
+    widened = [base + sp.Mul(*(x ** p() for x in scale)) * (bowl + shift + cross)]
     # The same bowl in vertex form: each hyperparameter's optimum is a power law of the scale
     # variables (log h* = m0 + sum_s m_s log s) and the bowl is zero there, so the loss at the
     # best setting is the power-law base itself. (In the expanded form above the optimum's loss
@@ -173,7 +179,7 @@ def hyper_bowl_seeds(space: Space) -> list[sp.Expr]:
     vbowl = sum((p() * d ** 2 for d in dev), sp.Integer(0))
     vcross = sum((p() * dev[i] * dev[j] for i in range(len(dev)) for j in range(i + 1, len(dev))), sp.Integer(0))
     seeds += [base + vbowl] + ([base + vbowl + vcross] if len(dev) > 1 else [])
-    return seeds
+    return seeds + widened + [base + sp.Mul(*(x ** p() for x in scale)) * (vbowl + vcross)]
 
 
 # ---------------------------------------------------------------------- canonical form
