@@ -627,3 +627,45 @@ def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
     # without the probe (as before) would pass it
     assert make_context(sealed, SearchConfig(between=False)).probe is None
     assert config_of_run({"seed": 0}).between is False
+
+
+def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_path):
+    """Mixture-type datasets (no scale axis) also check finiteness over the whole feature domain:
+    the simplex when the features are proportions with one sum, else the box of their ranges. A
+    log of a sum that turns negative outside the measured mixtures passes the between probe and
+    fails here; ``domain=false`` and runs recorded before the setting have no such check."""
+    import pandas as pd
+
+    from lawforge.search.discover import config_of_run, make_context
+    from lawforge.search.evaluate import _stable, make_domain_probe
+
+    rows = []
+    for g, mixes in [("small", [0.3, 0.4, 0.5, 0.6, 0.7]), ("large", [0.35, 0.45, 0.55, 0.65])]:
+        for r1 in mixes:
+            rows.append({"group": g, "r1": r1, "r2": 1 - r1, "loss": 2 + 0.5 * np.log(r1 + 0.5)})
+    pd.DataFrame(rows).to_csv(tmp_path / "m.csv", index=False)
+    card = ("name: mix\nfeatures: [r1, r2]\ntargets: [loss]\ngroup: group\n"
+            "split: {file: m.csv, test: 'r1 > 0.68 and r1 < 0.72'}\n"
+            "data: {source: path}\nvalidation: {axis: null, fraction: 0.25}\n")
+    (tmp_path / "m.yaml").write_text(card)
+    sealed = SealedDataset(load_dataset(str(tmp_path / "m.yaml")))
+    dom = make_domain_probe(sealed.train, n=50)
+    assert dom.n == 100 and np.allclose(dom.X["r1"] + dom.X["r2"], 1.0)       # the simplex
+    assert dom.X["r1"].min() < 0.1 and dom.X["r1"].max() > 0.9                  # beyond the data
+    law = S.to_law(sp.sympify("p0 + log(r1 + p1)/2", locals={n: S.make_symbol(n) for n in ("p0", "p1", "r1")}),
+                   {"r1": "r1", "r2": "r2"}, ["loss"])
+    undefined = {g: {"p0": 2.7, "p1": -0.2} for g in ("small", "large")}  # log of a negative below r1 = 0.2
+    defined = {g: {"p0": 2.0, "p1": 0.5} for g in ("small", "large")}
+    ctx = make_context(sealed, SearchConfig())
+    assert ctx.domain is not None
+    assert not _stable(law, undefined, ctx, [0]) and _stable(law, defined, ctx, [0])
+    off = make_context(sealed, SearchConfig(domain=False))
+    assert off.domain is None and _stable(law, undefined, off, [0])  # the between probe alone passes it
+    assert config_of_run({"seed": 0}).domain is False
+    # features that are not proportions: the box of their ranges
+    from lawforge.datasets.loader import DataSplit
+
+    t = sealed.train
+    box = make_domain_probe(DataSplit("t", {"r1": t.X["r1"], "r2": 3 * t.X["r2"]}, t.y, t.groups, t.group_names,
+                                      t.target_columns), n=20)
+    assert box.X["r2"].max() <= 3 * 0.7 + 1e-12 and box.X["r2"].min() >= 3 * 0.3 - 1e-12

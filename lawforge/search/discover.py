@@ -23,8 +23,8 @@ from lawforge.errors import ConfigError
 from lawforge.evaluators.fit import fit_law, predict
 from lawforge.evaluators.metrics import compute_metrics
 from lawforge.search import space as S
-from lawforge.search.evaluate import (BETWEEN_TOL, EvalContext, cross_trend_chains, make_between_probe, make_probe,
-                                      make_trend_probe, probe_stats)
+from lawforge.search.evaluate import (BETWEEN_TOL, EvalContext, cross_trend_chains, make_between_probe,
+                                      make_domain_probe, make_probe, make_trend_probe, probe_stats)
 from lawforge.search.native import SearchConfig, run_search
 
 log = logging.getLogger(__name__)
@@ -83,6 +83,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
     # across the groups' measured points, with a wider band (BETWEEN_TOL)
     probe = make_probe(sealed.train, axis) if axis else make_between_probe(sealed.train) if cfg.between else None
     probe_tol = EvalContext.probe_tol if axis else BETWEEN_TOL
+    domain = make_domain_probe(sealed.train) if not axis and cfg.domain else None
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if cfg.trend_best else []
     trends = {f.column: f.trend for f in card.features if f.trend}
@@ -98,7 +99,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> EvalContext:
                        restarts=cfg.restarts, max_iter=cfg.max_iter, probe=probe, probe_tol=probe_tol,
                        probe_center=center, probe_span=span, folds=folds,
                        trend=trend, trend_span=tspan, returns=cfg.returns, cross_trend=cross,
-                       scale_starts=cfg.scale_starts)
+                       scale_starts=cfg.scale_starts, domain=domain)
 
 
 def final_train(sealed: SealedDataset, cfg: SearchConfig):
@@ -112,9 +113,10 @@ def config_of_run(conf: dict) -> SearchConfig:
     ``replicates`` setting existed used every row; one started before ``scale_starts``, unit
     starts; one started before ``trend_best``, the trend checked on every row; one started before
     ``select``, the final choice by validation score; one started before ``scope``, per-group
-    parameters only; one started before ``between``, no probe on datasets without a scale axis."""
+    parameters only; one started before ``between``, no probe on datasets without a scale axis;
+    one started before ``domain``, no finiteness check over their feature domain."""
     conf = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", "scope": False,
-            "between": False, **conf}
+            "between": False, "domain": False, **conf}
     return SearchConfig(**{k: conf[k] for k in SearchConfig.__dataclass_fields__ if k in conf})
 
 
@@ -313,7 +315,7 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
         fit = fit_law(law, train, restarts=final_restarts, seed=cfg.seed)
         first = first or (best, law, fit)
         tcols = [sealed.train.target_columns.index(t) for t in law.target_names]
-        if fit.ok and ((ctx.probe is None and ctx.trend is None) or _stable(law, fit.params(), ctx, tcols)):
+        if fit.ok and (not ctx.checks or _stable(law, fit.params(), ctx, tcols)):
             break
         fallback += 1
     else:  # none stable: keep the top-ranked form (already refit)

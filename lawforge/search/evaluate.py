@@ -42,6 +42,12 @@ class EvalContext:
     returns_tol: float = 0.1   # allowed relative growth of that gain
     scale_starts: bool = True  # scale parameters start at the fit data's scale (space.scale_specs)
     cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
+    domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
+
+    @property
+    def checks(self) -> bool:
+        """Whether a fitted law must pass :func:`_stable` (some probe is set)."""
+        return self.probe is not None or self.trend is not None or self.domain is not None
 
 
 def probe_stats(train, probe):
@@ -128,6 +134,36 @@ def make_between_probe(train, max_pairs: int = 200, max_union: int = 500, seed: 
     P = np.concatenate(rows)
     groups = np.array(groups, dtype=object)
     return DataSplit("probe", {c: P[:, k] for k, c in enumerate(cols)},
+                     np.zeros((len(groups), len(train.target_columns))), groups,
+                     list(dict.fromkeys(groups.tolist())), train.target_columns)
+
+
+def make_domain_probe(train, n: int = 200, seed: int = 0):
+    """Points spread over the whole feature domain, per group, for datasets without a scale axis:
+    when the features are proportions (non-negative, the same sum on every train row, as
+    mixture weights summing to 1), uniform draws from that simplex; otherwise uniform draws from
+    the box of the train features' ranges. A law must predict finite values there: a form such as
+    ``log(p1 + exp(...))`` with a fitted ``p1 < 0`` is finite at every measured mixture and
+    between them, and undefined at mixtures beyond them. Built from train features only."""
+    from lawforge.datasets.loader import DataSplit
+
+    cols = list(train.X)
+    F = np.stack([np.asarray(train.X[c], dtype=float) for c in cols], axis=1)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 4099]))
+    total = F.sum(axis=1)
+    simplex = len(cols) > 1 and np.all(F >= 0) and np.ptp(total) <= 1e-6 * max(1.0, abs(float(total[0])))
+    pts, groups = [], []
+    for g in train.group_names:
+        if simplex:
+            P = rng.dirichlet(np.ones(len(cols)), n) * float(total[0])
+        else:
+            lo, hi = F.min(axis=0), F.max(axis=0)
+            P = lo + (hi - lo) * rng.random((n, len(cols)))
+        pts.append(P)
+        groups += [g] * n
+    P = np.concatenate(pts)
+    groups = np.array(groups, dtype=object)
+    return DataSplit("domain", {c: P[:, k] for k, c in enumerate(cols)},
                      np.zeros((len(groups), len(train.target_columns))), groups,
                      list(dict.fromkeys(groups.tolist())), train.target_columns)
 
@@ -255,7 +291,7 @@ def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = 
     if mv.status != "ok":
         rec["status"] = "nan"
         return rec
-    if (ctx.probe is not None or ctx.trend is not None) and not _stable(law, params, ctx, tcols):
+    if ctx.checks and not _stable(law, params, ctx, tcols):
         rec["status"] = "unstable"
         return rec
     mf = compute_metrics(ctx.fit.y[:, tcols], pf)
@@ -287,7 +323,11 @@ def _fold_nmse(law, fit, val, tcols, ctx: EvalContext, seed: int, primary: float
 def _stable(law, params, ctx: EvalContext, tcols) -> bool:
     """Predictions at the probe points are finite and within ``probe_tol`` group-ranges of the
     group's observed train mean; along features with a known trend they do not move against it
-    (beyond ``trend_tol`` group-ranges)."""
+    (beyond ``trend_tol`` group-ranges); over the feature domain (``ctx.domain``) they are finite."""
+    if ctx.domain is not None:
+        with np.errstate(all="ignore"):
+            if not np.all(np.isfinite(predict(law, params, ctx.domain))):
+                return False
     if ctx.probe is not None:
         with np.errstate(all="ignore"):
             pp = predict(law, params, ctx.probe)

@@ -40,6 +40,7 @@ class SearchConfig:
     select: str = "stable"           # final choice: "stable" (top 20 by score re-ranked by extrapolation shift) or "score"
     scope: bool = True               # search shared-vs-per-group parameters (2..MAX_SHARED_GROUPS groups)
     between: bool = True             # no scale axis: laws must stay sane between/across the measured points
+    domain: bool = True              # no scale axis: laws must be finite over the whole feature domain (simplex or box)
 
 
 #: SearchConfig fields a campaign or the benchmark may override (``--set KEY=VALUE``)
