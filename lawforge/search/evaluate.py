@@ -106,6 +106,23 @@ def _points_beyond(train, columns, include_base: bool):
 BETWEEN_TOL = 5.0
 
 
+def _feature_matrix(train):
+    """``train``'s feature columns and their values as one (rows, features) float array."""
+    cols = list(train.X)
+    return cols, np.stack([np.asarray(train.X[c], dtype=float) for c in cols], axis=1)
+
+
+def _points_split(name, cols, blocks, train):
+    """A feature-only DataSplit (zero targets) of per-group point blocks ``[(group, points)]``."""
+    from lawforge.datasets.loader import DataSplit
+
+    P = np.concatenate([pts for _, pts in blocks])
+    groups = np.array([g for g, pts in blocks for _ in range(len(pts))], dtype=object)
+    return DataSplit(name, {c: P[:, k] for k, c in enumerate(cols)},
+                     np.zeros((len(groups), len(train.target_columns))), groups,
+                     list(dict.fromkeys(groups.tolist())), train.target_columns)
+
+
 def make_between_probe(train, max_pairs: int = 200, max_union: int = 500, seed: int = 0):
     """Probe points for datasets without a scale axis (mixture-type: the test asks for new
     combinations inside the measured region, not larger scale). Per group: the midpoints of
@@ -113,29 +130,20 @@ def make_between_probe(train, max_pairs: int = 200, max_union: int = 500, seed: 
     vectors measured in any group's train rows (at most ``max_union``); subsets are drawn with a
     fixed seed. A law with a pole or an exponential blow-up between or next to the measured
     points fails here. Built from train features only."""
-    from lawforge.datasets.loader import DataSplit
-
-    cols = list(train.X)
-    F_all = np.stack([np.asarray(train.X[c], dtype=float) for c in cols], axis=1)
+    cols, F_all = _feature_matrix(train)
     union = np.unique(F_all, axis=0)
     rng = np.random.default_rng(seed)
     if len(union) > max_union:
         union = union[np.sort(rng.choice(len(union), max_union, replace=False))]
-    rows, groups = [], []
+    blocks = []
     for g in train.group_names:
         F = np.unique(F_all[train.group_rows(g)], axis=0)
         i, j = np.triu_indices(len(F), k=1)
         if len(i) > max_pairs:
             pick = np.sort(rng.choice(len(i), max_pairs, replace=False))
             i, j = i[pick], j[pick]
-        pts = np.concatenate([0.5 * (F[i] + F[j]), union])
-        rows.append(pts)
-        groups += [g] * len(pts)
-    P = np.concatenate(rows)
-    groups = np.array(groups, dtype=object)
-    return DataSplit("probe", {c: P[:, k] for k, c in enumerate(cols)},
-                     np.zeros((len(groups), len(train.target_columns))), groups,
-                     list(dict.fromkeys(groups.tolist())), train.target_columns)
+        blocks.append((g, np.concatenate([0.5 * (F[i] + F[j]), union])))
+    return _points_split("probe", cols, blocks, train)
 
 
 def make_domain_probe(train, n: int = 200, seed: int = 0):
@@ -145,27 +153,19 @@ def make_domain_probe(train, n: int = 200, seed: int = 0):
     the box of the train features' ranges. A law must predict finite values there: a form such as
     ``log(p1 + exp(...))`` with a fitted ``p1 < 0`` is finite at every measured mixture and
     between them, and undefined at mixtures beyond them. Built from train features only."""
-    from lawforge.datasets.loader import DataSplit
-
-    cols = list(train.X)
-    F = np.stack([np.asarray(train.X[c], dtype=float) for c in cols], axis=1)
+    cols, F = _feature_matrix(train)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 4099]))
     total = F.sum(axis=1)
     simplex = len(cols) > 1 and np.all(F >= 0) and np.ptp(total) <= 1e-6 * max(1.0, abs(float(total[0])))
-    pts, groups = [], []
+    lo, hi = F.min(axis=0), F.max(axis=0)
+    blocks = []
     for g in train.group_names:
         if simplex:
             P = rng.dirichlet(np.ones(len(cols)), n) * float(total[0])
         else:
-            lo, hi = F.min(axis=0), F.max(axis=0)
             P = lo + (hi - lo) * rng.random((n, len(cols)))
-        pts.append(P)
-        groups += [g] * n
-    P = np.concatenate(pts)
-    groups = np.array(groups, dtype=object)
-    return DataSplit("domain", {c: P[:, k] for k, c in enumerate(cols)},
-                     np.zeros((len(groups), len(train.target_columns))), groups,
-                     list(dict.fromkeys(groups.tolist())), train.target_columns)
+        blocks.append((g, P))
+    return _points_split("domain", cols, blocks, train)
 
 
 def make_probe(train, axis):
