@@ -24,8 +24,8 @@ import time
 import numpy as np
 
 from lawforge.datasets import bundled_card_paths, data_available, get_card, load_dataset
-from lawforge.evaluators.expr import numpy_backend
-from lawforge.evaluators.fit import _ID, _LO, _HI, fit_law, start_points
+from lawforge.laws.expr import numpy_backend
+from lawforge.fitting.lm import _ID, _LO, _HI, fit_split, start_points
 
 
 def _scipy_fit(law, split, U, pr, max_nfev, jac_mode="analytic"):
@@ -140,7 +140,7 @@ def main(argv=None):
 
     rows = []
     warm = load_dataset("synthetic_chinchilla")
-    fit_law(warm.card.human_law()[0], warm.train, restarts=4, device=args.device)  # warm-up
+    fit_split(warm.card.human_law()[0], warm.train, restarts=4, device=args.device)  # warm-up
     for label, name, R in problems(args.data_dir, args.fits_per_problem):
         if args.only and not any(s in label for s in args.only.split(",")):
             continue
@@ -148,7 +148,7 @@ def main(argv=None):
         law, _ = ds.card.human_law()
         U, pr = start_points(law, ds.train, R, seed=0)
         t0 = time.perf_counter()
-        res = fit_law(law, ds.train, restarts=R, seed=0, device=args.device, max_iter=args.max_iter)
+        res = fit_split(law, ds.train, restarts=R, seed=0, device=args.device, max_iter=args.max_iter)
         if args.device == "cuda":
             import torch
 

@@ -14,8 +14,8 @@ import os
 import tempfile
 
 from lawforge.datasets import load_dataset
-from lawforge.search.discover import discover
-from lawforge.search.native import SearchConfig
+from lawforge.runs.discover import discover
+from lawforge.search.settings import SearchConfig
 
 
 def main(argv=None):
@@ -30,8 +30,8 @@ def main(argv=None):
     for folds in (1, 2):
         for workers in (1, 2):
             out = tempfile.mkdtemp(prefix="lawforge-tp-")
-            s = discover(ds, SearchConfig(max_evals=None, budget_s=args.seconds, seed=0, workers=workers,
-                                          val_folds=folds), out, report=False, top_k=0)
+            s = discover(ds, SearchConfig.build(max_evals=None, budget_s=args.seconds, seed=0, workers=workers,
+                                                val_folds=folds, top_k=0), out, report=False)
             rows.append({"dataset": args.dataset, "val_folds": folds, "workers": workers,
                          "evaluations": s["evaluations"], "seconds": s["seconds"],
                          "per_minute": 60 * s["evaluations"] / s["seconds"]})

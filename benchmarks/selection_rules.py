@@ -53,11 +53,14 @@ import sympy as sp
 
 from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import SealedDataset, holdout_dataset
-from lawforge.evaluators.fit import fit_law, predict
-from lawforge.evaluators.metrics import compute_metrics
+from lawforge.fitting.lm import fit_split, predict
+from lawforge.laws.metrics import compute_metrics
 from lawforge.search import space as S
-from lawforge.search.discover import _test_metrics, config_of_run, final_train, make_context
-from lawforge.search.evaluate import _stable, extrapolation_shift
+from lawforge.runs.discover import test_metrics
+from lawforge.search.prepare import final_train, make_context
+from lawforge.search.settings import config_of_run
+from lawforge.search.checks import passes_checks
+from lawforge.search.choose import extrapolation_shift
 
 RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stable2x", "stablemix", "sestable",
          "noisepars", "noisestable", "fold1", "fold1s2x", "geo", "geos2x"]
@@ -71,7 +74,7 @@ def fold_errors(law, ctx, text, restarts=None, max_iter=None):
     out = []
     for fit, val in [(ctx.fit, ctx.val)] + list(ctx.folds or []):
         try:
-            res = fit_law(law, fit, restarts=restarts or ctx.restarts, seed=seed, max_iter=max_iter or ctx.max_iter)
+            res = fit_split(law, fit, restarts=restarts or ctx.restarts, seed=seed, max_iter=max_iter or ctx.max_iter)
         except Exception:
             return None
         if not res.ok:
@@ -123,7 +126,7 @@ def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
     for r in cands:
         law = law_of(r)
         try:
-            fit = fit_law(law, train, restarts=restarts, seed=0)
+            fit = fit_split(law, train, restarts=restarts, seed=0)
         except Exception:
             continue
         if not fit.ok:
@@ -145,7 +148,7 @@ def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
 
 
 def _stability(cands, law_of, train, ctx, restarts: int = 16) -> dict:
-    """Per candidate (by id), its extrapolation shift (``lawforge.search.evaluate.extrapolation_shift``:
+    """Per candidate (by id), its extrapolation shift (``lawforge.search.choose.extrapolation_shift``:
     how much its prediction at the probe points moves between the fit without the validation
     slice and the fit on all of train, in units of the group range)."""
     out = {}
@@ -175,7 +178,7 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
 
     def law_of(r):
         return S.to_law(r["_expr"], dict(card.variables), card.target_columns, name="discovered",
-                        data=train if cfg.scale_starts else None)
+                        data=train if cfg.grammar.scale_starts else None)
 
     shifts: dict = {}
 
@@ -234,7 +237,7 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
                 orders[name + "s2x"] = sorted(near, key=lambda r: sh[id(r)]) + [r for r in order if r not in near]
     noise = None
     if "noisepars" in rules or "noisestable" in rules:
-        parts = [sealed.val] + [v for _, v in sealed.extra_folds(max(0, cfg.val_folds - 1))]
+        parts = [sealed.val] + [v for _, v in sealed.extra_folds(max(0, cfg.validation.folds - 1))]
         noise = replicate_noise(sealed.train, parts)
         orders["noisepars"] = orders["noisestable"] = orders.get("stable2x", by_score)
         if noise is not None:
@@ -247,7 +250,7 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
             orders["noisestable"] = sorted(cand, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in cand]
     if "consensus" in rules:
         orders["consensus"] = consensus_order(by_score[:consensus_k], law_of, train, ctx) + by_score[consensus_k:]
-    final_restarts = int(cfg_json.get("final_restarts", 64))
+    final_restarts = cfg.fitting.final_restarts
     out = {"dataset": cfg_json["dataset"], "seed": cfg.seed, "run": str(run), "candidates": len(ok), "se_best": se,
            "noise": noise}
     cache = {}
@@ -257,9 +260,9 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         for r in orders[rule][:10]:
             if r["key"] not in cache:
                 law = law_of(r)
-                fit = fit_law(law, train, restarts=final_restarts, seed=cfg.seed)
+                fit = fit_split(law, train, restarts=final_restarts, seed=cfg.seed)
                 tcols = [train.target_columns.index(t) for t in law.target_names]
-                stable = fit.ok and _stable(law, fit.params(), ctx, tcols)
+                stable = fit.ok and passes_checks(law, fit.params(), ctx, tcols)
                 cache[r["key"]] = (stable, law, fit)
             stable, law, fit = cache[r["key"]]
             if stable:
@@ -267,7 +270,7 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         else:
             r = orders[rule][0]
             _, law, fit = cache[r["key"]]
-        tm = _test_metrics(law, fit.params(), full)
+        tm = test_metrics(law, fit.params(), full)
         tc = compute_metrics(cells.y, predict(law, fit.params(), cells)) if cells.n < full.test.n else None
         out[rule] = {"test_r2": tm["r2"], "test_r2_cells": tc.r2 if tc else tm["r2"],
                      "law": sp.sstr(r["_expr"]), "n_params": r["n_params"]}

@@ -26,10 +26,11 @@ import numpy as np
 from lawforge.datasets import load_dataset
 from lawforge.errors import ConfigError
 from lawforge.datasets.loader import holdout_dataset
-from lawforge.evaluators.scoring import score_human
-from lawforge.agent.campaign import run_campaign
-from lawforge.search.discover import parse_budget
-from lawforge.search.native import parse_settings
+from lawforge.fitting.scoring import score_human
+from lawforge.runs.campaign import run_campaign
+from lawforge.outputs import run_hooks
+from lawforge.search.settings import parse_budget
+from lawforge.search.settings import parse_settings
 
 TASKS = ["parallel_scaling_law", "vocab_scaling_law", "sft_scaling_law", "domain_mixture_scaling_law",
          "moe_scaling_law", "data_constrained_scaling_law", "lr_bsz_scaling_law", "easy_question_scaling_law"]
@@ -53,7 +54,7 @@ def main(argv=None):
     ap.add_argument("--out", help="folder for the run folders (default: a temporary one)")
     ap.add_argument("--inner", action="store_true", help="score on the inner holdout of train, not on test")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a search setting (SearchConfig field), e.g. --set val_folds=1 --set select=score")
+                    help="override a search setting (lawforge settings lists them), e.g. --set validation.folds=1 --set selection.rule=score")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     budget = parse_budget(args.budget)
@@ -78,7 +79,8 @@ def main(argv=None):
 
     camp = run_campaign(tasks, args.seeds, out_root, budget_s=budget, data_dir=args.data_dir, workers=args.workers,
                         report=False, on_row=on_row, inner=args.inner,
-                        search=search or None, seed_start=args.seed_start, budgets=budgets or None)
+                        search=search or None, seed_start=args.seed_start, budgets=budgets or None,
+                        hooks=run_hooks(report=False))
     rows = []
     nan = float("nan")
     for task in tasks:

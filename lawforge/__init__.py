@@ -5,7 +5,7 @@ The import is light: torch, sympy and the optional extras are imported where use
 loaded on first use.
 """
 
-__version__ = "0.1.0"
+from lawforge._version import __version__
 
 __all__ = ["__version__", "LawSearch", "FittedLaw", "fit_law"]
 

@@ -17,7 +17,6 @@ scikit-learn way); everything is checked and computed in ``fit``.
 from __future__ import annotations
 
 import inspect
-import json
 import tempfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -26,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from lawforge.errors import ConfigError, DatasetError, LawError
+from lawforge.search.settings import FINAL_RESTARTS, SEARCH_RESTARTS, SearchConfig
 
 
 class FittedLaw:
@@ -129,7 +129,7 @@ class LawSearch:
 
     def __init__(self, max_evals: int | None = 300, budget: float | None = None, seed: int = 0,
                  validation_axis: str | list[str] | None = None, hyperparameters: Sequence[str] = (),
-                 param_limit: int | None = None, parsimony: float = 0.02, restarts: int = 6,
+                 param_limit: int | None = None, parsimony: float = 0.02, restarts: int = SEARCH_RESTARTS,
                  workers: int = 1, feature_names: Sequence[str] | None = None, target_name: str = "y",
                  out_dir: str | None = None):
         self.max_evals = max_evals
@@ -170,8 +170,9 @@ class LawSearch:
     # -- fitting
     def fit(self, X, y, groups=None) -> "LawSearch":
         from lawforge.datasets.byo import frame_dataset
-        from lawforge.search.discover import discover
-        from lawforge.search.native import SearchConfig
+        from lawforge.outputs import run_hooks
+        from lawforge.runs.discover import discover
+        from lawforge.runs.folder import LAW, PARETO, RunFolder
 
         if self.max_evals is None and self.budget is None:
             raise ConfigError("LawSearch needs max_evals or budget")
@@ -204,16 +205,17 @@ class LawSearch:
         ds = frame_dataset(data, None, features, tnames, gcol, self.validation_axis, tuple(self.hyperparameters))
         if self.param_limit is not None:
             ds.card.param_limit = int(self.param_limit)
-        cfg = SearchConfig(max_evals=self.max_evals, budget_s=self.budget, seed=self.seed, parsimony=self.parsimony,
-                           restarts=self.restarts, workers=self.workers)
+        cfg = SearchConfig.build(max_evals=self.max_evals, budget_s=self.budget, seed=self.seed,
+                                 parsimony=self.parsimony, restarts=self.restarts, workers=self.workers)
         out = Path(self.out_dir) if self.out_dir else Path(tempfile.mkdtemp(prefix="lawforge-api-"))
-        summary = discover(ds, cfg, out, report=False)
-        lj = json.loads((out / "law.json").read_text())
-        from lawforge.evaluators.law import law_from_text
+        summary = discover(ds, cfg, out, report=False, hooks=run_hooks(report=False))
+        run = RunFolder.open(out)
+        lj = run.read_json(LAW)
+        from lawforge.laws.law import law_from_text
 
         law = law_from_text(lj["expression"], ds.card.variables, ds.card.target_columns, name="best")
         self.best_law_ = FittedLaw(law, lj["params"], {"val_r2": summary["val_r2"], "train_r2": summary["train_r2"]})
-        pareto = pd.read_csv(out / "pareto.csv")
+        pareto = pd.read_csv(run.file(PARETO))
         self.laws_ = pareto.sort_values("complexity").reset_index(drop=True)
         self.summary_ = summary
         self.run_dir_ = str(out)
@@ -233,13 +235,13 @@ class LawSearch:
 
     def score(self, X, y, groups=None) -> float:
         """R² (SLDBench definition, pooled over groups) of the predictions on (X, y)."""
-        from lawforge.evaluators.metrics import compute_metrics
+        from lawforge.laws.metrics import compute_metrics
 
         return compute_metrics(np.asarray(y, dtype=np.float64), self.predict(X, groups)).r2
 
 
 def fit_law(expr: str, data, target: str | Sequence[str] | None = None, group: str | None = None,
-            params: Mapping[str, Any] | None = None, restarts: int = 64, seed: int = 0,
+            params: Mapping[str, Any] | None = None, restarts: int = FINAL_RESTARTS, seed: int = 0,
             device: str = "cpu") -> FittedLaw:
     """Fit a given law to a table in one call: ``fit_law("E + A/N**alpha", df, target="loss")``.
 
@@ -248,10 +250,10 @@ def fit_law(expr: str, data, target: str | Sequence[str] | None = None, group: s
     of ``data`` that is neither a variable nor the group column.
     """
     from lawforge.datasets.byo import frame_dataset
-    from lawforge.evaluators.expr import parse_expression
-    from lawforge.evaluators.fit import fit_law as _fit, predict
-    from lawforge.evaluators.law import law_from_text
-    from lawforge.evaluators.metrics import compute_metrics
+    from lawforge.laws.expr import parse_expression
+    from lawforge.fitting.lm import fit_split as _fit, predict
+    from lawforge.laws.law import law_from_text
+    from lawforge.laws.metrics import compute_metrics
 
     frame = _frame(data)
     names = {s.name for s in parse_expression(expr, None, what="law").free_symbols} if ";" not in expr else set()

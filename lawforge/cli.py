@@ -9,9 +9,10 @@ import math
 import sys
 from typing import Any, Sequence
 
-from lawforge import __version__
+from lawforge._version import __version__
 from lawforge.errors import ConfigError, LawforgeError
 from lawforge.search import usable_cores
+from lawforge.search.settings import FINAL_RESTARTS
 
 
 def _json_default(o):
@@ -158,8 +159,8 @@ def _print_score(score, args, fitted_note: str = "") -> None:
 
 
 def cmd_fit(args) -> int:
-    from lawforge.evaluators.law import law_from_text
-    from lawforge.evaluators.scoring import score_human, score_refit
+    from lawforge.laws.law import law_from_text
+    from lawforge.fitting.scoring import score_human, score_refit
 
     if args.human == bool(args.law):
         raise ConfigError("give exactly one of --law EXPR or --human")
@@ -181,7 +182,7 @@ def cmd_fit(args) -> int:
 
 def cmd_bench(args) -> int:
     from lawforge.datasets import bundled_card_paths, data_available, get_card, load_dataset
-    from lawforge.evaluators.scoring import score_human
+    from lawforge.fitting.scoring import score_human
 
     if args.laws != "human":
         raise ConfigError(f"--laws must be 'human' (the only law set so far), got {args.laws!r}")
@@ -249,49 +250,52 @@ def _print_summary(s, args) -> int:
         print(f"LLM: {led['calls']} calls, {led['tokens_in']} tokens in, {led['tokens_out']} out, cost {led['cost']:.4f}, "
               f"{led['laws_valid']} valid laws, {led['laws_invalid']} invalid")
     if getattr(args, "latex", False):
-        from pathlib import Path
+        from lawforge.runs.folder import LAW, RunFolder
 
-        print(json.loads((Path(s["run_dir"]) / "law.json").read_text())["latex"])
+        print(RunFolder.open(s["run_dir"]).read_json(LAW)["latex"])
     print(f"run folder: {s['run_dir']}")
     return 0
 
 
+def _search_config(args, budget: float | None):
+    from lawforge.search.settings import SearchConfig, parse_settings
+
+    if args.workers is not None and args.workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
+    settings = {"validation.replicates": args.replicates, "selection.rule": args.select, **parse_settings(args.set)}
+    return SearchConfig.build(max_evals=args.max_evals, budget_s=budget, seed=args.seed,
+                              workers=args.workers if args.workers is not None else usable_cores(), **settings)
+
+
 def cmd_discover(args) -> int:
+    from lawforge.outputs import run_hooks
     from lawforge.progress import Progress
-    from lawforge.search.discover import discover, parse_budget
-    from lawforge.search.native import SearchConfig, parse_settings
+    from lawforge.runs.discover import discover
+    from lawforge.search.settings import parse_budget
 
     budget = parse_budget(args.budget)
     if budget is None and args.max_evals is None:
         budget = 300.0
-    if args.workers is not None and args.workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    settings = {"replicates": args.replicates, "select": args.select, **parse_settings(args.set)}
-    cfg = SearchConfig(max_evals=args.max_evals, budget_s=budget, seed=args.seed,
-                       workers=args.workers if args.workers is not None else usable_cores(), **settings)
+    cfg = _search_config(args, budget)
     llm = _llm_config(args)
     ds = _load(args)
     with Progress(budget_s=budget, max_evals=args.max_evals, verbose=args.verbose, quiet=args.json) as prog:
         s = discover(ds, cfg, args.out, engine=args.engine, progress=prog.update, data_dir=args.data_dir,
-                     report=not args.no_report, llm=llm, handle_sigint=True)
+                     report=not args.no_report, llm=llm, handle_sigint=True, hooks=run_hooks(not args.no_report))
     return _print_summary(s, args)
 
 
 def cmd_resume(args) -> int:
-    from pathlib import Path
-
     from lawforge.datasets import load_dataset
     from lawforge.datasets.card import read_card
+    from lawforge.outputs import run_hooks
     from lawforge.progress import Progress
-    from lawforge.search.discover import config_of_run, discover
+    from lawforge.runs.discover import discover
+    from lawforge.runs.folder import CARD, RunFolder
+    from lawforge.search.settings import config_of_run
 
-    run = Path(args.run_dir)
-    try:
-        conf = json.loads((run / "config.json").read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{run}: no config.json; not a lawforge run folder") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{run / 'config.json'}: not valid JSON ({exc.msg})") from None
+    run = RunFolder.open(args.run_dir)
+    conf = run.config()
     cfg = config_of_run(conf)
     if args.workers:
         cfg.workers = args.workers
@@ -300,20 +304,21 @@ def cmd_resume(args) -> int:
         from lawforge.agent.llm import LLMConfig
 
         llm = LLMConfig(**conf["llm"])
-    ds = load_dataset(read_card(run / "card.yaml"), args.data_dir or conf.get("data_dir"))
-    with Progress(budget_s=cfg.budget_s, max_evals=cfg.max_evals, verbose=args.verbose, quiet=args.json) as prog:
-        s = discover(ds, cfg, run, engine=conf.get("engine", "native"), progress=prog.update,
-                     data_dir=args.data_dir or conf.get("data_dir"), report=conf.get("report", True),
-                     top_k=conf.get("top_k", 5), final_restarts=conf.get("final_restarts", 64), llm=llm,
-                     resume=True, handle_sigint=True)
+    data_dir = args.data_dir or conf.get("data_dir")
+    ds = load_dataset(read_card(run.file(CARD)), data_dir)
+    report = conf.get("report", True)
+    with Progress(budget_s=cfg.budget.seconds, max_evals=cfg.budget.max_evals, verbose=args.verbose,
+                  quiet=args.json) as prog:
+        s = discover(ds, cfg, run.path, engine=conf.get("engine", "native"), progress=prog.update, data_dir=data_dir,
+                     report=report, llm=llm, resume=True, handle_sigint=True, hooks=run_hooks(report))
     return _print_summary(s, args)
 
 
 def cmd_campaign(args) -> int:
-    from lawforge.agent.campaign import run_campaign
     from lawforge.datasets import bundled_card_paths, data_available, get_card
-    from lawforge.search.discover import parse_budget
-    from lawforge.search.native import parse_settings
+    from lawforge.outputs import run_hooks
+    from lawforge.runs.campaign import run_campaign
+    from lawforge.search.settings import parse_budget, parse_settings
 
     if args.all == bool(args.datasets):
         raise ConfigError("give dataset names or --all (not both)")
@@ -339,7 +344,8 @@ def cmd_campaign(args) -> int:
 
     out = run_campaign(names, args.seeds, args.out, budget_s=budget, max_evals=args.max_evals,
                        data_dir=args.data_dir, llm=llm, workers=args.workers, report=not args.no_report, on_row=on_row,
-                       inner=args.inner, search=parse_settings(args.set) or None)
+                       inner=args.inner, search=parse_settings(args.set) or None,
+                       hooks=run_hooks(not args.no_report))
     if args.json:
         _print_json(out)
     else:
@@ -349,7 +355,7 @@ def cmd_campaign(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from lawforge.report import write_report
+    from lawforge.outputs.report import write_report
 
     formats = ["html", "md"] if args.format == "both" else [args.format]
     out = write_report(args.run_dir, formats=formats)
@@ -358,6 +364,19 @@ def cmd_report(args) -> int:
     else:
         for k, v in out.items():
             print(f"{k}: {v}")
+    return 0
+
+
+def cmd_settings(args) -> int:
+    from lawforge.search.settings import setting_fields, settings_markdown
+
+    if args.markdown:
+        print(settings_markdown(), end="")
+    elif args.json:
+        _print_json([{"setting": k, "type": t, "default": d, "doc": doc} for k, t, d, doc in setting_fields()])
+    else:
+        _table("Search settings (--set KEY=VALUE)", ["setting", "type", "default", "what it does"],
+               [[k, t, json.dumps(d), doc] for k, t, d, doc in setting_fields()], width=160)
     return 0
 
 
@@ -374,7 +393,8 @@ def cmd_doctor(args) -> int:
 
 
 # ------------------------------------------------------------------------------ parser
-def build_parser() -> argparse.ArgumentParser:
+def _common_options() -> dict[str, argparse.ArgumentParser]:
+    """Option groups several commands share (argparse parents)."""
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--data-dir", help="directory with the benchmark data (<task>/train.csv, "
                         "test.csv); default: $LAWFORGE_DATA")
@@ -382,18 +402,15 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     fitopts = argparse.ArgumentParser(add_help=False)
-    fitopts.add_argument("--restarts", type=int, default=64, help="random restarts per group (default 64)")
+    fitopts.add_argument("--restarts", type=int, default=FINAL_RESTARTS,
+                         help=f"random restarts per group (default {FINAL_RESTARTS})")
     fitopts.add_argument("--seed", type=int, default=0)
     fitopts.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     fitopts.add_argument("--max-iter", type=int, default=200, help="LM iterations (default 200)")
+    return {"common": common, "fit": fitopts, "csv": _csv_options(), "llm": _llm_options()}
 
-    p = argparse.ArgumentParser(prog="lawforge", description="Automated scaling-law discovery.")
-    p.add_argument("--version", action="version", version=f"lawforge {__version__}")
-    sub = p.add_subparsers(dest="command", required=True)
 
-    sp = sub.add_parser("datasets", parents=[common], help="list the known datasets")
-    sp.set_defaults(func=cmd_datasets)
-
+def _csv_options() -> argparse.ArgumentParser:
     csvopts = argparse.ArgumentParser(add_help=False)
     g = csvopts.add_argument_group("your own CSV (instead of a dataset name)")
     g.add_argument("--csv", help="a CSV file with one row per run")
@@ -408,19 +425,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "(e.g. N,D for a loss); forms that turn up there are rejected")
     g.add_argument("--increasing", help="features along which the target is known to rise")
     g.add_argument("--name", help="dataset name for the run (default: the file's stem)")
+    return csvopts
 
-    sp = sub.add_parser("fit", parents=[common, fitopts, csvopts], help="fit a law on a dataset and score it")
-    sp.add_argument("dataset", nargs="?", help="a bundled dataset name or the path of a card (.yaml)")
-    sp.add_argument("--law", help="expression, e.g. 'E + A/N**alpha + B/D**beta', or "
-                    "'name = expr; target = expr' statements")
-    sp.add_argument("--params", help="parameter specs as YAML, e.g. '{A: {init: 100, bounds: [0, .inf]}}'")
-    sp.add_argument("--human", action="store_true", help="use the dataset's human law")
-    sp.add_argument("--fit", choices=["published", "refit"], help="with --human: published constants "
-                    "(default) or a refit on train")
-    sp.add_argument("--loss", choices=["l2", "huber"], default="l2")
-    sp.add_argument("--latex", action="store_true", help="also print the law in LaTeX")
-    sp.set_defaults(func=cmd_fit)
 
+def _llm_options() -> argparse.ArgumentParser:
     llmopts = argparse.ArgumentParser(add_help=False)
     g = llmopts.add_argument_group("LLM mutation (optional; any OpenAI-compatible endpoint, key from OPENAI_API_KEY)")
     g.add_argument("--llm-base-url", help="e.g. http://127.0.0.1:8000/v1")
@@ -436,8 +444,29 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--llm-prompt", help="a prompt template file overriding the packaged one")
     g.add_argument("--llm-cache", help="reply cache folder (default <run>/llm_cache)")
     g.add_argument("--llm-replay", action="store_true", help="use cached replies only (offline replay)")
+    return llmopts
 
-    sp = sub.add_parser("discover", parents=[common, csvopts, llmopts], help="search for a law (no LLM needed)")
+
+_SET_HELP = ("override a search setting, e.g. --set shared_params=false --set validation.folds=1 "
+             "(repeatable; 'lawforge settings' lists them)")
+
+
+def _add_fit(sub, o) -> None:
+    sp = sub.add_parser("fit", parents=[o["common"], o["fit"], o["csv"]], help="fit a law on a dataset and score it")
+    sp.add_argument("dataset", nargs="?", help="a bundled dataset name or the path of a card (.yaml)")
+    sp.add_argument("--law", help="expression, e.g. 'E + A/N**alpha + B/D**beta', or "
+                    "'name = expr; target = expr' statements")
+    sp.add_argument("--params", help="parameter specs as YAML, e.g. '{A: {init: 100, bounds: [0, .inf]}}'")
+    sp.add_argument("--human", action="store_true", help="use the dataset's human law")
+    sp.add_argument("--fit", choices=["published", "refit"], help="with --human: published constants "
+                    "(default) or a refit on train")
+    sp.add_argument("--loss", choices=["l2", "huber"], default="l2")
+    sp.add_argument("--latex", action="store_true", help="also print the law in LaTeX")
+    sp.set_defaults(func=cmd_fit)
+
+
+def _add_discover(sub, o) -> None:
+    sp = sub.add_parser("discover", parents=[o["common"], o["csv"], o["llm"]], help="search for a law (no LLM needed)")
     sp.add_argument("dataset", nargs="?", help="a bundled dataset name or the path of a card (.yaml)")
     sp.add_argument("--budget", help="wall-clock budget such as 60s, 5m (default 5m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="stop after this many candidate evaluations "
@@ -450,35 +479,29 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--replicates", choices=["mean", "rows"], default="mean",
                     help="rows with the same group and features: averaged into one per design point "
                          "(mean, default) or each kept (rows)")
-    sp.add_argument("--select", choices=["stable", "score"], default="stable",
+    sp.add_argument("--select", choices=["shift", "stable", "score"], default="shift",
                     help="final choice: among the top 20 forms by validation score (within 2x the "
                          "best), the one whose extrapolation moves least when the validation rows join "
-                         "its fit (stable, default), or the best validation score (score)")
-    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a search setting, e.g. --set scope=false --set val_folds=1 (fields of "
-                         "lawforge.search.native.SearchConfig; repeatable)")
+                         "its fit (shift, default; 'stable' is its former name), or the best validation "
+                         "score (score)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     sp.add_argument("--out", help="run folder (default runs/<dataset>-<time>-s<seed>)")
     sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
     sp.add_argument("--latex", action="store_true", help="also print the chosen law in LaTeX")
     sp.add_argument("--no-report", action="store_true", help="do not write report.html/report.md")
     sp.set_defaults(func=cmd_discover)
 
-    sp = sub.add_parser("resume", parents=[common], help="continue an interrupted discovery from its checkpoint")
-    sp.add_argument("run_dir", help="the run folder of the interrupted run")
-    sp.add_argument("--workers", type=int, help="worker processes (default: as the run was started)")
-    sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
-    sp.set_defaults(func=cmd_resume)
 
-    sp = sub.add_parser("campaign", parents=[common, llmopts], help="discoveries over datasets x seeds, with a leaderboard")
+def _add_campaign(sub, o) -> None:
+    sp = sub.add_parser("campaign", parents=[o["common"], o["llm"]],
+                        help="discoveries over datasets x seeds, with a leaderboard")
     sp.add_argument("datasets", nargs="*", help="dataset names or card paths")
     sp.add_argument("--all", action="store_true", help="every bundled dataset whose data is here")
     sp.add_argument("--seeds", type=int, default=3)
     sp.add_argument("--budget", help="per run, e.g. 1m, 10m (default 10m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="per run")
     sp.add_argument("--workers", type=int, help="runs in parallel (default: the machine's cores)")
-    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                    help="override a search setting, e.g. --set scope=false --set val_folds=1 (fields of "
-                         "lawforge.search.native.SearchConfig; repeatable)")
+    sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     sp.add_argument("--out", help="campaign folder (default runs/campaign-<time>)")
     sp.add_argument("--no-report", action="store_true", help="skip the per-run reports")
     sp.add_argument("--inner", action="store_true",
@@ -486,21 +509,42 @@ def build_parser() -> argparse.ArgumentParser:
                          "to compare settings without reading the real test split")
     sp.set_defaults(func=cmd_campaign)
 
-    sp = sub.add_parser("report", parents=[common], help="write the HTML/Markdown report of a run folder")
+
+def _add_small_commands(sub, o) -> None:
+    sp = sub.add_parser("datasets", parents=[o["common"]], help="list the known datasets")
+    sp.set_defaults(func=cmd_datasets)
+    sp = sub.add_parser("resume", parents=[o["common"]], help="continue an interrupted discovery from its checkpoint")
+    sp.add_argument("run_dir", help="the run folder of the interrupted run")
+    sp.add_argument("--workers", type=int, help="worker processes (default: as the run was started)")
+    sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
+    sp.set_defaults(func=cmd_resume)
+    sp = sub.add_parser("report", parents=[o["common"]], help="write the HTML/Markdown report of a run folder")
     sp.add_argument("run_dir", help="a run folder written by 'lawforge discover'")
     sp.add_argument("--format", choices=["html", "md", "both"], default="both")
     sp.set_defaults(func=cmd_report)
-
-    sp = sub.add_parser("doctor", parents=[common], help="check the installation, devices, engines and data")
+    sp = sub.add_parser("settings", parents=[o["common"]], help="list the search settings --set takes")
+    sp.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/settings.md)")
+    sp.set_defaults(func=cmd_settings)
+    sp = sub.add_parser("doctor", parents=[o["common"]], help="check the installation, devices, engines and data")
     sp.add_argument("--llm-base-url", default=None, help="an OpenAI-compatible endpoint to check "
                     "(default: $LAWFORGE_LLM_BASE_URL or $OPENAI_BASE_URL if set)")
     sp.set_defaults(func=cmd_doctor)
-
-    sp = sub.add_parser("bench", parents=[common, fitopts], help="score a set of laws over datasets")
+    sp = sub.add_parser("bench", parents=[o["common"], o["fit"]], help="score a set of laws over datasets")
     sp.add_argument("--laws", default="human", help="law set to score (default: human)")
     sp.add_argument("--fit", choices=["published", "refit", "both"], default="both")
     sp.add_argument("--datasets", help="comma-separated dataset names (default: all with data here)")
     sp.set_defaults(func=cmd_bench)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="lawforge", description="Automated scaling-law discovery.")
+    p.add_argument("--version", action="version", version=f"lawforge {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    o = _common_options()
+    _add_small_commands(sub, o)
+    _add_fit(sub, o)
+    _add_discover(sub, o)
+    _add_campaign(sub, o)
     return p
 
 

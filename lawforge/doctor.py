@@ -61,7 +61,7 @@ def check_llm(base_url: str, timeout: float = 3.0) -> dict[str, str]:
 
 
 def run_checks(llm_base_url: str | None = None, data_dir: str | None = None) -> list[dict[str, Any]]:
-    from lawforge import __version__
+    from lawforge._version import __version__
 
     rows = [_row("lawforge", "OK", f"{__version__} on Python {sys.version.split()[0]}, {platform.platform()}")]
     for dist in REQUIRED:

@@ -21,6 +21,12 @@ class ConfigError(LawforgeError):
     """An option or config key is unknown or has an invalid value."""
 
 
+class MissingDependency(LawforgeError):
+    """An optional dependency is not installed; the CLI exits with code 2."""
+
+    exit_code = 2
+
+
 def did_you_mean(name: str, options) -> str:
     """Return ``" (did you mean 'x'?)"`` for a close match, else ``""``."""
     import difflib

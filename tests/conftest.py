@@ -1,6 +1,8 @@
 import os
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,3 +26,33 @@ def sldbench_available() -> bool:
 
 needs_sldbench = pytest.mark.skipif(not sldbench_available(),
                                     reason="SLDBench data not found (set LAWFORGE_DATA to the folder holding sldbench-rebuilt/)")
+
+
+# A noisy Chinchilla grid as a user's CSV, and one discovery on it that several test files read.
+def chinchilla_table(seed=0, noise=0.003):
+    """A Chinchilla-like grid with noise: L = 1.69 + 406.4/N^0.34 + 410.7/D^0.28."""
+    rng = np.random.default_rng(seed)
+    N = np.repeat(np.geomspace(2e7, 3e9, 8), 6)
+    D = np.tile(np.geomspace(2e9, 2e11, 6), 8)
+    loss = 1.69 + 406.4 / N ** 0.34 + 410.7 / D ** 0.28
+    return pd.DataFrame({"N": N, "D": D, "loss": loss * (1 + rng.normal(0, noise, len(N)))})
+
+
+@pytest.fixture(scope="session")
+def csv_run(tmp_path_factory):
+    d = tmp_path_factory.mktemp("byo")
+    path = d / "runs.csv"
+    chinchilla_table().to_csv(path, index=False)
+    return d, path
+
+
+@pytest.fixture(scope="session")
+def run_dir(csv_run):
+    d, path = csv_run
+    out = d / "run"
+    from lawforge.cli import main
+
+    rc = main(["discover", "--csv", str(path), "--features", "N,D", "--target", "loss", "--test", "N >= 1e9",
+               "--max-evals", "60", "--seed", "0", "--out", str(out), "--json"])
+    assert rc == 0
+    return out

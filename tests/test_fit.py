@@ -6,9 +6,9 @@ import pytest
 from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import DataSplit
 from lawforge.errors import FitError
-from lawforge.evaluators.fit import fit_law, predict
-from lawforge.evaluators.law import Law
-from lawforge.evaluators.metrics import compute_metrics
+from lawforge.fitting.lm import fit_split, predict
+from lawforge.laws.law import Law
+from lawforge.laws.metrics import compute_metrics
 
 
 def _split(X, y, groups=None):
@@ -21,7 +21,7 @@ def _split(X, y, groups=None):
 def test_recovers_synthetic_chinchilla_and_extrapolates():
     ds = load_dataset("synthetic_chinchilla")
     law, _ = ds.card.human_law()
-    res = fit_law(law, ds.train, restarts=16, seed=0)
+    res = fit_split(law, ds.train, restarts=16, seed=0)
     g = res.groups["all"]
     assert g.status == "converged" and res.ok
     m = compute_metrics(ds.test.y, predict(law, res.params(), ds.test))
@@ -38,7 +38,7 @@ def test_exact_data_is_fitted_to_machine_precision_per_group():
     law = Law("A/(D**alpha + B) + C", {"D": "D"},
               params={"A": {"init": 10, "bounds": [0, None]}, "alpha": {"init": 0.5, "bounds": [0, 3]},
                       "B": {"init": 10, "bounds": [0, None]}, "C": 1.0}, target_names=["y"])
-    res = fit_law(law, _split({"D": D}, y, groups), restarts=32, seed=rng.integers(100))
+    res = fit_split(law, _split({"D": D}, y, groups), restarts=32, seed=rng.integers(100))
     for g, (A, a, B, C) in truth.items():
         assert res.groups[g].loss < 1e-18
         assert res.groups[g].params["alpha"] == pytest.approx(a, rel=1e-5)
@@ -50,7 +50,7 @@ def test_bounds_are_respected():
     y = 2.0 - 0.5 * x  # wants a negative slope
     law = Law("a + b*x", {"x": "x"}, params={"a": 0.0, "b": {"init": 1.0, "bounds": [0.1, 5]}},
               target_names=["y"])
-    res = fit_law(law, _split({"x": x}, y), restarts=8)
+    res = fit_split(law, _split({"x": x}, y), restarts=8)
     assert 0.1 <= res.groups["all"].params["b"] <= 0.1 + 1e-6
 
 
@@ -61,7 +61,7 @@ def test_shared_parameters_are_fitted_jointly():
     law = Law("c + k*exp(-r*x)", {"x": "x"},
               params={"c": 0.0, "k": {"init": 1.0, "shared": True}, "r": {"init": 0.3, "bounds": [0, 5], "shared": True}},
               target_names=["y"])
-    res = fit_law(law, _split({"x": x}, y, groups), restarts=16)
+    res = fit_split(law, _split({"x": x}, y, groups), restarts=16)
     assert res.groups["g1"].params["k"] == res.groups["g2"].params["k"] == pytest.approx(2.0, rel=1e-6)
     assert res.groups["g1"].params["c"] == pytest.approx(1.0, abs=1e-6)
     assert res.groups["g2"].params["c"] == pytest.approx(3.0, abs=1e-6)
@@ -70,8 +70,8 @@ def test_shared_parameters_are_fitted_jointly():
 def test_same_seed_same_result_and_restarts_are_seeded():
     ds = load_dataset("synthetic_multigroup")
     law, _ = ds.card.human_law()
-    a = fit_law(law, ds.train, restarts=8, seed=3).params()
-    b = fit_law(law, ds.train, restarts=8, seed=3).params()
+    a = fit_split(law, ds.train, restarts=8, seed=3).params()
+    b = fit_split(law, ds.train, restarts=8, seed=3).params()
     assert a == b
 
 
@@ -80,7 +80,7 @@ def test_overflow_restarts_are_dropped_not_propagated():
     y = 1.0 + np.exp(0.1 * x)
     # random starts put b up to ~+5: exp(5*50) overflows; those restarts must be dropped
     law = Law("a + exp(b*x)", {"x": "x"}, params={"a": 0.0, "b": {"init": 0.2, "scale": 20.0}}, target_names=["y"])
-    res = fit_law(law, _split({"x": x}, y), restarts=64, seed=0)
+    res = fit_split(law, _split({"x": x}, y), restarts=64, seed=0)
     g = res.groups["all"]
     assert 0 < g.restarts_ok < 64  # some diverged and were dropped
     assert np.isfinite(g.loss) and g.params["b"] == pytest.approx(0.1, rel=1e-6)
@@ -89,30 +89,30 @@ def test_overflow_restarts_are_dropped_not_propagated():
 def test_all_restarts_diverging_is_a_failed_status_not_nan_crash():
     x = np.linspace(1000, 2000, 10)
     law = Law("exp(a*x)", {"x": "x"}, params={"a": {"init": 5.0, "bounds": [1, 10]}}, target_names=["y"])
-    res = fit_law(law, _split({"x": x}, np.ones(10)), restarts=4)
+    res = fit_split(law, _split({"x": x}, np.ones(10)), restarts=4)
     assert res.groups["all"].status == "failed" and not res.ok
 
 
 def test_bad_inputs_raise_clear_errors():
     law = Law("a + b*x", {"x": "x"}, target_names=["y"])
     with pytest.raises(FitError, match="target 'y' is all NaN"):
-        fit_law(law, _split({"x": [1.0, 2.0, 3.0]}, [np.nan] * 3))
+        fit_split(law, _split({"x": [1.0, 2.0, 3.0]}, [np.nan] * 3))
     with pytest.raises(FitError, match="target 'y' has a NaN or inf value \\(row 1\\)"):
-        fit_law(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, np.inf, 2.0]))
+        fit_split(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, np.inf, 2.0]))
     with pytest.raises(FitError, match="column 'x' has a NaN"):
-        fit_law(law, _split({"x": [1.0, np.nan, 3.0]}, [1.0, 2.0, 3.0]))
+        fit_split(law, _split({"x": [1.0, np.nan, 3.0]}, [1.0, 2.0, 3.0]))
     with pytest.raises(FitError, match="group 'b' has 1 point"):
-        fit_law(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0], ["a", "a", "b"]))
+        fit_split(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0], ["a", "a", "b"]))
     with pytest.raises(FitError, match="restarts"):
-        fit_law(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0]), restarts=0)
+        fit_split(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0]), restarts=0)
     with pytest.raises(FitError, match="device"):
-        fit_law(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0]), device="tpu")
+        fit_split(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0]), device="tpu")
 
 
 def test_underdetermined_group_warns(caplog):
     law = Law("a + b*x + c*x**2", {"x": "x"}, target_names=["y"])
     with caplog.at_level(logging.WARNING):
-        fit_law(law, _split({"x": [1.0, 2.0]}, [1.0, 2.0]), restarts=2)
+        fit_split(law, _split({"x": [1.0, 2.0]}, [1.0, 2.0]), restarts=2)
     assert "underdetermined" in caplog.text
 
 
@@ -122,8 +122,8 @@ def test_huber_resists_an_outlier():
     y[20] += 50.0
     law = Law("a + b*x**p", {"x": "x"}, params={"a": 0.0, "b": 1.0, "p": {"init": 1.2, "bounds": [0.5, 2]}},
               target_names=["y"])
-    l2 = fit_law(law, _split({"x": x}, y), restarts=8).groups["all"].params
-    hub = fit_law(law, _split({"x": x}, y), restarts=8, loss="huber", huber_delta=0.1).groups["all"].params
+    l2 = fit_split(law, _split({"x": x}, y), restarts=8).groups["all"].params
+    hub = fit_split(law, _split({"x": x}, y), restarts=8, loss="huber", huber_delta=0.1).groups["all"].params
     assert abs(hub["b"] - 0.5) < 0.02 and abs(hub["b"] - 0.5) < abs(l2["b"] - 0.5)
 
 
@@ -132,5 +132,5 @@ def test_extra_starts_are_used():
     law, _ = ds.card.human_law()
     truth = {"g1": {"A": 40.0, "alpha": 0.45, "B": 30.0, "C": 1.2}, "g2": {"A": 15.0, "alpha": 0.35, "B": 12.0, "C": 0.9},
              "g3": {"A": 90.0, "alpha": 0.55, "B": 60.0, "C": 1.6}, "g4": {"A": 25.0, "alpha": 0.40, "B": 5.0, "C": 2.1}}
-    res = fit_law(law, ds.train, restarts=2, extra_starts=truth, max_iter=50)
+    res = fit_split(law, ds.train, restarts=2, extra_starts=truth, max_iter=50)
     assert all(g.status == "converged" for g in res.groups.values())

@@ -5,8 +5,8 @@ import sympy as sp
 import torch
 
 from lawforge.errors import LawError
-from lawforge.evaluators.expr import numpy_backend, parse_expression, torch_backend
-from lawforge.evaluators.law import Law, Param, law_from_text
+from lawforge.laws.expr import numpy_backend, parse_expression, torch_backend
+from lawforge.laws.law import Law, Param, law_from_text
 
 VARS = {"N": "N", "D": "D"}
 

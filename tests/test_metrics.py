@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from lawforge.errors import LawforgeError
-from lawforge.evaluators.metrics import compute_metrics
+from lawforge.laws.metrics import compute_metrics
 
 
 def test_single_target_hand_computed():

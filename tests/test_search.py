@@ -9,9 +9,10 @@ from lawforge.cli import main
 from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import Dataset, SealedDataset, TestAccessError, carve_validation, holdout_dataset
 from lawforge.search import space as S
-from lawforge.search.discover import discover, parse_budget
-from lawforge.evaluators.fit import predict
-from lawforge.search.native import SearchConfig
+from lawforge.runs.discover import discover
+from lawforge.search.settings import parse_budget
+from lawforge.fitting.lm import predict
+from lawforge.search.settings import SearchConfig
 
 N, D = sp.Symbol("N", real=True), sp.Symbol("D", real=True)
 
@@ -43,8 +44,8 @@ def test_canonical_gives_a_repeated_constant_one_parameter():
 
 def test_scale_parameters_start_at_the_data_scale_and_fit():
     from lawforge.datasets.loader import DataSplit
-    from lawforge.evaluators.fit import fit_law
-    from lawforge.evaluators.law import Law
+    from lawforge.fitting.lm import fit_split
+    from lawforge.laws.law import Law
 
     Pn = sp.Symbol("P", real=True)
     rng = np.random.default_rng(0)
@@ -64,8 +65,8 @@ def test_scale_parameters_start_at_the_data_scale_and_fit():
     assert "bounds" not in decay["p1"] and 1e-10 < decay["p1"]["init"] < 1e-8
 
     def fit_r2(law):
-        res = fit_law(law, split, restarts=6, seed=1, max_iter=60)
-        from lawforge.evaluators.fit import predict
+        res = fit_split(law, split, restarts=6, seed=1, max_iter=60)
+        from lawforge.fitting.lm import predict
 
         pred = predict(law, res.params(), split)[:, 0]
         return 1 - np.mean((pred - y) ** 2) / np.var(y)
@@ -159,7 +160,7 @@ def test_sealed_dataset_blocks_test_until_unsealed():
 
 
 def test_search_never_reads_a_test_row(monkeypatch, tmp_path):
-    import lawforge.search.discover as disc
+    import lawforge.runs.discover as disc
 
     state = {"searching": False, "test_reads_during_search": 0, "test_reads_after": 0}
     real_test = Dataset.test.fget
@@ -183,21 +184,21 @@ def test_search_never_reads_a_test_row(monkeypatch, tmp_path):
 
     monkeypatch.setattr(disc, "run_search", wrapped)
     ds = load_dataset("synthetic_chinchilla")
-    out = discover(ds, SearchConfig(max_evals=40, seed=0), tmp_path / "run")
+    out = discover(ds, SearchConfig.build(max_evals=40, seed=0), tmp_path / "run")
     assert state["test_reads_during_search"] == 0 and state["test_reads_after"] >= 1
     assert out["test_r2"] is not None
 
 
 def test_same_seed_and_eval_budget_give_the_same_law(tmp_path):
     ds = load_dataset("synthetic_multigroup")
-    a = discover(ds, SearchConfig(max_evals=70, seed=3), tmp_path / "a")
-    b = discover(ds, SearchConfig(max_evals=70, seed=3), tmp_path / "b")
+    a = discover(ds, SearchConfig.build(max_evals=70, seed=3), tmp_path / "a")
+    b = discover(ds, SearchConfig.build(max_evals=70, seed=3), tmp_path / "b")
     assert a["law"] == b["law"] and a["test_r2"] == b["test_r2"] and a["evaluations"] == 70
     la = [json.loads(l)["expr"] for l in open(tmp_path / "a" / "candidates.jsonl")]
     lb = [json.loads(l)["expr"] for l in open(tmp_path / "b" / "candidates.jsonl")]
     assert la == lb
     # worker processes fit in parallel but change nothing: the same candidates, scores and law
-    c = discover(ds, SearchConfig(max_evals=70, seed=3, workers=2), tmp_path / "c")
+    c = discover(ds, SearchConfig.build(max_evals=70, seed=3, workers=2), tmp_path / "c")
     assert c["law"] == a["law"] and c["test_r2"] == a["test_r2"]
     ra = [(r["expr"], r["val_nmse"]) for r in map(json.loads, open(tmp_path / "a" / "candidates.jsonl"))]
     rc = [(r["expr"], r["val_nmse"]) for r in map(json.loads, open(tmp_path / "c" / "candidates.jsonl"))]
@@ -220,7 +221,7 @@ def test_discover_cli_writes_the_run_folder(tmp_path, capsys):
     assert "latex" in law and law["params"]
     from lawforge.cli import usable_cores
 
-    assert json.loads((out / "config.json").read_text())["workers"] == usable_cores()  # default: every core
+    assert json.loads((out / "config.json").read_text())["settings"]["workers"] == usable_cores()  # default: every core
     capsys.readouterr()
     assert main(["discover", "synthetic_chinchilla", "--max-evals", "5", "--workers", "0"]) == 1
     assert "--workers must be at least 1, got 0" in capsys.readouterr().err
@@ -242,19 +243,20 @@ def test_parse_budget():
 
 
 def test_probe_marks_wild_extrapolation_unstable():
-    from lawforge.search.evaluate import EvalContext, evaluate, make_probe
+    from lawforge.search.candidates import CandidateContext, score_candidate
+    from lawforge.search.checks import make_probe
 
     ds = load_dataset("synthetic_chinchilla")
     fit, val = carve_validation(ds.train, ds.card)
-    from lawforge.search.evaluate import probe_stats
+    from lawforge.search.checks import probe_stats
 
     probe = make_probe(ds.train, "N")
     center, span = probe_stats(ds.train, probe)
-    ctx = EvalContext({"N": "N", "D": "D"}, ["loss"], fit, val, probe=probe, probe_center=center, probe_span=span)
+    ctx = CandidateContext({"N": "N", "D": "D"}, ["loss"], fit, val, probe=probe, probe_center=center, probe_span=span)
     assert ctx.probe.X["N"].min() > ds.train.X["N"].max()
-    good = evaluate("p0 + p1*N**(-p2) + p3*D**(-p4)", ctx)
+    good = score_candidate("p0 + p1*N**(-p2) + p3*D**(-p4)", ctx)
     assert good["status"] == "ok"
-    wild = evaluate("p0 + p1*log(N) + p2*log(N)**2 + p3*log(N)**3 + p4*log(N)**4 + p5*log(N)**5", ctx)
+    wild = score_candidate("p0 + p1*log(N) + p2*log(N)**2 + p3*log(N)**3 + p4*log(N)**4 + p5*log(N)**5", ctx)
     assert wild["status"] in ("unstable", "ok")
     if wild["status"] == "ok":  # a tame fit is allowed; a wild one is not
         assert wild["val_nmse"] is not None
@@ -383,13 +385,14 @@ def test_form_tree_roundtrip_is_exact():
 
 
 def test_trend_probe_rejects_forms_that_turn_against_the_trend():
-    from lawforge.evaluators.law import Law
-    from lawforge.search.evaluate import EvalContext, _stable, make_trend_probe, probe_stats
+    from lawforge.laws.law import Law
+    from lawforge.search.candidates import CandidateContext
+    from lawforge.search.checks import passes_checks as _stable, make_trend_probe, probe_stats
 
     ds = load_dataset("synthetic_chinchilla")
     s = SealedDataset(ds)
     trend = make_trend_probe(s.train, {"N": "decreasing", "D": "decreasing"})
-    ctx = EvalContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
+    ctx = CandidateContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
                       trend_span=probe_stats(s.train, trend[0])[1])
     law = Law("E + A/N**a + B/D**b + C*log(N)**2", {"N": "N", "D": "D"}, target_names=["loss"])
     falling = {g: {"E": 1.7, "A": 400.0, "a": 0.34, "B": 410.0, "b": 0.28, "C": 0.0} for g in s.train.group_names}
@@ -398,7 +401,7 @@ def test_trend_probe_rejects_forms_that_turn_against_the_trend():
     rising = {g: {**v, "C": 0.05} for g, v in falling.items()}
     assert not _stable(law, rising, ctx, [0])
     # without a declared trend the rising form passes
-    plain = EvalContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val)
+    plain = CandidateContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val)
     assert _stable(law, rising, plain, [0])
 
 
@@ -419,19 +422,19 @@ def test_cell_means_average_replicates_once_per_design_point():
 
 def test_replicates_setting_fits_design_points_once(tmp_path):
     import pandas as pd
-    from lawforge.search.discover import make_context
+    from lawforge.search.prepare import make_context
 
     ds = load_dataset("synthetic_chinchilla")
     df = ds._train_df
     doubled = Dataset(ds.card, pd.concat([df, df.iloc[:5]], ignore_index=True), ds._test_df, "test: replicates")
     sealed = SealedDataset(doubled)
-    rows = make_context(sealed, SearchConfig(replicates="rows"))
-    mean = make_context(sealed, SearchConfig(replicates="mean"))
+    rows = make_context(sealed, SearchConfig.build(replicates="rows"))
+    mean = make_context(sealed, SearchConfig.build(replicates="mean"))
     assert rows.fit.n + rows.val.n == doubled.train.n
     assert mean.fit.n + mean.val.n == ds.train.n
-    with pytest.raises(Exception, match="replicates must be"):
-        make_context(sealed, SearchConfig(replicates="median"))
-    out = discover(doubled, SearchConfig(max_evals=30, seed=0, replicates="mean"), tmp_path / "run", report=False)
+    with pytest.raises(Exception, match="validation.replicates must be one of"):
+        SearchConfig.build(replicates="median")
+    out = discover(doubled, SearchConfig.build(max_evals=30, seed=0, replicates="mean"), tmp_path / "run", report=False)
     assert out["test_r2"] is not None
 
 
@@ -439,19 +442,20 @@ def test_discover_cli_replicates_option_is_recorded(tmp_path):
     out = tmp_path / "run"
     assert main(["discover", "synthetic_chinchilla", "--max-evals", "20", "--replicates", "rows",
                  "--out", str(out), "--no-report", "--json"]) == 0
-    assert json.loads((out / "config.json").read_text())["replicates"] == "rows"
+    assert json.loads((out / "config.json").read_text())["settings"]["validation"]["replicates"] == "rows"
 
 
 def test_returns_check_rejects_gains_that_grow_beyond_the_data():
-    from lawforge.evaluators.law import Law
-    from lawforge.search.evaluate import EvalContext, _stable, make_trend_probe, probe_stats
+    from lawforge.laws.law import Law
+    from lawforge.search.candidates import CandidateContext
+    from lawforge.search.checks import passes_checks as _stable, make_trend_probe, probe_stats
 
     ds = load_dataset("synthetic_chinchilla")
     s = SealedDataset(ds)
     trend = make_trend_probe(s.train, {"N": "decreasing", "D": "decreasing"})
 
     def ctx(returns):
-        return EvalContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
+        return CandidateContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
                            trend_span=probe_stats(s.train, trend[0])[1], returns=returns)
 
     law = Law("E + A/N**a + B/D**b - C*log(N)**4", {"N": "N", "D": "D"}, target_names=["loss"])
@@ -463,13 +467,14 @@ def test_returns_check_rejects_gains_that_grow_beyond_the_data():
 
 
 def test_scale_starts_setting_reaches_the_context_and_old_runs_keep_unit_starts():
-    from lawforge.search.discover import config_of_run, make_context
+    from lawforge.search.prepare import make_context
+    from lawforge.search.settings import config_of_run
 
     ds = load_dataset("synthetic_chinchilla")
-    assert make_context(SealedDataset(ds), SearchConfig()).scale_starts is True
-    assert make_context(SealedDataset(ds), SearchConfig(scale_starts=False)).scale_starts is False
-    assert config_of_run({"seed": 3}).scale_starts is False  # a run from before the setting
-    assert config_of_run({"seed": 3, "scale_starts": True}).scale_starts is True
+    assert make_context(SealedDataset(ds), SearchConfig.build()).scale_starts is True
+    assert make_context(SealedDataset(ds), SearchConfig.build(scale_starts=False)).scale_starts is False
+    assert config_of_run({"seed": 3}).grammar.scale_starts is False  # a run from before the setting
+    assert config_of_run({"seed": 3, "scale_starts": True}).grammar.scale_starts is True
 
 
 def test_trend_with_hyperparameters_is_checked_on_each_cells_best_setting():
@@ -477,8 +482,9 @@ def test_trend_with_hyperparameters_is_checked_on_each_cells_best_setting():
     (the optimum moves); the trend holds for the best setting of each (N) cell, and a form whose
     best setting gets worse with N is still rejected."""
     from lawforge.datasets.loader import DataSplit
-    from lawforge.evaluators.law import Law
-    from lawforge.search.evaluate import EvalContext, _stable, make_trend_probe, probe_stats
+    from lawforge.laws.law import Law
+    from lawforge.search.candidates import CandidateContext
+    from lawforge.search.checks import passes_checks as _stable, make_trend_probe, probe_stats
 
     N, lr = np.meshgrid([1e7, 3e7, 1e8, 3e8], np.exp(np.linspace(-11, -3, 9)))
     N, lr = N.ravel(), lr.ravel()
@@ -490,7 +496,7 @@ def test_trend_with_hyperparameters_is_checked_on_each_cells_best_setting():
 
     def ctx(hyper):
         trend = make_trend_probe(train, {"N": "decreasing"}, hyper)
-        return EvalContext({"N": "N", "lr": "lr"}, ["loss"], train, train, trend=trend,
+        return CandidateContext({"N": "N", "lr": "lr"}, ["loss"], train, train, trend=trend,
                            trend_span=probe_stats(train, trend[0])[1])
 
     assert not _stable(law, shifting, ctx(()), [0])       # every row: the high-lr rows get worse with N
@@ -504,8 +510,9 @@ def test_cross_trend_checks_each_trend_at_the_points_pushed_along_another():
     into a penalty at larger N than the data holds passes the per-feature trend check (beyond the
     largest E, and along N) but not the cross check (along E, at N pushed x2 and x5)."""
     from lawforge.datasets.loader import DataSplit
-    from lawforge.evaluators.law import Law
-    from lawforge.search.evaluate import EvalContext, _stable, cross_trend_chains, make_trend_probe, probe_stats
+    from lawforge.laws.law import Law
+    from lawforge.search.candidates import CandidateContext
+    from lawforge.search.checks import passes_checks as _stable, cross_trend_chains, make_trend_probe, probe_stats
 
     N, E = np.meshgrid([1e7, 3e7, 1e8, 3e8], [1.0, 2.0, 4.0, 8.0])
     N, E = N.ravel(), E.ravel()
@@ -519,32 +526,32 @@ def test_cross_trend_checks_each_trend_at_the_points_pushed_along_another():
     trend = make_trend_probe(train, trends)
     chains = cross_trend_chains(trend, trends)
     assert len(chains) == 2                                                  # E along pushed N, N along pushed E
-    ctx = EvalContext({"N": "N", "E": "E"}, ["loss"], train, train, trend=trend,
+    ctx = CandidateContext({"N": "N", "E": "E"}, ["loss"], train, train, trend=trend,
                       trend_span=probe_stats(train, trend[0])[1])
     assert _stable(law, params, ctx, [0])
     assert not _stable(law, params, dataclasses.replace(ctx, cross_trend=chains), [0])
     good = {"all": {**params["all"], "N0": 1e12}}                            # E helps at every N probed
     assert _stable(law, good, dataclasses.replace(ctx, cross_trend=chains), [0])
     assert cross_trend_chains(make_trend_probe(train, {"N": "decreasing"}), {"N": "decreasing"}) is None
-    assert SearchConfig().cross_trend is False
+    assert SearchConfig.build().checks.trends_across_features is False
 
 
 def test_trend_best_setting_reaches_the_context_and_old_runs_check_every_row():
-    from lawforge.search.discover import config_of_run
+    from lawforge.search.settings import config_of_run
 
-    assert SearchConfig().trend_best is True
-    assert config_of_run({"seed": 1}).trend_best is False
+    assert SearchConfig.build().checks.trend_at_best_setting is True
+    assert config_of_run({"seed": 1}).checks.trend_at_best_setting is False
 
 
 def test_extrapolation_shift_is_small_for_a_law_the_data_pins_down():
     """A power law barely moves at the probe points when the validation carve joins its fit; a
     cubic in the logs, which bends freely beyond the data, moves far more."""
-    from lawforge.evaluators.law import Law
-    from lawforge.search.discover import final_train, make_context
-    from lawforge.search.evaluate import extrapolation_shift
+    from lawforge.laws.law import Law
+    from lawforge.search.prepare import final_train, make_context
+    from lawforge.search.choose import extrapolation_shift
 
     ds = load_dataset("synthetic_chinchilla")
-    s, cfg = SealedDataset(ds), SearchConfig()
+    s, cfg = SealedDataset(ds), SearchConfig.build()
     ctx, train = make_context(s, cfg), final_train(s, cfg)
     power = Law("E + A/N**a + B/D**b", dict(ds.card.variables), target_names=ds.card.target_columns,
                 params={"E": {"init": 1.5}, "A": {"init": 400}, "a": {"init": 0.3}, "B": {"init": 400},
@@ -559,24 +566,25 @@ def test_extrapolation_shift_is_small_for_a_law_the_data_pins_down():
 
 def test_select_setting_is_recorded_and_old_runs_choose_by_score(tmp_path):
     from lawforge.errors import ConfigError
-    from lawforge.search.discover import config_of_run
+    from lawforge.search.settings import config_of_run
 
     ds = load_dataset("synthetic_chinchilla")
-    out = discover(ds, SearchConfig(max_evals=40, seed=0), tmp_path / "stable", report=False)
-    assert out["select"] == "stable" and out["extrapolation_shift"] is not None
+    out = discover(ds, SearchConfig.build(max_evals=40, seed=0), tmp_path / "stable", report=False)
+    assert out["select"] == "shift" and out["extrapolation_shift"] is not None
     top = json.loads((tmp_path / "stable" / "top_laws.json").read_text())
     assert top[0]["chosen"] and all("extrapolation_shift" in t for t in top)
-    by_score = discover(ds, SearchConfig(max_evals=40, seed=0, select="score"), tmp_path / "score", report=False)
+    by_score = discover(ds, SearchConfig.build(max_evals=40, seed=0, select="score"), tmp_path / "score", report=False)
     assert by_score["select"] == "score" and by_score["extrapolation_shift"] is None
-    assert config_of_run({"seed": 0}).select == "score"
-    with pytest.raises(ConfigError, match="select must be"):
-        discover(ds, SearchConfig(max_evals=5, select="best"), tmp_path / "bad", report=False)
+    assert config_of_run({"seed": 0}).selection.rule == "score"
+    assert SearchConfig.build(select="stable").selection.rule == "shift"   # the rule's former name
+    with pytest.raises(ConfigError, match="selection.rule must be one of"):
+        SearchConfig.build(max_evals=5, select="best")
 
 
 def test_shift_is_measured_only_when_the_fit_part_spans_three_axis_values():
     from types import SimpleNamespace
 
-    from lawforge.search.discover import shift_measurable
+    from lawforge.search.choose import shift_measurable
 
     def ctx(values, probe=True):
         return SimpleNamespace(probe=object() if probe else None, fit=SimpleNamespace(X={"P": np.array(values)}))
@@ -593,8 +601,9 @@ def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
     stays smooth is not; ``between=false`` and runs recorded before the setting have none."""
     import pandas as pd
 
-    from lawforge.search.discover import config_of_run, make_context
-    from lawforge.search.evaluate import BETWEEN_TOL, _stable, make_between_probe
+    from lawforge.search.prepare import make_context
+    from lawforge.search.settings import config_of_run
+    from lawforge.search.checks import BETWEEN_TOL, make_between_probe, passes_checks as _stable
 
     rng = np.random.default_rng(0)
     rows = []
@@ -615,7 +624,7 @@ def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
     assert small.sum() == 6 + 7 and (~small).sum() == 3 + 7
     assert 0.8 in probe.X["r1"][small]  # "small" is probed where "large" was measured
 
-    ctx = make_context(sealed, SearchConfig())
+    ctx = make_context(sealed, SearchConfig.build())
     assert ctx.probe is not None and ctx.probe_tol == BETWEEN_TOL
     law = S.to_law(sp.sympify("p0 + p1/(r1 - p2)", locals={n: S.make_symbol(n) for n in ("p0", "p1", "p2", "r1")}),
                    {"r1": "r1", "r2": "r2"}, ["loss"])
@@ -625,8 +634,8 @@ def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
     assert _stable(law, tame, ctx, [0])
     # the pole sits between "small"'s points 0.1 and 0.3 and at "large"'s 0.2: the same check
     # without the probe (as before) would pass it
-    assert make_context(sealed, SearchConfig(between=False)).probe is None
-    assert config_of_run({"seed": 0}).between is False
+    assert make_context(sealed, SearchConfig.build(between=False)).probe is None
+    assert config_of_run({"seed": 0}).checks.sane_between_points is False
 
 
 def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_path):
@@ -636,8 +645,9 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
     fails here; ``domain=false`` and runs recorded before the setting have no such check."""
     import pandas as pd
 
-    from lawforge.search.discover import config_of_run, make_context
-    from lawforge.search.evaluate import _stable, make_domain_probe
+    from lawforge.search.prepare import make_context
+    from lawforge.search.settings import config_of_run
+    from lawforge.search.checks import passes_checks as _stable, make_domain_probe
 
     rows = []
     for g, mixes in [("small", [0.3, 0.4, 0.5, 0.6, 0.7]), ("large", [0.35, 0.45, 0.55, 0.65])]:
@@ -656,12 +666,12 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
                    {"r1": "r1", "r2": "r2"}, ["loss"])
     undefined = {g: {"p0": 2.7, "p1": -0.2} for g in ("small", "large")}  # log of a negative below r1 = 0.2
     defined = {g: {"p0": 2.0, "p1": 0.5} for g in ("small", "large")}
-    ctx = make_context(sealed, SearchConfig())
+    ctx = make_context(sealed, SearchConfig.build())
     assert ctx.domain is not None
     assert not _stable(law, undefined, ctx, [0]) and _stable(law, defined, ctx, [0])
-    off = make_context(sealed, SearchConfig(domain=False))
+    off = make_context(sealed, SearchConfig.build(domain=False))
     assert off.domain is None and _stable(law, undefined, off, [0])  # the between probe alone passes it
-    assert config_of_run({"seed": 0}).domain is False
+    assert config_of_run({"seed": 0}).checks.finite_on_domain is False
     # features that are not proportions: the box of their ranges
     from lawforge.datasets.loader import DataSplit
 

@@ -9,10 +9,11 @@ import sympy as sp
 from lawforge.datasets import load_dataset
 from lawforge.datasets.loader import DataSplit, SealedDataset
 from lawforge.errors import DatasetError
-from lawforge.evaluators.fit import fit_law, predict
+from lawforge.fitting.lm import fit_split, predict
 from lawforge.search import space as S
-from lawforge.search.discover import build_space, discover
-from lawforge.search.native import SearchConfig
+from lawforge.runs.discover import discover
+from lawforge.search.prepare import build_space
+from lawforge.search.settings import SearchConfig
 
 N = sp.Symbol("N", real=True)
 
@@ -48,11 +49,11 @@ def test_scope_is_searched_only_where_there_are_several_groups():
     assert build_space(SealedDataset(load_dataset("synthetic_multigroup"), 0)).grouped
     assert not build_space(SealedDataset(load_dataset("synthetic_chinchilla"), 0)).grouped
     # --set scope=false turns it off; a run recorded before the setting existed resumes without it
-    from lawforge.search.discover import config_of_run
+    from lawforge.search.settings import config_of_run
 
     multi = SealedDataset(load_dataset("synthetic_multigroup"), 0)
-    assert not build_space(multi, SearchConfig(scope=False)).grouped
-    assert config_of_run({"seed": 1}).scope is False and SearchConfig().scope is True
+    assert not build_space(multi, SearchConfig.build(scope=False)).grouped
+    assert config_of_run({"seed": 1}).grammar.shared_params is False and SearchConfig.build().grammar.shared_params is True
 
 
 def test_canonical_keeps_scopes_apart_and_merges_constants_by_scope():
@@ -85,7 +86,7 @@ def test_a_shared_exponent_is_fitted_once_across_groups():
     form = S.canonical(S.P(0) + S.P(1) * N ** (-S.SP(0)))
     law = S.to_law(form, {"N": "N"}, ["loss"], data=split)
     assert [p.name for p in law.params if p.shared] == ["s0"]
-    res = fit_law(law, split, restarts=6, seed=0, max_iter=200)
+    res = fit_split(law, split, restarts=6, seed=0, max_iter=200)
     params = res.params()
     alphas = {params[g]["s0"] for g in groups}
     assert len(alphas) == 1 and abs(abs(alphas.pop()) - 0.3) < 0.01  # canonical form may carry the sign
@@ -101,7 +102,7 @@ def test_parameter_limit_counts_shared_parameters():
 
 
 def test_human_law_seed_keeps_its_shared_parameters():
-    from lawforge.evaluators.law import Law
+    from lawforge.laws.law import Law
 
     law = Law({"loss": "E + A*N**(-alpha)"}, {"N": "N"}, {"E": 1.0, "A": 1.0, "alpha": {"init": 0.3, "shared": True}})
     form = S.from_law(law)
@@ -112,7 +113,7 @@ def test_human_law_seed_keeps_its_shared_parameters():
 
 def test_run_records_shared_parameters_and_searches_them(tmp_path):
     ds = load_dataset("synthetic_multigroup")
-    res = discover(ds, SearchConfig(max_evals=120, seed=0), tmp_path / "r")
+    res = discover(ds, SearchConfig.build(max_evals=120, seed=0), tmp_path / "r")
     rows = [json.loads(l) for l in open(tmp_path / "r" / "candidates.jsonl")]
     scoped = [r for r in rows if r["origin"] == "scope"]
     assert scoped and any(r["status"] == "ok" for r in scoped)

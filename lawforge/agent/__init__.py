@@ -1,1 +1,1 @@
-"""Reserved subpackage; see the project issues for what lands here."""
+"""The LLM proposer: forms from any OpenAI-compatible endpoint, behind the search's Proposer protocol."""

@@ -31,7 +31,9 @@ from typing import Any
 import sympy as sp
 
 from lawforge.errors import ConfigError, LawforgeError
+from lawforge.fileio import atomic_write
 from lawforge.search import space as S
+from lawforge.search.proposer import SearchView
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +164,7 @@ def law_to_form(item: Any, variables: list[str], param_limit: int | None, n_targ
     (fitted per group); those the item lists under ``"shared"`` become ``s0, s1, ...`` (one value
     for all groups) when ``shared_ok`` (the search's space shares parameters: 2..16 groups), and
     stay per group otherwise (with one group the two are the same law)."""
-    from lawforge.evaluators.expr import parse_expression
+    from lawforge.laws.expr import parse_expression
 
     if isinstance(item, str):
         item = {"expression": item}
@@ -208,18 +210,20 @@ RETRY_STATUSES = {408, 409, 429, 500, 502, 503, 504}
 class LLMProposer:
     """Asks the model for forms at the configured rate, within the ledger's budget."""
 
-    def __init__(self, cfg: LLMConfig, card, space: S.Space, run_dir: str | Path, ledger: Ledger | None = None):
+    def __init__(self, cfg: LLMConfig, card, space: S.Space, calls_log: str | Path, cache_dir: str | Path,
+                 ledger: Ledger | None = None):
+        """``calls_log``: the request log (JSON lines); ``cache_dir``: the reply cache, unless
+        ``cfg.cache_dir`` names another (both where the run folder says)."""
         self.cfg = cfg
         self.card = card
         self.space = space
-        self.run_dir = Path(run_dir)
         self.ledger = ledger or Ledger(cfg.max_calls, cfg.max_tokens, cfg.max_cost)
         self.pending: list[tuple[sp.Expr, str]] = []
         self.credit = 0.0
         self.failures: list[str] = []
         self.template = Template(Path(cfg.prompt_file).read_text() if cfg.prompt_file else default_prompt())
-        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else self.run_dir / "llm_cache"
-        self.log_path = self.run_dir / "llm_calls.jsonl"
+        self.cache_dir = Path(cfg.cache_dir) if cfg.cache_dir else Path(cache_dir)
+        self.log_path = Path(calls_log)
         self._client = None
 
     # -- state
@@ -231,8 +235,17 @@ class LLMProposer:
         self.ledger = Ledger.from_dict(ledger) if ledger else self.ledger
         self.pending = [(S.from_tree(t), o) for t, o in pending]
 
+    def state(self) -> dict:
+        return {"ledger": self.ledger.to_dict(), "llm_pending": [[S.to_tree(e), o] for e, o in self.pending]}
+
+    def usage(self) -> dict:
+        return self.ledger.to_dict()
+
+    def spend_text(self) -> str:
+        return self.ledger.spend_text()
+
     # -- prompt
-    def build_messages(self, engine, n: int) -> list[dict]:
+    def build_messages(self, view: SearchView, n: int) -> list[dict]:
         card = self.card
         var_lines = []
         for f in card.features:
@@ -241,13 +254,12 @@ class LLMProposer:
                 bits.append(f"unit {f.unit}")
             if f.role != "scale":
                 bits.append(f.role)
-            col = engine.ctx.fit.X[f.column]
-            bits.append(f"train range {col.min():.4g} to {col.max():.4g}")
+            lo, hi = view.ranges[f.column]
+            bits.append(f"train range {lo:.4g} to {hi:.4g}")
             var_lines.append("- " + ", ".join(bits))
         tgt = ", ".join(f"{t.column} ({t.description})" if t.description else t.column for t in card.targets)
-        ranked = sorted((m for m in engine.members if m.ok), key=lambda m: m.score(engine.cfg.parsimony))[:8]
-        best = "\n".join(f"- {sp.sstr(m.expr)}    (validation R2 {m.rec['val_r2']:.5f}, {m.rec['n_params']} params)"
-                         for m in ranked) or "- (none yet)"
+        best = "\n".join(f"- {sp.sstr(e)}    (validation R2 {r2:.5f}, {k} params)"
+                         for e, r2, k in view.best) or "- (none yet)"
         fails = "\n".join(f"- {f}" for f in self.failures[-6:]) or "- (none)"
         limit = f"at most {card.param_limit} parameters per group" if card.param_limit else "no parameter limit"
         sharing = ("A parameter may instead take one value shared by all groups: list its name under \"shared\", "
@@ -256,7 +268,7 @@ class LLMProposer:
         user = self.template.safe_substitute(
             dataset=card.name, description=card.description or card.name, variables="\n".join(var_lines),
             targets=tgt, param_limit=limit, best_laws=best, failures=fails, n=n, sharing=sharing,
-            groups=len(engine.ctx.fit.group_names))
+            groups=view.n_groups)
         return [{"role": "system", "content": "You propose scaling-law formulas. Answer with JSON only."},
                 {"role": "user", "content": user}]
 
@@ -266,7 +278,7 @@ class LLMProposer:
             try:
                 import openai
             except ImportError:
-                from lawforge.search.pysr_backend import MissingDependency
+                from lawforge.errors import MissingDependency
 
                 raise MissingDependency("LLM mutation needs the 'openai' package: pip install 'lawforge[llm]'") from None
             self._client = openai.OpenAI(base_url=self.cfg.base_url, api_key=os.environ.get("OPENAI_API_KEY") or "none",
@@ -288,9 +300,7 @@ class LLMProposer:
 
     def _store(self, h: str, reply: str, usage: dict) -> None:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.cache_dir / f"{h}.json.tmp"
-        tmp.write_text(json.dumps({"reply": reply, "usage": usage, "model": self.cfg.model}))
-        os.replace(tmp, self.cache_dir / f"{h}.json")
+        atomic_write(self.cache_dir / f"{h}.json", json.dumps({"reply": reply, "usage": usage, "model": self.cfg.model}))
 
     def complete(self, messages: list[dict]) -> str | None:
         """The reply text (from the cache or the endpoint, with retries), or None."""
@@ -347,16 +357,16 @@ class LLMProposer:
             time.sleep(min(self.cfg.max_backoff_s, self.cfg.backoff_s * 2 ** attempt))
         return None
 
-    def maybe_propose(self, engine) -> int:
+    def maybe_propose(self, view: SearchView) -> int:
         """Ask for about ``rate`` of a generation's proposals; queue the valid forms. Returns
         how many forms were queued."""
-        off = engine.cfg.offspring
+        off = view.offspring
         self.credit += self.cfg.rate * off
         n = int(math.floor(self.credit))
         if n < 1:
             return 0
         self.credit -= n
-        reply = self.complete(self.build_messages(engine, n))
+        reply = self.complete(self.build_messages(view, n))
         if reply is None:
             return 0
         variables = [v.symbol for v in self.space.vars]
@@ -375,7 +385,7 @@ class LLMProposer:
                 self.failures.append(f"{str(it)[:120]}: {exc}")
                 continue
             valid.append((form, "llm"))
-        admitted = engine.admit(valid)
+        admitted = view.admit(valid)
         self.ledger.laws_valid += len(valid)
         self.ledger.laws_invalid += invalid
         self._log({"model": self.cfg.model, "status": "parsed", "laws_valid": len(valid), "laws_invalid": invalid,

@@ -20,7 +20,7 @@ from lawforge.datasets.card import DatasetCard, parse_card
 from lawforge.datasets.loader import Dataset, load_dataset, validate_frame
 from lawforge.datasets.rules import parse_rule
 from lawforge.errors import DatasetError, did_you_mean
-from lawforge.evaluators.expr import looks_like_param
+from lawforge.laws.expr import looks_like_param
 
 
 def _symbol(column: str, taken: set[str]) -> str:
@@ -168,5 +168,6 @@ def frame_dataset(train: pd.DataFrame, test: pd.DataFrame | None, features: Sequ
     return ds
 
 
-def write_card(card: DatasetCard, path: str | Path) -> None:
-    Path(path).write_text(yaml.safe_dump(card.to_dict(), sort_keys=False))
+def card_yaml(card: DatasetCard) -> str:
+    """The card as YAML, readable by :func:`~lawforge.datasets.card.read_card`."""
+    return yaml.safe_dump(card.to_dict(), sort_keys=False)

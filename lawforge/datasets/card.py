@@ -10,8 +10,8 @@ from typing import Any, Mapping
 import yaml
 
 from lawforge.errors import DatasetError, did_you_mean
-from lawforge.evaluators.expr import looks_like_param
-from lawforge.evaluators.law import Law
+from lawforge.laws.expr import looks_like_param
+from lawforge.laws.law import Law
 
 _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
               "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
@@ -128,13 +128,40 @@ class DatasetCard:
 
 
 def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
+    """A card from its YAML mapping; every malformed part is a :class:`DatasetError` naming it."""
     where = str(path) if path else "card"
     _check_keys(raw, _CARD_KEYS, where)
     for k in ("name", "features", "targets", "split", "data"):
         if k not in raw:
             raise DatasetError(f"{where}: missing required key {k!r}")
+    feats = _parse_features(raw["features"] or [], where)
+    targets = _parse_targets(raw["targets"] or [], where)
+    split, data = _parse_split_and_data(raw["split"], raw["data"], where)
+    limit = raw.get("param_limit")
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise DatasetError(f"{where}: param_limit must be a positive integer or null, got {limit!r}")
+    humans = []
+    for i, h in enumerate(raw.get("human_laws") or []):
+        _check_keys(h, _HUMAN_KEYS, f"{where}: human_laws[{i}]")
+        if ("expr" in h) == ("targets" in h):
+            raise DatasetError(f"{where}: human_laws[{i}] needs exactly one of 'expr' or 'targets'")
+        humans.append(HumanLaw(str(h.get("name", f"human_{i}")), str(h.get("citation", "")),
+                               h.get("expr"), h.get("targets"), dict(h.get("where") or {}),
+                               dict(h.get("params") or {}), h.get("published")))
+    card = DatasetCard(
+        name=str(raw["name"]), description=str(raw.get("description", "")).strip(),
+        source=str(raw.get("source", "")).strip(), citation=str(raw.get("citation", "")).strip(),
+        features=feats, targets=targets, group=raw.get("group"), split=split, data=data,
+        param_limit=limit, validation=_parse_validation(raw.get("validation") or {}, feats, where), human_laws=humans,
+        provenance=str(raw.get("provenance", "")).strip(), notes=str(raw.get("notes", "")).strip(),
+        path=path)
+    _check_human_laws(card, where)
+    return card
+
+
+def _parse_features(raw: list, where: str) -> list[Feature]:
     feats = []
-    for i, f in enumerate(raw["features"] or []):
+    for i, f in enumerate(raw):
         if isinstance(f, str):
             f = {"column": f}
         _check_keys(f, _FEATURE_KEYS, f"{where}: features[{i}]")
@@ -159,8 +186,12 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
     syms = [f.symbol for f in feats]
     if len(set(syms)) != len(syms):
         raise DatasetError(f"{where}: duplicate feature symbols {syms}")
+    return feats
+
+
+def _parse_targets(raw: list, where: str) -> list[Target]:
     targets = []
-    for i, t in enumerate(raw["targets"] or []):
+    for i, t in enumerate(raw):
         if isinstance(t, str):
             t = {"column": t}
         _check_keys(t, _TARGET_KEYS, f"{where}: targets[{i}]")
@@ -170,14 +201,16 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
                               bool(t.get("higher_is_better", False))))
     if not targets:
         raise DatasetError(f"{where}: 'targets' is empty")
-    split = raw["split"]
+    return targets
+
+
+def _parse_split_and_data(split: Mapping, data: Mapping, where: str) -> tuple[dict, dict]:
     _check_keys(split, _SPLIT_KEYS, f"{where}: split")
     if "file" in split:
         if "test" not in split or "train" in split:
             raise DatasetError(f"{where}: split with 'file' needs a 'test' rule and no 'train' file")
     elif not ("train" in split and "test" in split):
         raise DatasetError(f"{where}: split needs 'train' and 'test' files, or 'file' and a 'test' rule")
-    data = raw["data"]
     _check_keys(data, _DATA_KEYS, f"{where}: data")
     src = data.get("source", "path")
     if src not in _DATA_SOURCES:
@@ -185,10 +218,11 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
                            f"{', '.join(sorted(_DATA_SOURCES))}")
     if src == "sldbench" and "task" not in data:
         raise DatasetError(f"{where}: data source 'sldbench' needs a 'task'")
-    limit = raw.get("param_limit")
-    if limit is not None and (not isinstance(limit, int) or limit < 1):
-        raise DatasetError(f"{where}: param_limit must be a positive integer or null, got {limit!r}")
-    val = raw.get("validation") or {}
+    return ({k: str(v) for k, v in split.items()},
+            {"source": src, **({"task": str(data["task"])} if "task" in data else {})})
+
+
+def _parse_validation(val: Mapping, feats: list[Feature], where: str) -> dict:
     _check_keys(val, _VALIDATION_KEYS, f"{where}: validation")
     frac = float(val.get("fraction", 0.2))
     if not 0 < frac < 1:
@@ -206,24 +240,12 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
     if combine not in ("all", "any"):
         raise DatasetError(f"{where}: validation combine must be 'all' (the corner of the axes) or 'any' "
                            f"(the union of each axis's top fraction), got {combine!r}")
-    humans = []
-    for i, h in enumerate(raw.get("human_laws") or []):
-        _check_keys(h, _HUMAN_KEYS, f"{where}: human_laws[{i}]")
-        if ("expr" in h) == ("targets" in h):
-            raise DatasetError(f"{where}: human_laws[{i}] needs exactly one of 'expr' or 'targets'")
-        humans.append(HumanLaw(str(h.get("name", f"human_{i}")), str(h.get("citation", "")),
-                               h.get("expr"), h.get("targets"), dict(h.get("where") or {}),
-                               dict(h.get("params") or {}), h.get("published")))
-    card = DatasetCard(
-        name=str(raw["name"]), description=str(raw.get("description", "")).strip(),
-        source=str(raw.get("source", "")).strip(), citation=str(raw.get("citation", "")).strip(),
-        features=feats, targets=targets, group=raw.get("group"), split={k: str(v) for k, v in split.items()},
-        data={"source": src, **({"task": str(data["task"])} if "task" in data else {})},
-        param_limit=limit, validation={"axis": axis, "fraction": frac, "combine": combine}, human_laws=humans,
-        provenance=str(raw.get("provenance", "")).strip(), notes=str(raw.get("notes", "")).strip(),
-        path=path)
-    # Check the human laws parse against the card's variables and limit now, not after a fit.
-    for h in humans:
+    return {"axis": axis, "fraction": frac, "combine": combine}
+
+
+def _check_human_laws(card: DatasetCard, where: str) -> None:
+    """The human laws parse against the card's variables and limit now, not after a fit."""
+    for h in card.human_laws:
         law, _ = card.human_law(h.name)
         if h.targets and set(h.targets) - set(card.target_columns):
             raise DatasetError(f"{where}: human law {h.name!r} names unknown targets "
@@ -231,7 +253,6 @@ def parse_card(raw: Mapping[str, Any], path: Path | None = None) -> DatasetCard:
         if card.param_limit is not None and law.n_params > card.param_limit:
             raise DatasetError(f"{where}: human law {h.name!r} has {law.n_params} parameters, above "
                                f"the card's limit {card.param_limit}")
-    return card
 
 
 def read_card(path: str | Path) -> DatasetCard:

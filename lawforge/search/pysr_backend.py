@@ -15,17 +15,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from lawforge.errors import LawError, LawforgeError
-from lawforge.evaluators.law import Law
+from lawforge.errors import LawError, LawforgeError, MissingDependency
+from lawforge.laws.law import Law
 
 INSTALL_HINT = ("install Julia (https://julialang.org/downloads, e.g. juliaup) and then "
                 "'pip install \"lawforge[pysr]\"'")
-
-
-class MissingDependency(LawforgeError):
-    """An optional dependency is not installed; the CLI exits with code 2."""
-
-    exit_code = 2
 
 
 def require_pysr():
@@ -221,7 +215,7 @@ def pysr_candidates(sealed, cfg) -> list[tuple[Law, dict]]:  # pragma: no cover 
     model = pysr.PySRRegressor(expression_spec=spec, binary_operators=["+", "-", "*", "/", "^"],
                                unary_operators=["exp", "log"], maxsize=25, niterations=40,
                                random_state=cfg.seed, deterministic=True, parallelism="serial",
-                               timeout_in_seconds=cfg.budget_s)
+                               timeout_in_seconds=cfg.budget.seconds)
     model.fit(X, sealed.fit.y[:, 0])
     out = []
     var_map = {n: f for n, f in zip(names, feats)}

@@ -16,9 +16,9 @@ from typing import Callable, Sequence
 import numpy as np
 import sympy as sp
 
-from lawforge.evaluators.expr import looks_like_param, make_symbol
+from lawforge.laws.expr import looks_like_param, make_symbol
 from lawforge.errors import LawError
-from lawforge.evaluators.law import Law
+from lawforge.laws.law import Law
 
 PARAM_PREFIX = "p"
 SHARED_PREFIX = "s"
@@ -496,7 +496,7 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
 
 def _eval_np(e: sp.Expr, data, variables: dict[str, str]):
     """A parameter-free form's values on a split's columns (the project's compiled evaluator)."""
-    from lawforge.evaluators.expr import compile_exprs, numpy_backend
+    from lawforge.laws.expr import compile_exprs, numpy_backend
 
     names = sorted(s.name for s in e.free_symbols)
     env = {n: np.asarray(data.X[variables[n]], dtype=np.float64) for n in names}

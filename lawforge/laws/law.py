@@ -11,7 +11,7 @@ import numpy as np
 import sympy as sp
 
 from lawforge.errors import LawError, did_you_mean
-from lawforge.evaluators.expr import (FUNCTIONS, Program, compile_exprs, make_symbol,
+from lawforge.laws.expr import (FUNCTIONS, Program, compile_exprs, make_symbol,
                                       numpy_backend, parse_expression)
 
 _PARAM_KEYS = {"init", "lower", "upper", "bounds", "shared", "scale"}
@@ -275,7 +275,7 @@ class Law:
         to the ones given here. Gradients flow to tensor inputs and parameters."""
         import torch
 
-        from lawforge.evaluators.expr import torch_backend
+        from lawforge.laws.expr import torch_backend
 
         prog, bound = self.value_program, dict(params or {})
 

@@ -13,19 +13,21 @@
   LLM forms) atomically, then the run stops (budget, interrupted, exhausted) or continues.
 
 The graph state holds the population (member keys), the budget ledger and the RNG state; the
-heavy objects (sympy forms, the worker pool) stay in the :class:`~lawforge.search.native.Engine`.
+heavy objects (sympy forms, the worker pool) stay in the :class:`~lawforge.search.engine.Engine`.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, TypedDict
+from typing import TYPE_CHECKING, Any, Callable, TypedDict
 
-from lawforge.search import space as S
+if TYPE_CHECKING:  # pragma: no cover
+    from lawforge.search.proposer import Proposer
+
 
 RECURSION_LIMIT = 10**9
 
 
-class CampaignState(TypedDict, total=False):
+class SearchState(TypedDict, total=False):
     generation: int
     evaluations: int
     population: list[str]
@@ -42,10 +44,10 @@ def _best(engine) -> float | None:
     ok = [m for m in engine.population if m.ok]
     if not ok:
         return None
-    return min(ok, key=lambda m: m.score(engine.cfg.parsimony)).rec["val_r2"]
+    return min(ok, key=lambda m: m.score(engine.cfg.evolution.parsimony)).rec["val_r2"]
 
 
-def build_graph(engine, llm=None, checkpoint: Callable[[dict], None] | None = None,
+def build_graph(engine, llm: "Proposer | None" = None, checkpoint: Callable[[dict], None] | None = None,
                 on_generation: Callable[..., None] | None = None):
     from langgraph.graph import END, START, StateGraph
 
@@ -55,53 +57,52 @@ def build_graph(engine, llm=None, checkpoint: Callable[[dict], None] | None = No
     def snapshot(**extra) -> dict:
         st = engine.state_dict()
         return {"generation": st["generation"], "evaluations": st["evaluations"], "population": st["population"],
-                "rng_state": st["rng"], "ledger": llm.ledger.to_dict() if llm else {},
-                "llm_pending": [[S.to_tree(e), o] for e, o in llm.pending] if llm else [],
+                "rng_state": st["rng"], **(llm.state() if llm else {"ledger": {}, "llm_pending": []}),
                 "best_val_r2": _best(engine), "engine": st, **extra}
 
-    def seed(state: CampaignState) -> dict:
+    def seed(state: SearchState) -> dict:
         engine.seed_population()
         return snapshot()
 
-    def propose(state: CampaignState) -> dict:
+    def propose(state: SearchState) -> dict:
         pending.clear()
         extra = engine.admit(llm.take_pending()) if llm else []
         pending.extend(extra)
-        pending.extend(engine.propose(max(0, engine.cfg.offspring - len(extra))))
+        pending.extend(engine.propose(max(0, engine.cfg.evolution.offspring - len(extra))))
         if not pending:
             return {"stopped": "exhausted"}
         return {}
 
-    def evaluate(state: CampaignState) -> dict:
-        new_members[:] = engine.evaluate(list(pending))
+    def evaluate(state: SearchState) -> dict:
+        new_members[:] = engine.fit_and_score(list(pending))
         pending.clear()
         return {"evaluations": engine.evals}
 
-    def select(state: CampaignState) -> dict:
+    def select(state: SearchState) -> dict:
         engine.select(list(new_members))
         if on_generation:
             on_generation(engine.generation, engine.population, engine.evals, engine.elapsed())
         return {"generation": engine.generation, "best_val_r2": _best(engine)}
 
-    def ask_llm(state: CampaignState) -> dict:
+    def ask_llm(state: SearchState) -> dict:
         if llm is not None and engine.out_of_budget() is None:
-            llm.maybe_propose(engine)
+            llm.maybe_propose(engine.view())
         return {}
 
-    def save(state: CampaignState) -> dict:
+    def save(state: SearchState) -> dict:
         stopped = state.get("stopped") or engine.out_of_budget()
         snap = snapshot(stopped=stopped)
         if checkpoint:
             checkpoint(snap)
         return snap
 
-    def route_start(state: CampaignState) -> str:
+    def route_start(state: SearchState) -> str:
         return "checkpoint" if state.get("resumed") else "seed"
 
-    def route(state: CampaignState) -> str:
+    def route(state: SearchState) -> str:
         return "stop" if state.get("stopped") else "continue"
 
-    g = StateGraph(CampaignState)
+    g = StateGraph(SearchState)
     g.add_node("seed", seed)
     g.add_node("propose", propose)
     g.add_node("evaluate", evaluate)
@@ -118,7 +119,7 @@ def build_graph(engine, llm=None, checkpoint: Callable[[dict], None] | None = No
     return g.compile()
 
 
-def run_campaign_graph(engine, on_generation=None, llm=None, checkpoint=None, resumed: bool = False):
+def run_search_graph(engine, on_generation=None, llm=None, checkpoint=None, resumed: bool = False):
     """Run the graph to the end; return the engine's :class:`SearchResult`."""
     app = build_graph(engine, llm, checkpoint, on_generation)
     final = app.invoke({"resumed": resumed, "stopped": None}, config={"recursion_limit": RECURSION_LIMIT})

@@ -1,53 +1,22 @@
-"""Fitting and scoring one candidate form on the fit/validation splits (never on test)."""
+"""Checks a fitted candidate must pass beyond the data (train features only, never test).
+
+The probe builders make feature-only point sets once per run: beyond the train range along the
+scale axis (:func:`make_probe`), along each feature with a declared trend
+(:func:`make_trend_probe`, :func:`cross_trend_chains`), between and across the measured points of
+mixture-type data (:func:`make_between_probe`) and over their whole feature domain
+(:func:`make_domain_probe`). :func:`passes_checks` tells whether a fitted law behaves there.
+"""
 
 from __future__ import annotations
 
-import logging
-import zlib
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from lawforge.errors import LawforgeError
-from lawforge.evaluators.fit import fit_law, predict
-from lawforge.evaluators.metrics import compute_metrics
-from lawforge.search.space import complexity, to_law
+from lawforge.fitting.lm import predict
 
-log = logging.getLogger(__name__)
-
-STATUSES = ("ok", "nan", "unstable", "failed", "error", "invalid")
-
-
-@dataclass
-class EvalContext:
-    """What a worker needs to score candidates: variables, targets, and the two train parts."""
-
-    variables: dict[str, str]
-    targets: list[str]
-    fit: Any       # DataSplit
-    val: Any       # DataSplit
-    restarts: int = 6
-    max_iter: int = 60
-    device: str = "cpu"
-    probe: Any = None          # DataSplit of extrapolation probe points (features only), or None
-    probe_tol: float = 2.0     # allowed |prediction - group mean| in units of the group's y range
-    probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
-    probe_span: Any = None     # (n_probe, d) train range of each probe row's group
-    folds: Any = None          # extra (fit, val) rolling-origin folds; val NMSE is averaged over all
-    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2, gap1, gap2, cells)]) from make_trend_probe, or None
-    trend_tol: float = 0.02    # allowed move against the trend, in units of the group's y range
-    trend_span: Any = None     # (n_trend, d) train range of each trend row's group
-    returns: bool = False      # along trend features, the gain per log-step must not grow beyond the data
-    returns_tol: float = 0.1   # allowed relative growth of that gain
-    scale_starts: bool = True  # scale parameters start at the fit data's scale (space.scale_specs)
-    cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
-    domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
-
-    @property
-    def checks(self) -> bool:
-        """Whether a fitted law must pass :func:`_stable` (some probe is set)."""
-        return self.probe is not None or self.trend is not None or self.domain is not None
+if TYPE_CHECKING:  # pragma: no cover
+    from lawforge.search.candidates import CandidateContext
 
 
 def probe_stats(train, probe):
@@ -252,75 +221,7 @@ def _slice_columns(split, cols, slices):
     return out
 
 
-def evaluate(expr_text: str, ctx: EvalContext, inits: dict[str, float] | None = None) -> dict:
-    """Fit ``expr_text`` on ``ctx.fit`` and score it on ``ctx.val``.
-
-    Returns a record with a typed ``status``: ``ok`` (finite validation predictions), ``nan``
-    (the fit worked but validation predictions are not finite), ``failed`` (every restart of
-    some group diverged), ``error`` (an exception while fitting) or ``invalid`` (not a law).
-    Failed candidates carry no made-up score (``val_nmse`` is None).
-    """
-    from lawforge.evaluators.expr import parse_expression
-
-    rec: dict[str, Any] = {"expr": expr_text, "status": "invalid", "val_r2": None, "val_nmse": None,
-                           "fit_r2": None, "n_params": None, "complexity": None, "params": None}
-    try:
-        expr = parse_expression(expr_text, None, what="candidate")
-        law = to_law(expr, ctx.variables, ctx.targets, inits=inits, data=ctx.fit if ctx.scale_starts else None)
-        rec["n_params"] = law.n_params
-        rec["complexity"] = complexity(expr)
-    except LawforgeError as exc:
-        rec["error"] = str(exc)
-        return rec
-    seed = zlib.crc32(expr_text.encode())
-    try:
-        res = fit_law(law, ctx.fit, restarts=ctx.restarts, seed=seed, max_iter=ctx.max_iter, device=ctx.device)
-    except (LawforgeError, RuntimeError, ValueError, ArithmeticError) as exc:
-        rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
-        return rec
-    if not res.ok:
-        rec["status"] = "failed"
-        return rec
-    params = res.params()
-    rec["params"] = params
-    tcols = [ctx.val.target_columns.index(t) for t in law.target_names]
-    with np.errstate(all="ignore"):
-        pv = predict(law, params, ctx.val)
-        pf = predict(law, params, ctx.fit)
-    mv = compute_metrics(ctx.val.y[:, tcols], pv)
-    if mv.status != "ok":
-        rec["status"] = "nan"
-        return rec
-    if ctx.checks and not _stable(law, params, ctx, tcols):
-        rec["status"] = "unstable"
-        return rec
-    mf = compute_metrics(ctx.fit.y[:, tcols], pf)
-    nmse = [mv.nmse]
-    for fit2, val2 in ctx.folds or []:
-        nmse.append(_fold_nmse(law, fit2, val2, tcols, ctx, seed, mv.nmse))
-    val_nmse = float(np.mean(nmse))
-    rec.update(status="ok", val_r2=1.0 - val_nmse, val_nmse=val_nmse, val_nmae=mv.nmae,
-               fit_r2=mf.r2_raw if mf.status == "ok" else None)
-    if len(nmse) > 1:
-        rec["fold_nmse"] = [float(x) for x in nmse]
-    return rec
-
-
-def _fold_nmse(law, fit, val, tcols, ctx: EvalContext, seed: int, primary: float) -> float:
-    """Validation NMSE of ``law`` refit on an extra fold; a fold it cannot fit or predict
-    counts as at least as bad as predicting the mean (NMSE 1)."""
-    try:
-        res = fit_law(law, fit, restarts=ctx.restarts, seed=seed, max_iter=ctx.max_iter, device=ctx.device)
-    except (LawforgeError, RuntimeError, ValueError, ArithmeticError):
-        return max(1.0, primary)
-    if not res.ok:
-        return max(1.0, primary)
-    with np.errstate(all="ignore"):
-        m = compute_metrics(val.y[:, tcols], predict(law, res.params(), val))
-    return m.nmse if m.status == "ok" and np.isfinite(m.nmse) else max(1.0, primary)
-
-
-def _stable(law, params, ctx: EvalContext, tcols) -> bool:
+def passes_checks(law, params, ctx: "CandidateContext", tcols) -> bool:
     """Predictions at the probe points are finite and within ``probe_tol`` group-ranges of the
     group's observed train mean; along features with a known trend they do not move against it
     (beyond ``trend_tol`` group-ranges); over the feature domain (``ctx.domain``) they are finite."""
@@ -368,47 +269,3 @@ def _stable(law, params, ctx: EvalContext, tcols) -> bool:
     return True
 
 
-def extrapolation_shift(law, ctx: EvalContext, train, restarts: int = 16) -> float | None:
-    """How much ``law``'s extrapolation moves when its largest-scale train rows are added: the
-    law is fitted on ``ctx.fit`` (train without the validation carve) and on ``train``, and the
-    two fits' predictions at the probe points (beyond the train range along the scale axis) are
-    compared, as the mean squared difference in units of each probe row's group range. A form
-    whose long-range prediction is pinned down by the data moves little; one that bends freely
-    beyond the data moves a lot. None when the context has no probe points or either fit fails
-    or predicts non-finite values. Train features and targets only."""
-    if ctx.probe is None:
-        return None
-    preds = []
-    for split in (ctx.fit, train):
-        try:
-            fit = fit_law(law, split, restarts=restarts, seed=0, device=ctx.device)
-        except (LawforgeError, RuntimeError, ValueError, ArithmeticError):
-            return None
-        if not fit.ok:
-            return None
-        with np.errstate(all="ignore"):
-            preds.append(predict(law, fit.params(), ctx.probe))
-    if not all(np.all(np.isfinite(p)) for p in preds):
-        return None
-    d = preds[0].shape[1]
-    tcols = [ctx.fit.target_columns.index(t) for t in law.target_names][:d]
-    return float(np.mean(((preds[0] - preds[1]) / ctx.probe_span[:, tcols]) ** 2))
-
-
-def stable_order(members: list, scores: list[float], law_of, ctx: EvalContext, train, k: int = 20,
-                 within: float = 2.0) -> tuple[list, dict]:
-    """``members`` (ranked by validation score, ``scores``, lower is better) with those of the
-    first ``k`` whose score is within ``within`` times the best re-ranked by their
-    :func:`extrapolation_shift`, smallest first; the forms whose shift cannot be measured follow
-    them in score order, then the rest. Returns the order and the shifts by position in
-    ``members``."""
-    shifts = {}
-    for i, m in enumerate(members[:k]):
-        if not scores[i] <= within * scores[0]:
-            continue
-        s = extrapolation_shift(law_of(m), ctx, train)
-        if s is not None:
-            shifts[i] = s
-    head = sorted(shifts, key=lambda i: shifts[i])
-    rest = [i for i in range(len(members)) if i not in shifts]
-    return [members[i] for i in head + rest], shifts

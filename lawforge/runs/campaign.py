@@ -7,12 +7,15 @@ from __future__ import annotations
 import concurrent.futures as cf
 import csv
 import datetime as _dt
+import io
 import multiprocessing as mp
-import os
+import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
+
+from lawforge.fileio import atomic_write
 
 COLUMNS = ["dataset", "seed", "status", "test_r2", "val_r2", "n_params", "evaluations", "seconds", "wall_s", "llm_calls",
            "llm_tokens", "llm_cost", "law", "run_dir"]
@@ -29,10 +32,8 @@ def _one(job: dict) -> dict:
     from lawforge.agent.llm import LLMConfig
     from lawforge.datasets import load_dataset
     from lawforge.errors import LawforgeError
-    from lawforge.search.discover import discover
-    from lawforge.search.native import SearchConfig
-
-    import time
+    from lawforge.runs.discover import discover
+    from lawforge.search.settings import SearchConfig
 
     row: dict[str, Any] = {"dataset": job["dataset"], "seed": job["seed"], "run_dir": job["out"]}
     t0 = time.perf_counter()
@@ -42,10 +43,11 @@ def _one(job: dict) -> dict:
             from lawforge.datasets.loader import holdout_dataset
 
             ds = holdout_dataset(ds)
-        cfg = SearchConfig(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1,
-                           **(job.get("search") or {}))
+        cfg = SearchConfig.build(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1,
+                                 **(job.get("search") or {}))
         llm = LLMConfig(**job["llm"]) if job.get("llm") else None
-        s = discover(ds, cfg, job["out"], data_dir=job["data_dir"], llm=llm, report=job.get("report", True))
+        s = discover(ds, cfg, job["out"], data_dir=job["data_dir"], llm=llm, report=job.get("report", True),
+                     hooks=job.get("hooks") or ())
     except LawforgeError as exc:
         row.update(status=f"error: {exc}")
         return row
@@ -64,20 +66,21 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
                  max_evals: int | None = None, data_dir: str | None = None, llm=None, workers: int | None = None,
                  report: bool = True, on_row: Callable[[dict], None] | None = None,
                  inner: bool = False, search: dict | None = None, seed_start: int = 0,
-                 budgets: dict[str, float] | None = None) -> dict[str, Any]:
+                 budgets: dict[str, float] | None = None, hooks: Sequence[Callable] = ()) -> dict[str, Any]:
     """One discovery per (dataset, seed), ``workers`` side by side. ``inner=True`` runs each on
     its inner holdout (:func:`lawforge.datasets.loader.holdout_dataset`: train's largest-scale
     rows play the test split), for comparing search settings without the real test split.
-    ``search`` overrides :class:`~lawforge.search.native.SearchConfig` fields in every run;
-    ``budgets`` (dataset -> seconds) overrides ``budget_s`` for the datasets it names."""
+    ``search`` overrides search settings (:mod:`lawforge.search.settings`, dotted or short
+    names) in every run; ``budgets`` (dataset -> seconds) overrides ``budget_s`` for the datasets
+    it names; ``hooks`` write each run's outputs (module-level functions: they travel to the
+    worker processes)."""
     from lawforge.errors import ConfigError
     from lawforge.search import usable_cores
-    from lawforge.search.native import SETTABLE_EXCLUDED, SearchConfig
+    from lawforge.search.settings import NOT_SETTABLE, resolve_key
 
-    settable = [k for k in SearchConfig.__dataclass_fields__ if k not in SETTABLE_EXCLUDED]
-    bad = [k for k in (search or {}) if k not in settable]
-    if bad:
-        raise ConfigError(f"search setting {bad[0]!r} is unknown or set elsewhere; settable: {', '.join(settable)}")
+    for k in search or {}:
+        if ".".join(resolve_key(k)) in NOT_SETTABLE:
+            raise ConfigError(f"search setting {k!r} is set by the campaign itself, not as a setting")
     out = Path(out_dir) if out_dir else Path("runs") / f"campaign-{_dt.datetime.now().strftime('%Y%m%d-%H%M%S')}"
     out.mkdir(parents=True, exist_ok=True)
     unknown = [d for d in (budgets or {}) if d not in datasets]
@@ -87,7 +90,7 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
     jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir,
              "budget_s": budgets.get(d, budget_s),
              "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report, "inner": inner,
-             "search": search}
+             "search": search, "hooks": list(hooks)}
             for d in datasets for s in range(seed_start, seed_start + seeds)]
     workers = max(1, min(workers or usable_cores(), len(jobs)))
     rows: list[dict] = []
@@ -111,14 +114,15 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
 
 
 def write_leaderboard(out: Path, rows: list[dict]) -> None:
+    """``leaderboard.csv`` and ``leaderboard.md`` of the rows so far (datasets x seeds, then the
+    mean and best test R² per dataset), each written atomically."""
     rows = sorted(rows, key=lambda r: (r["dataset"], r["seed"]))
-    tmp = out / "leaderboard.csv.tmp"
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r)
-    os.replace(tmp, out / "leaderboard.csv")
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, COLUMNS, extrasaction="ignore", lineterminator="\r\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow(r)
+    atomic_write(out / "leaderboard.csv", buf.getvalue())
 
     def f4(x):
         return "-" if x is None else f"{x:.4f}"
@@ -143,6 +147,4 @@ def write_leaderboard(out: Path, rows: list[dict]) -> None:
             lines.append(f"| {d} | {len(v)} | {np.mean(v):.4f} | {np.max(v):.4f} |")
         means = [np.mean(v) for v in by.values()]
         lines.append(f"| **mean over datasets** | | {np.mean(means):.4f} | {np.mean([np.max(v) for v in by.values()]):.4f} |")
-    tmp = out / "leaderboard.md.tmp"
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, out / "leaderboard.md")
+    atomic_write(out / "leaderboard.md", "\n".join(lines) + "\n")

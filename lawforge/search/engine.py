@@ -12,75 +12,12 @@ import sympy as sp
 
 from lawforge.errors import LawforgeError
 from lawforge.search import space as S
-from lawforge.search.evaluate import EvalContext, evaluate
+from lawforge.search.candidates import CandidateContext
+from lawforge.search.proposer import SearchView
+from lawforge.search.pool import CandidatePool, single_thread_torch
+from lawforge.search.settings import SearchConfig
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SearchConfig:
-    max_evals: int | None = 600
-    budget_s: float | None = None
-    seed: int = 0
-    population: int = 32
-    offspring: int = 32
-    tournament: int = 3
-    crossover_rate: float = 0.2
-    parsimony: float = 0.02          # score = val NMSE * (1 + parsimony * complexity)
-    restarts: int = 12               # fit restarts per candidate (6 misjudged ~1 in 5 forms on moe and lr_bsz)
-    max_iter: int = 60
-    workers: int = 1
-    val_folds: int = 2               # validation folds along the scale axis (rolling origin)
-    trend: bool = True               # reject forms that move against the card's feature trends
-    returns: bool = False            # reject forms whose gain along a trend grows beyond the data
-    cross_trend: bool = False        # each feature's trend must also hold at the points pushed along another
-    replicates: str = "mean"         # "mean": replicate rows (same group and features) count once; "rows": every row
-    scale_starts: bool = True        # scale parameters start at the data's scale (space.scale_specs)
-    trend_best: bool = True          # with hyperparameter features, the trend holds for each cell's best setting
-    select: str = "stable"           # final choice: "stable" (top 20 by score re-ranked by extrapolation shift) or "score"
-    scope: bool = True               # search shared-vs-per-group parameters (2..MAX_SHARED_GROUPS groups)
-    between: bool = True             # no scale axis: laws must stay sane between/across the measured points
-    domain: bool = True              # no scale axis: laws must be finite over the whole feature domain (simplex or box)
-
-
-#: SearchConfig fields a campaign or the benchmark may override (``--set KEY=VALUE``)
-SETTABLE_EXCLUDED = ("seed", "workers", "budget_s", "max_evals")
-
-
-def parse_settings(pairs: list[str]) -> dict:
-    """``["scope=false", "select=score", "val_folds=1"]`` -> typed SearchConfig overrides. The
-    value is read by the field's type: booleans as true/false/1/0/yes/no, numbers as numbers,
-    strings as they are (a JSON-quoted string such as ``'"rows"'`` is also accepted). An unknown
-    key or a value of the wrong type is a :class:`~lawforge.errors.ConfigError` naming it."""
-    import json
-
-    from lawforge.errors import ConfigError
-
-    fields = {k: f for k, f in SearchConfig.__dataclass_fields__.items() if k not in SETTABLE_EXCLUDED}
-    out: dict = {}
-    for kv in pairs:
-        key, sep, raw = kv.partition("=")
-        key, raw = key.strip(), raw.strip()
-        if not sep or not key:
-            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE, e.g. --set scope=false")
-        if key not in fields:
-            raise ConfigError(f"--set {kv!r}: unknown search setting {key!r}; settable: {', '.join(fields)}")
-        kind = str(fields[key].type)
-        try:
-            if kind.startswith("bool"):
-                low = raw.lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError
-                out[key] = low in ("true", "1", "yes")
-            elif kind.startswith("int"):
-                out[key] = int(raw)
-            elif kind.startswith("float"):
-                out[key] = float(raw)
-            else:
-                out[key] = json.loads(raw) if raw.startswith('"') else raw
-        except (ValueError, json.JSONDecodeError):
-            raise ConfigError(f"--set {kv!r}: {raw!r} is not a valid {kind} for {key!r}") from None
-    return out
 
 
 @dataclass
@@ -121,60 +58,18 @@ def pareto_front(members: list[Member]) -> list[Member]:
     return front
 
 
-class _Pool:
-    """Evaluates candidates in order, in this process or in worker processes."""
-
-    def __init__(self, ctx: EvalContext, workers: int):
-        self.ctx = ctx
-        self.ex = None
-        if workers > 1:
-            import concurrent.futures as cf
-            import multiprocessing as mp
-
-            self.ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(ctx,))
-
-    def map(self, texts: list[str]) -> list[dict]:
-        if self.ex is None:
-            return [evaluate(t, self.ctx) for t in texts]
-        return list(self.ex.map(_eval_in_worker, texts, chunksize=max(1, len(texts) // 8)))
-
-    def close(self):
-        if self.ex is not None:
-            self.ex.shutdown(cancel_futures=True)
-
-
-_CTX: EvalContext | None = None
-
-
-def _init_worker(ctx: EvalContext) -> None:
-    global _CTX
-    import signal
-
-    import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it finishes the step
-
-    torch.set_num_threads(1)
-    _CTX = ctx
-
-
-def _eval_in_worker(text: str) -> dict:
-    return evaluate(text, _CTX)
-
-
 class Engine:
     """The evolutionary search as explicit steps over explicit state (for the campaign graph).
 
     ``seed_population`` evaluates the seeds; each generation is ``propose`` (children from the
-    population, with the RNG), ``evaluate`` (fit and score, in order) and ``select``. The whole
+    population, with the RNG), ``fit_and_score`` (in order) and ``select``. The whole
     state (members, population, RNG, counters) can be saved with :meth:`state_dict` after any
     generation and restored with :meth:`restore`; ``cache`` holds results evaluated after the
     last checkpoint (read back from the candidate log), which are reused, not refit, when the
     resumed search proposes them again.
     """
 
-    def __init__(self, space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
+    def __init__(self, space: S.Space, ctx: CandidateContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
                  on_eval: Callable[[Member], None] | None = None,
                  should_stop: Callable[[], bool] | None = None):
         self.space, self.ctx, self.cfg = space, ctx, cfg
@@ -188,7 +83,7 @@ class Engine:
         self.elapsed_before = 0.0
         self.t0 = time.perf_counter()
         self.cache: dict[str, dict] = {}
-        self.pool = _Pool(ctx, cfg.workers)
+        self.pool = CandidatePool(ctx, cfg.workers)
         self.seeds = [(S.canonical(e), o) for e, o in seeds]
         # seeds may be larger than random forms: let the search keep (and edit) them
         if self.seeds:
@@ -199,18 +94,18 @@ class Engine:
         return self.elapsed_before + time.perf_counter() - self.t0
 
     def out_of_budget(self) -> str | None:
-        if self.cfg.max_evals is not None and self.evals >= self.cfg.max_evals:
+        if self.cfg.budget.max_evals is not None and self.evals >= self.cfg.budget.max_evals:
             return "max_evals"
-        if self.cfg.budget_s is not None and self.elapsed() >= self.cfg.budget_s:
+        if self.cfg.budget.seconds is not None and self.elapsed() >= self.cfg.budget.seconds:
             return "budget"
         if self.should_stop is not None and self.should_stop():
             return "interrupted"
         return None
 
     # -- steps
-    def evaluate(self, batch: list[tuple[sp.Expr, str]]) -> list[Member]:
-        if self.cfg.max_evals is not None:
-            batch = batch[:max(0, self.cfg.max_evals - self.evals)]
+    def fit_and_score(self, batch: list[tuple[sp.Expr, str]]) -> list[Member]:
+        if self.cfg.budget.max_evals is not None:
+            batch = batch[:max(0, self.cfg.budget.max_evals - self.evals)]
         keys = [S.key(e) for e, _ in batch]
         todo = [i for i, k in enumerate(keys) if k not in self.cache]
         recs: list[dict | None] = [self.cache.get(k) for k in keys]
@@ -238,13 +133,13 @@ class Engine:
             if k not in self.seen and k not in keys and S.valid(e, self.space):
                 keys.add(k)
                 first.append((e, origin))
-        self.population = self.evaluate(first)
+        self.population = self.fit_and_score(first)
         return self.population
 
     def propose(self, n: int | None = None) -> list[tuple[sp.Expr, str]]:
         cfg, rng = self.cfg, self.rng
-        n = cfg.offspring if n is None else n
-        alive = sorted((m for m in self.population if m.ok), key=lambda m: m.score(cfg.parsimony))
+        n = cfg.evolution.offspring if n is None else n
+        alive = sorted((m for m in self.population if m.ok), key=lambda m: m.score(cfg.evolution.parsimony))
         if not alive:
             raise LawforgeError("no seed form could be fitted on this dataset")
         children: list[tuple[sp.Expr, str]] = []
@@ -254,7 +149,7 @@ class Engine:
             tries += 1
             a = _tournament(alive, rng, cfg)
             try:
-                if rng.random() < cfg.crossover_rate and len(alive) > 1:
+                if rng.random() < cfg.evolution.crossover_rate and len(alive) > 1:
                     b = _tournament(alive, rng, cfg)
                     child, op = S.crossover(a.expr, b.expr, self.space, rng), "crossover"
                 else:
@@ -287,13 +182,22 @@ class Engine:
                 out.append((e, origin))
         return out
 
+    def view(self, k: int = 8) -> SearchView:
+        """What a :class:`~lawforge.search.proposer.Proposer` may read: the ``k`` best forms,
+        the features' ranges over the fit rows, the group count, and :meth:`admit`."""
+        ranked = sorted((m for m in self.members if m.ok), key=lambda m: m.score(self.cfg.evolution.parsimony))[:k]
+        fit = self.ctx.fit
+        return SearchView(best=[(m.expr, m.rec["val_r2"], m.rec["n_params"]) for m in ranked],
+                          ranges={c: (float(np.min(v)), float(np.max(v))) for c, v in fit.X.items()},
+                          n_groups=len(fit.group_names), offspring=self.cfg.evolution.offspring, admit=self.admit)
+
     def select(self, new: list[Member]) -> None:
         cfg = self.cfg
         pool_members = {m.key: m for m in self.population + new}
-        ranked = sorted(pool_members.values(), key=lambda m: m.score(cfg.parsimony))
+        ranked = sorted(pool_members.values(), key=lambda m: m.score(cfg.evolution.parsimony))
         front_keys = {m.key for m in pareto_front(list(pool_members.values()))}
-        keep = ranked[:cfg.population]
-        keep += [m for m in ranked[cfg.population:] if m.key in front_keys]
+        keep = ranked[:cfg.evolution.population]
+        keep += [m for m in ranked[cfg.evolution.population:] if m.key in front_keys]
         self.population = keep
         self.generation += 1
 
@@ -333,19 +237,19 @@ class Engine:
         self.population = [self.seen[k] for k in state["population"]]
 
 
-def run_search(space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
+def run_search(space: S.Space, ctx: CandidateContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
                on_eval: Callable[[Member], None] | None = None,
                on_generation: Callable[[int, list[Member], int, float], None] | None = None,
                should_stop: Callable[[], bool] | None = None, restore=None, **graph_kw) -> SearchResult:
     """Evolve forms until ``max_evals`` evaluations or ``budget_s`` seconds, as the campaign
-    graph (:mod:`lawforge.agent.graph`): propose, evaluate, select, optionally ask an LLM,
+    graph (:mod:`lawforge.search.loop`): propose, evaluate, select, optionally ask an LLM,
     checkpoint, repeat.
 
     ``on_eval`` sees every evaluated member in order (for the append-only log); the same seed
     and ``max_evals`` give the same sequence of candidates and the same result on the CPU.
     ``restore=(state, logged, cache)`` continues from a checkpoint (see :meth:`Engine.restore`).
     """
-    from lawforge.agent.graph import run_campaign_graph
+    from lawforge.search.loop import run_search_graph
 
     engine = Engine(space, ctx, seeds, cfg, on_eval, should_stop)
     try:
@@ -354,33 +258,11 @@ def run_search(space: S.Space, ctx: EvalContext, seeds: list[tuple[sp.Expr, str]
             engine.restore(state, logged)
             engine.cache = cache
         with single_thread_torch(cfg.workers <= 1):
-            return run_campaign_graph(engine, on_generation=on_generation, resumed=restore is not None, **graph_kw)
+            return run_search_graph(engine, on_generation=on_generation, resumed=restore is not None, **graph_kw)
     finally:
         engine.close()
 
 
-class single_thread_torch:
-    """Fits are small: one torch thread per process avoids oversubscribing the cores when
-    several searches run side by side (measured: same speed alone, far faster in parallel)."""
-
-    def __init__(self, active: bool = True):
-        self.active = active
-
-    def __enter__(self):
-        import torch
-
-        self.before = torch.get_num_threads()
-        if self.active:
-            torch.set_num_threads(1)
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self.before)
-        return False
-
-
 def _tournament(alive: list[Member], rng, cfg: SearchConfig) -> Member:
-    idx = rng.integers(len(alive), size=min(cfg.tournament, len(alive)))
-    return min((alive[i] for i in idx), key=lambda m: m.score(cfg.parsimony))
+    idx = rng.integers(len(alive), size=min(cfg.evolution.tournament, len(alive)))
+    return min((alive[i] for i in idx), key=lambda m: m.score(cfg.evolution.parsimony))

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from lawforge.errors import LawforgeError
-from lawforge.evaluators.fit import FitResult, fit_law, predict
-from lawforge.evaluators.law import Law
-from lawforge.evaluators.metrics import Metrics, compute_metrics
+from lawforge.fitting.lm import FitResult, fit_split, predict
+from lawforge.laws.law import Law
+from lawforge.laws.metrics import Metrics, compute_metrics
 
 FIT_MODES = ("published", "refit")
 
@@ -52,7 +52,7 @@ def score_refit(dataset, law: Law, *, restarts: int = 64, seed: int = 0, device:
                 extra_starts=None, **fit_kw) -> Score:
     """Fit ``law`` on the train split only, then score train and test."""
     law.check_limit(dataset.card.param_limit, dataset.name)
-    res = fit_law(law, dataset.train, restarts=restarts, seed=seed, device=device,
+    res = fit_split(law, dataset.train, restarts=restarts, seed=seed, device=device,
                   extra_starts=extra_starts, **fit_kw)
     params = res.params()
     status = sorted({g.status for g in res.groups.values()})

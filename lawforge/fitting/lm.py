@@ -32,8 +32,8 @@ import numpy as np
 import sympy as sp
 
 from lawforge.errors import FitError
-from lawforge.evaluators.expr import make_symbol, torch_backend
-from lawforge.evaluators.law import Law
+from lawforge.laws.expr import make_symbol, torch_backend
+from lawforge.laws.law import Law
 
 log = logging.getLogger(__name__)
 
@@ -375,11 +375,11 @@ def _starts(law, pr, restarts, seed, extra_starts, torch, device):
     return torch.as_tensor(U, dtype=torch.float64, device=device)
 
 
-def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str = "cpu",
-            max_iter: int = 200, ftol: float = 1e-10, xtol: float = 1e-10, loss: str = "l2",
-            huber_delta: float | None = None,
-            extra_starts: Mapping[str, Mapping[str, float]] | Sequence | None = None,
-            project_linear: bool = True, chunk_elements: float = 4e6) -> FitResult:
+def fit_split(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str = "cpu",
+              max_iter: int = 200, ftol: float = 1e-10, xtol: float = 1e-10, loss: str = "l2",
+              huber_delta: float | None = None,
+              extra_starts: Mapping[str, Mapping[str, float]] | Sequence | None = None,
+              project_linear: bool = True, chunk_elements: float = 4e6) -> FitResult:
     """Fit ``law`` on ``split`` (a :class:`~lawforge.datasets.DataSplit`), per group.
 
     Returns the best restart per group with its convergence status. Raises :class:`FitError`
@@ -387,14 +387,7 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
     """
     import torch
 
-    if loss not in ("l2", "huber"):
-        raise FitError(f"fit: loss must be one of 'l2', 'huber', got {loss!r}")
-    if restarts < 1:
-        raise FitError(f"fit: restarts must be at least 1, got {restarts}")
-    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
-        raise FitError(f"fit: device must be 'cpu' or 'cuda', got {device!r}")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise FitError("fit: device 'cuda' was asked for but torch sees no CUDA device")
+    _check_options(loss, restarts, device, torch)
     _check_data(law, split)
     t0 = time.perf_counter()
     pr = _build(law, split, torch, device)
@@ -411,120 +404,12 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
     if project_linear and loss == "l2":
         lin_law = set(_linear_params(law))
         lin_cols = [j for j, k in enumerate(pr.law_index) if k in lin_law]
-    nl_cols = [j for j in range(P) if j not in set(lin_cols)]
-    Pn = len(nl_cols)
-    zero = torch.zeros((), dtype=u.dtype, device=device)
-
-    def objective(r):
-        if loss == "l2":
-            return (r * r).sum(-1)
-        a = r.abs()
-        return torch.where(a <= delta_h, r * r, 2 * delta_h * a - delta_h**2).sum(-1)
-
-    lin_t = torch.as_tensor(lin_cols, dtype=torch.long, device=device)
-    nl_t = torch.as_tensor(nl_cols, dtype=torch.long, device=device)
-
-    def normal_eqs(r, J):
-        if loss == "huber":
-            w = torch.where(r.abs() <= delta_h, torch.ones_like(r), delta_h / r.abs().clamp_min(1e-300)).sqrt()
-            J, r = J * w.unsqueeze(-1), r * w
-        Jt = J.transpose(-1, -2)
-        return Jt @ J, (Jt @ r.unsqueeze(-1)).squeeze(-1)
-
-    def evaluate(u, pidx):
-        """Normal equations (J^T W J, J^T W r) over the nonlinear columns with the linear
-        columns projected out (Kaufman's variable projection), and the objective.
-
-        The full normal matrix is formed first (one pass over J); finiteness is checked on it,
-        the projection is solved from its blocks, and only the projected nonlinear block of J
-        is formed explicitly (forming it keeps full precision in near-collinear valleys)."""
-        r, J = ev(u, pidx)
-        ok = torch.isfinite(r).all(-1)
-        r = torch.where(ok[:, None], r, zero)
-        N, b = normal_eqs(r, J)
-        bad = ~(torch.isfinite(N).all(-1).all(-1) & torch.isfinite(b).all(-1))
-        if bool(bad.any()):
-            # A finite value with a non-finite partial (0*log(0) at x = 0, sqrt'(0)) has no usable
-            # sensitivity there: that entry counts as 0. Rows whose value is not finite are dropped.
-            J = torch.where(torch.isfinite(J) & ok[:, None, None], J, zero)
-            N, b = normal_eqs(r, J)
-        if lin_cols:
-            G = N[:, lin_t][:, :, lin_t]
-            G = G + torch.diag_embed(1e-13 * G.diagonal(dim1=-2, dim2=-1) + 1e-300)
-            chol, info = torch.linalg.cholesky_ex(G)
-            good = info == 0
-            chol = torch.where(good[:, None, None], chol, torch.eye(len(lin_cols), dtype=u.dtype, device=device))
-            rhs = torch.cat([b[:, lin_t].unsqueeze(-1), N[:, lin_t][:, :, nl_t]], dim=-1)
-            sol = torch.where(good[:, None, None], torch.cholesky_solve(rhs, chol), zero)
-            dc = -sol[..., 0]
-            Phi = J[..., lin_t]
-            r = r + (Phi @ dc.unsqueeze(-1)).squeeze(-1)
-            J = J[..., nl_t] - Phi @ sol[..., 1:]
-            u = u.clone()
-            u[:, lin_cols] = u[:, lin_cols] + dc
-            A, g = normal_eqs(r, J)
-        else:
-            A, g = N, b
-        obj = objective(r)
-        ok = ok & torch.isfinite(obj) & torch.isfinite(A).all(-1).all(-1) & torch.isfinite(g).all(-1)
-        return u, A, g, torch.where(ok, obj, torch.full_like(obj, math.inf)), ok
-
-    def run_lm(u, pidx):
-        """LM on one chunk of (problem, restart) rows."""
-        u, A, g, cur, alive = evaluate(u, pidx)
-        done = ~alive
-        converged = torch.zeros_like(done)
-        if Pn == 0:  # purely linear law: the projection is the exact least-squares solution
-            converged, done = alive.clone(), torch.ones_like(done)
-        lam = torch.full((len(u),), 1e-3, dtype=u.dtype, device=device)
-        nu = torch.full((len(u),), 2.0, dtype=u.dtype, device=device)
-        eye = torch.eye(max(Pn, 1), dtype=u.dtype, device=device)
-        iters = torch.zeros(len(u), dtype=torch.int64, device=device)
-        stall = torch.zeros(len(u), dtype=torch.int64, device=device)
-        for _ in range(max_iter if Pn else 0):
-            act = torch.nonzero(~done).squeeze(1)
-            if act.numel() == 0:
-                break
-            ua, Aa, ga, ca, la, na = u[act], A[act], g[act], cur[act], lam[act], nu[act]
-            diag = Aa.diagonal(dim1=-2, dim2=-1)
-            damp = diag.clamp_min(1e-12 * diag.amax(-1, keepdim=True) + 1e-300)
-            chol, info = torch.linalg.cholesky_ex(Aa + torch.diag_embed(la.unsqueeze(-1) * damp))
-            good = (info == 0) & torch.isfinite(chol).all(-1).all(-1)
-            chol = torch.where(good[:, None, None], chol, eye)
-            step = -torch.cholesky_solve(torch.where(good[:, None], ga, zero).unsqueeze(-1), chol).squeeze(-1)
-            step = torch.where(good[:, None], step, zero)
-            pred = -(ga * step).sum(-1) + la * (damp * step * step).sum(-1)
-            u_try = ua.clone()
-            u_try[:, nl_cols] = ua[:, nl_cols] + step
-            u_new, A_new, g_new, new, ok_new = evaluate(u_try, pidx[act])
-            accept = good & ok_new & (new < ca)
-            rho = (ca - new) / pred.clamp_min(1e-300)
-            rel = torch.where(accept, (ca - new) / ca.clamp_min(1e-300), torch.zeros_like(ca))
-            u[act] = torch.where(accept[:, None], u_new, ua)
-            A[act] = torch.where(accept[:, None, None], A_new, Aa)
-            g[act] = torch.where(accept[:, None], g_new, ga)
-            cur[act] = torch.where(accept, new, ca)
-            shrink = torch.clamp(1 - (2 * rho.clamp(0, 1) - 1) ** 3, min=1 / 3)
-            la = torch.where(accept, (la * shrink).clamp_min(1e-15), (la * na).clamp_max(1e16))
-            lam[act] = la
-            nu[act] = torch.where(accept, torch.full_like(na, 2.0), (na * 2).clamp_max(1e6))
-            iters[act] += 1
-            small = accept & (rel < ftol)
-            st = torch.where(accept & ~small, torch.zeros_like(stall[act]), stall[act] + small.to(torch.int64))
-            stall[act] = st
-            un = u[act][:, nl_cols]
-            tiny_step = accept & (step.abs() <= xtol * (un.abs() + xtol)).all(-1)
-            gnorm = (ga.abs() * (1 + ua[:, nl_cols].abs())).amax(-1)
-            conv_now = (st >= 2) | tiny_step | (la >= 1e15) | (gnorm <= 1e-14 * (1 + cur[act])) | (cur[act] <= 1e-30)
-            converged[act] = converged[act] | conv_now
-            done[act] = done[act] | conv_now
-        return u, cur, converged, iters
-
+    lm = _LM(ev, torch, device, u.dtype, P, lin_cols, loss, delta_h, max_iter, ftol, xtol)
     # Chunk very large batches (many restarts x many rows) so the Jacobian stays ~32 MB.
     row_cost = pr.y.shape[-1] * len(law.target_names) * P
     chunk = max(1, int(chunk_elements // max(row_cost, 1)))
     with torch.no_grad():
-        parts = [run_lm(u[i:i + chunk], pidx_all[i:i + chunk]) for i in range(0, B, chunk)]
+        parts = [lm.run(u[i:i + chunk], pidx_all[i:i + chunk]) for i in range(0, B, chunk)]
         u, cur, converged, iters = (torch.cat(x) for x in zip(*parts))
         theta, _ = _to_theta(u, pr, torch)
         theta, cur, converged, iters = (theta.reshape(Pb, R, P), cur.reshape(Pb, R),
@@ -532,13 +417,166 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
         best = torch.where(torch.isfinite(cur), cur, torch.full_like(cur, math.inf)).argmin(-1)
         r_best, _ = ev(u.reshape(Pb, R, P)[torch.arange(Pb, device=device), best],
                        torch.arange(Pb, device=device))
-    # pick the best restart per problem
-    cur_np = cur.cpu().numpy()
-    theta_np = theta.cpu().numpy()
-    conv_np = converged.cpu().numpy()
-    it_np = iters.cpu().numpy()
+    groups = _best_per_group(law, pr, cur.cpu().numpy(), theta.cpu().numpy(), converged.cpu().numpy(),
+                             iters.cpu().numpy(), r_best.cpu().numpy())
+    ordered = {g: groups[g] for g in split.group_names}
+    return FitResult(law, ordered, restarts, Pb * R, time.perf_counter() - t0, str(device),
+                     {"max_iter": max_iter, "ftol": ftol, "loss": loss, "huber_delta": delta_h,
+                      "seed": seed, "project_linear": project_linear})
+
+
+def _check_options(loss: str, restarts: int, device: str, torch) -> None:
+    if loss not in ("l2", "huber"):
+        raise FitError(f"fit: loss must be one of 'l2', 'huber', got {loss!r}")
+    if restarts < 1:
+        raise FitError(f"fit: restarts must be at least 1, got {restarts}")
+    if device not in ("cpu", "cuda") and not str(device).startswith("cuda:"):
+        raise FitError(f"fit: device must be 'cpu' or 'cuda', got {device!r}")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise FitError("fit: device 'cuda' was asked for but torch sees no CUDA device")
+
+
+class _LM:
+    """Batched Levenberg-Marquardt (Nielsen damping) over (problem, restart) rows, with the
+    linear columns projected out (variable projection) and an L2 or Huber objective."""
+
+    def __init__(self, ev, torch, device, dtype, P: int, lin_cols: list[int], loss: str, delta_h, max_iter: int,
+                 ftol: float, xtol: float):
+        self.ev, self.torch, self.device, self.dtype = ev, torch, device, dtype
+        self.lin_cols = lin_cols
+        self.nl_cols = [j for j in range(P) if j not in set(lin_cols)]
+        self.Pn = len(self.nl_cols)
+        self.loss, self.delta_h = loss, delta_h
+        self.max_iter, self.ftol, self.xtol = max_iter, ftol, xtol
+        self.zero = torch.zeros((), dtype=dtype, device=device)
+        self.lin_t = torch.as_tensor(lin_cols, dtype=torch.long, device=device)
+        self.nl_t = torch.as_tensor(self.nl_cols, dtype=torch.long, device=device)
+
+    def objective(self, r):
+        if self.loss == "l2":
+            return (r * r).sum(-1)
+        a, d = r.abs(), self.delta_h
+        return self.torch.where(a <= d, r * r, 2 * d * a - d**2).sum(-1)
+
+    def normal_eqs(self, r, J):
+        torch = self.torch
+        if self.loss == "huber":
+            d = self.delta_h
+            w = torch.where(r.abs() <= d, torch.ones_like(r), d / r.abs().clamp_min(1e-300)).sqrt()
+            J, r = J * w.unsqueeze(-1), r * w
+        Jt = J.transpose(-1, -2)
+        return Jt @ J, (Jt @ r.unsqueeze(-1)).squeeze(-1)
+
+    def evaluate(self, u, pidx):
+        """Normal equations (J^T W J, J^T W r) over the nonlinear columns with the linear
+        columns projected out (Kaufman's variable projection), and the objective.
+
+        The full normal matrix is formed first (one pass over J); finiteness is checked on it,
+        the projection is solved from its blocks, and only the projected nonlinear block of J
+        is formed explicitly (forming it keeps full precision in near-collinear valleys)."""
+        torch, zero = self.torch, self.zero
+        r, J = self.ev(u, pidx)
+        ok = torch.isfinite(r).all(-1)
+        r = torch.where(ok[:, None], r, zero)
+        N, b = self.normal_eqs(r, J)
+        bad = ~(torch.isfinite(N).all(-1).all(-1) & torch.isfinite(b).all(-1))
+        if bool(bad.any()):
+            # A finite value with a non-finite partial (0*log(0) at x = 0, sqrt'(0)) has no usable
+            # sensitivity there: that entry counts as 0. Rows whose value is not finite are dropped.
+            J = torch.where(torch.isfinite(J) & ok[:, None, None], J, zero)
+            N, b = self.normal_eqs(r, J)
+        if self.lin_cols:
+            u, r, J = self._project(u, r, J, N, b)
+            A, g = self.normal_eqs(r, J)
+        else:
+            A, g = N, b
+        obj = self.objective(r)
+        ok = ok & torch.isfinite(obj) & torch.isfinite(A).all(-1).all(-1) & torch.isfinite(g).all(-1)
+        return u, A, g, torch.where(ok, obj, torch.full_like(obj, math.inf)), ok
+
+    def _project(self, u, r, J, N, b):
+        """Solve the linear coefficients exactly; return them applied and the projected J."""
+        torch, zero, lin_t, nl_t = self.torch, self.zero, self.lin_t, self.nl_t
+        G = N[:, lin_t][:, :, lin_t]
+        G = G + torch.diag_embed(1e-13 * G.diagonal(dim1=-2, dim2=-1) + 1e-300)
+        chol, info = torch.linalg.cholesky_ex(G)
+        good = info == 0
+        chol = torch.where(good[:, None, None], chol, torch.eye(len(self.lin_cols), dtype=u.dtype, device=self.device))
+        rhs = torch.cat([b[:, lin_t].unsqueeze(-1), N[:, lin_t][:, :, nl_t]], dim=-1)
+        sol = torch.where(good[:, None, None], torch.cholesky_solve(rhs, chol), zero)
+        dc = -sol[..., 0]
+        Phi = J[..., lin_t]
+        r = r + (Phi @ dc.unsqueeze(-1)).squeeze(-1)
+        J = J[..., nl_t] - Phi @ sol[..., 1:]
+        u = u.clone()
+        u[:, self.lin_cols] = u[:, self.lin_cols] + dc
+        return u, r, J
+
+    def run(self, u, pidx):
+        """LM on one chunk of (problem, restart) rows: (u, objective, converged, iterations)."""
+        torch, device = self.torch, self.device
+        u, A, g, cur, alive = self.evaluate(u, pidx)
+        done = ~alive
+        converged = torch.zeros_like(done)
+        if self.Pn == 0:  # purely linear law: the projection is the exact least-squares solution
+            converged, done = alive.clone(), torch.ones_like(done)
+        s = {"u": u, "A": A, "g": g, "cur": cur,
+             "lam": torch.full((len(u),), 1e-3, dtype=u.dtype, device=device),
+             "nu": torch.full((len(u),), 2.0, dtype=u.dtype, device=device),
+             "iters": torch.zeros(len(u), dtype=torch.int64, device=device),
+             "stall": torch.zeros(len(u), dtype=torch.int64, device=device),
+             "done": done, "converged": converged}
+        eye = torch.eye(max(self.Pn, 1), dtype=u.dtype, device=device)
+        for _ in range(self.max_iter if self.Pn else 0):
+            act = torch.nonzero(~s["done"]).squeeze(1)
+            if act.numel() == 0:
+                break
+            self._step(s, act, pidx, eye)
+        return s["u"], s["cur"], s["converged"], s["iters"]
+
+    def _step(self, s, act, pidx, eye) -> None:
+        """One damped Gauss-Newton step for the active rows ``act`` (state ``s`` updated in place)."""
+        torch, zero, nl_cols = self.torch, self.zero, self.nl_cols
+        u, A, g, cur, lam, nu = s["u"], s["A"], s["g"], s["cur"], s["lam"], s["nu"]
+        ua, Aa, ga, ca, la, na = u[act], A[act], g[act], cur[act], lam[act], nu[act]
+        diag = Aa.diagonal(dim1=-2, dim2=-1)
+        damp = diag.clamp_min(1e-12 * diag.amax(-1, keepdim=True) + 1e-300)
+        chol, info = torch.linalg.cholesky_ex(Aa + torch.diag_embed(la.unsqueeze(-1) * damp))
+        good = (info == 0) & torch.isfinite(chol).all(-1).all(-1)
+        chol = torch.where(good[:, None, None], chol, eye)
+        step = -torch.cholesky_solve(torch.where(good[:, None], ga, zero).unsqueeze(-1), chol).squeeze(-1)
+        step = torch.where(good[:, None], step, zero)
+        pred = -(ga * step).sum(-1) + la * (damp * step * step).sum(-1)
+        u_try = ua.clone()
+        u_try[:, nl_cols] = ua[:, nl_cols] + step
+        u_new, A_new, g_new, new, ok_new = self.evaluate(u_try, pidx[act])
+        accept = good & ok_new & (new < ca)
+        rho = (ca - new) / pred.clamp_min(1e-300)
+        rel = torch.where(accept, (ca - new) / ca.clamp_min(1e-300), torch.zeros_like(ca))
+        u[act] = torch.where(accept[:, None], u_new, ua)
+        A[act] = torch.where(accept[:, None, None], A_new, Aa)
+        g[act] = torch.where(accept[:, None], g_new, ga)
+        cur[act] = torch.where(accept, new, ca)
+        shrink = torch.clamp(1 - (2 * rho.clamp(0, 1) - 1) ** 3, min=1 / 3)
+        la = torch.where(accept, (la * shrink).clamp_min(1e-15), (la * na).clamp_max(1e16))
+        lam[act] = la
+        nu[act] = torch.where(accept, torch.full_like(na, 2.0), (na * 2).clamp_max(1e6))
+        s["iters"][act] += 1
+        small = accept & (rel < self.ftol)
+        stall = s["stall"]
+        st = torch.where(accept & ~small, torch.zeros_like(stall[act]), stall[act] + small.to(torch.int64))
+        stall[act] = st
+        un = u[act][:, nl_cols]
+        tiny_step = accept & (step.abs() <= self.xtol * (un.abs() + self.xtol)).all(-1)
+        gnorm = (ga.abs() * (1 + ua[:, nl_cols].abs())).amax(-1)
+        conv_now = (st >= 2) | tiny_step | (la >= 1e15) | (gnorm <= 1e-14 * (1 + cur[act])) | (cur[act] <= 1e-30)
+        s["converged"][act] = s["converged"][act] | conv_now
+        s["done"][act] = s["done"][act] | conv_now
+
+
+def _best_per_group(law: Law, pr, cur_np, theta_np, conv_np, it_np, r_np) -> dict[str, GroupFit]:
+    """Each group's best restart (lowest finite objective) with its status."""
     alive_np = np.isfinite(cur_np)
-    r_np = r_best.cpu().numpy()
     groups: dict[str, GroupFit] = {}
     names = law.param_names
     for b, pg in enumerate(pr.names):
@@ -558,10 +596,7 @@ def fit_law(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str =
                     vals[names[k]] = float(theta_np[b, best, j])
             gl = float(np.sum(res[:, pr.row_group[b] == gi] ** 2))
             groups[g] = GroupFit(g, vals, gl, status, n_ok, int(it_np[b, best]))
-    ordered = {g: groups[g] for g in split.group_names}
-    return FitResult(law, ordered, restarts, Pb * R, time.perf_counter() - t0, str(device),
-                     {"max_iter": max_iter, "ftol": ftol, "loss": loss, "huber_delta": delta_h,
-                      "seed": seed, "project_linear": project_linear})
+    return groups
 
 
 def predict(law: Law, params_by_group: Mapping[str, Mapping[str, float]], split) -> np.ndarray:

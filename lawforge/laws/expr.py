@@ -69,6 +69,21 @@ def parse_expression(text: str, allowed: Iterable[str] | None = None, *, what: s
     ``definitions``); any other name raises :class:`LawError` naming it.
     ``definitions``: names bound to already-parsed sub-expressions (``where`` clauses).
     """
+    tree, src = _parse_tree(text, what)
+    conv = _Converter(what, None if allowed is None else set(allowed), definitions or {})
+    try:
+        expr = conv(tree)
+    except RecursionError:
+        raise LawError(f"{what}: expression is nested too deeply") from None
+    if not isinstance(expr, sp.Basic):
+        expr = sp.sympify(expr)
+    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        raise LawError(f"{what}: expression {src!r} simplifies to an infinite or undefined value")
+    return expr
+
+
+def _parse_tree(text, what: str) -> tuple[ast.Expression, str]:
+    """The Python syntax tree of ``text``, within the size limits."""
     if not isinstance(text, str):
         raise LawError(f"{what}: expression must be a string, got {type(text).__name__}")
     src = text.strip()
@@ -83,12 +98,19 @@ def parse_expression(text: str, allowed: Iterable[str] | None = None, *, what: s
     n_nodes = sum(1 for _ in ast.walk(tree))
     if n_nodes > MAX_EXPR_NODES:
         raise LawError(f"{what}: expression has {n_nodes} syntax nodes (limit {MAX_EXPR_NODES})")
-    allowed_set = None if allowed is None else set(allowed)
-    defs = definitions or {}
+    return tree, src
 
-    def conv(node: ast.AST) -> sp.Expr:
+
+class _Converter:
+    """Whitelisted syntax nodes -> sympy; anything else is a :class:`LawError` naming it."""
+
+    def __init__(self, what: str, allowed_set: set[str] | None, defs: dict[str, sp.Expr]):
+        self.what, self.allowed_set, self.defs = what, allowed_set, defs
+
+    def __call__(self, node: ast.AST) -> sp.Expr:
+        what = self.what
         if isinstance(node, ast.Expression):
-            return conv(node.body)
+            return self(node.body)
         if isinstance(node, ast.Constant):
             if isinstance(node.value, bool) or not isinstance(node.value, (int, float)):
                 raise LawError(f"{what}: only numeric constants are allowed, got {node.value!r}")
@@ -96,52 +118,50 @@ def parse_expression(text: str, allowed: Iterable[str] | None = None, *, what: s
                 raise LawError(f"{what}: non-finite constant {node.value!r}")
             return sp.Integer(node.value) if isinstance(node.value, int) else sp.Float(node.value)
         if isinstance(node, ast.Name):
-            name = node.id
-            if name.startswith("_"):
-                raise LawError(f"{what}: name {name!r} is not allowed (names may not start with '_')")
-            if name in defs:
-                return defs[name]
-            if name in FUNCTIONS:
-                raise LawError(f"{what}: function {name!r} used without a call")
-            if allowed_set is not None and name not in allowed_set:
-                raise LawError(f"{what}: unknown symbol {name!r}"
-                               f"{did_you_mean(name, sorted(allowed_set | set(defs)))}: it is neither a "
-                               f"variable nor a declared parameter")
-            return make_symbol(name)
+            return self.name(node.id)
         if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-            return _BINOPS[type(node.op)](conv(node.left), conv(node.right))
+            return _BINOPS[type(node.op)](self(node.left), self(node.right))
         if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
-            val = conv(node.operand)
+            val = self(node.operand)
             return -val if isinstance(node.op, ast.USub) else val
         if isinstance(node, ast.Call):
-            if not isinstance(node.func, ast.Name):
-                raise LawError(f"{what}: {ast.unparse(node.func)[:40]!r} is not allowed: only whitelisted functions may be called, by name")
-            fname = node.func.id
-            if fname not in FUNCTIONS:
-                raise LawError(f"{what}: unknown function {fname!r}{did_you_mean(fname, FUNCTIONS)}; "
-                               f"allowed: {', '.join(sorted(set(FUNCTIONS) - {'Min', 'Max', 'Abs'}))}")
-            if node.keywords:
-                raise LawError(f"{what}: function {fname!r} takes no keyword arguments")
-            args = [conv(a) for a in node.args]
-            arity = _ARITY.get(fname, 1)
-            if arity is None:
-                if len(args) < 2:
-                    raise LawError(f"{what}: {fname}() needs at least 2 arguments")
-            elif len(args) != arity:
-                raise LawError(f"{what}: {fname}() takes {arity} argument(s), got {len(args)}")
-            return FUNCTIONS[fname](*args)
+            return self.call(node)
         raise LawError(f"{what}: '{ast.unparse(node)[:60]}' uses syntax that is not allowed in a law "
                        f"({type(node).__name__}); use numbers, names, + - * / ** and whitelisted functions")
 
-    try:
-        expr = conv(tree)
-    except RecursionError:
-        raise LawError(f"{what}: expression is nested too deeply") from None
-    if not isinstance(expr, sp.Basic):
-        expr = sp.sympify(expr)
-    if expr.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
-        raise LawError(f"{what}: expression {src!r} simplifies to an infinite or undefined value")
-    return expr
+    def name(self, name: str) -> sp.Expr:
+        what, defs, allowed_set = self.what, self.defs, self.allowed_set
+        if name.startswith("_"):
+            raise LawError(f"{what}: name {name!r} is not allowed (names may not start with '_')")
+        if name in defs:
+            return defs[name]
+        if name in FUNCTIONS:
+            raise LawError(f"{what}: function {name!r} used without a call")
+        if allowed_set is not None and name not in allowed_set:
+            raise LawError(f"{what}: unknown symbol {name!r}"
+                           f"{did_you_mean(name, sorted(allowed_set | set(defs)))}: it is neither a "
+                           f"variable nor a declared parameter")
+        return make_symbol(name)
+
+    def call(self, node: ast.Call) -> sp.Expr:
+        what = self.what
+        if not isinstance(node.func, ast.Name):
+            raise LawError(f"{what}: {ast.unparse(node.func)[:40]!r} is not allowed: only whitelisted functions "
+                           f"may be called, by name")
+        fname = node.func.id
+        if fname not in FUNCTIONS:
+            raise LawError(f"{what}: unknown function {fname!r}{did_you_mean(fname, FUNCTIONS)}; "
+                           f"allowed: {', '.join(sorted(set(FUNCTIONS) - {'Min', 'Max', 'Abs'}))}")
+        if node.keywords:
+            raise LawError(f"{what}: function {fname!r} takes no keyword arguments")
+        args = [self(a) for a in node.args]
+        arity = _ARITY.get(fname, 1)
+        if arity is None:
+            if len(args) < 2:
+                raise LawError(f"{what}: {fname}() needs at least 2 arguments")
+        elif len(args) != arity:
+            raise LawError(f"{what}: {fname}() takes {arity} argument(s), got {len(args)}")
+        return FUNCTIONS[fname](*args)
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,118 +220,126 @@ def compile_exprs(exprs: Sequence[sp.Expr], inputs: Sequence[str],
     only on them is marked static, and ``x**p`` with static ``x`` and non-static ``p`` becomes
     ``exp(p*log(x))`` so that ``log(x)`` is static too.
     """
-    input_set = set(inputs)
-    static_set = set(static_inputs)
-    static_flags: list[bool] = []
+    c = _Compiler(set(inputs), set(static_inputs))
     replacements, reduced = sp.cse(list(exprs), optimizations="basic")
-    instructions: list[tuple[str, tuple]] = []
-    memo: dict[sp.Basic, tuple] = {}
-    cse_map: dict[sp.Symbol, tuple] = {}
+    for sym, sub in replacements:
+        c.cse_map[sym] = c.walk(sub)
+    outputs = tuple(c.walk(e) for e in reduced)
+    flags = c.static_flags
+    frontier = set()
+    for i, (_op, args) in enumerate(c.instructions):
+        if not flags[i]:
+            frontier.update(v for k, v in args if k == "r" and flags[v])
+    frontier.update(v for k, v in outputs if k == "r" and flags[v])
+    return Program(tuple(inputs), tuple(c.instructions), outputs, tuple(flags), tuple(sorted(frontier)))
 
-    def is_static(a) -> bool:
+
+_UNARY = {sp.Abs: "abs", sp.tanh: "tanh", sp.sign: "sign", sp.Heaviside: "heaviside", sp.cosh: "cosh", sp.sinh: "sinh"}
+
+
+class _Compiler:
+    """Turns sympy nodes into SSA instructions (memoised per node), marking static work."""
+
+    def __init__(self, input_set: set[str], static_set: set[str]):
+        self.input_set, self.static_set = input_set, static_set
+        self.instructions: list[tuple[str, tuple]] = []
+        self.static_flags: list[bool] = []
+        self.memo: dict[sp.Basic, tuple] = {}
+        self.cse_map: dict[sp.Symbol, tuple] = {}
+
+    def is_static(self, a) -> bool:
         kind, v = a
-        return kind == "c" or (kind == "in" and v in static_set) or (kind == "r" and static_flags[v])
+        return kind == "c" or (kind == "in" and v in self.static_set) or (kind == "r" and self.static_flags[v])
 
-    def emit(op: str, *args) -> tuple:
-        instructions.append((op, tuple(args)))
-        static_flags.append(all(is_static(a) for a in args))
-        return ("r", len(instructions) - 1)
+    def emit(self, op: str, *args) -> tuple:
+        self.instructions.append((op, tuple(args)))
+        self.static_flags.append(all(self.is_static(a) for a in args))
+        return ("r", len(self.instructions) - 1)
 
-    def walk(e: sp.Basic) -> tuple:
-        if e in memo:
-            return memo[e]
-        out = _walk(e)
-        memo[e] = out
+    def walk(self, e: sp.Basic) -> tuple:
+        if e in self.memo:
+            return self.memo[e]
+        out = self._node(e)
+        self.memo[e] = out
         return out
 
-    def _walk(e: sp.Basic) -> tuple:
+    def _chain(self, op: str, args: list) -> tuple:
+        acc = args[0]
+        for a in args[1:]:
+            acc = self.emit(op, acc, a)
+        return acc
+
+    def _node(self, e: sp.Basic) -> tuple:
         if isinstance(e, sp.Symbol):
-            if e in cse_map:
-                return cse_map[e]
-            if e.name not in input_set:
+            if e in self.cse_map:
+                return self.cse_map[e]
+            if e.name not in self.input_set:
                 raise LawError(f"internal: symbol {e.name!r} is not an input")
             return ("in", e.name)
         if e.is_Number or e is sp.pi or e is sp.E:
             return ("c", float(e))
         if isinstance(e, sp.Add):
-            args = [walk(a) for a in e.args]
-            acc = args[0]
-            for a in args[1:]:
-                acc = emit("add", acc, a)
-            return acc
+            return self._chain("add", [self.walk(a) for a in e.args])
         if isinstance(e, sp.Mul):
-            coeff, rest = e.as_coeff_Mul()
-            if coeff == -1:
-                return emit("neg", walk(rest))
-            num, den = [], []
-            for a in e.args:
-                if isinstance(a, sp.Pow) and a.exp.is_Number and a.exp < 0:
-                    den.append(walk(a.base ** (-a.exp)))
-                else:
-                    num.append(walk(a))
-            acc = num[0] if num else ("c", 1.0)
-            for a in num[1:]:
-                acc = emit("mul", acc, a)
-            if den:
-                d = den[0]
-                for a in den[1:]:
-                    d = emit("mul", d, a)
-                acc = emit("div", acc, d)
-            return acc
+            return self._mul(e)
         if isinstance(e, sp.Pow):
-            base, ex = e.args
-            if ex == -1:
-                return emit("div", ("c", 1.0), walk(base))
-            if ex == 2:
-                return emit("square", walk(base))
-            if ex == sp.Rational(1, 2):
-                return emit("sqrt", walk(base))
-            if ex == -sp.Rational(1, 2):
-                return emit("div", ("c", 1.0), emit("sqrt", walk(base)))
-            if base is sp.E:
-                return emit("exp", walk(ex))
-            b, x = walk(base), walk(ex)
-            if is_static(b) and not is_static(x) and b[0] != "c":
-                return emit("exp", emit("mul", x, emit("log", b)))
-            return emit("pow", b, x)
+            return self._pow(e)
         if isinstance(e, sp.exp):
-            return emit("exp", walk(e.args[0]))
+            return self.emit("exp", self.walk(e.args[0]))
         if isinstance(e, sp.log):
             if len(e.args) != 1:
-                return emit("div", emit("log", walk(e.args[0])), emit("log", walk(e.args[1])))
-            return emit("log", walk(e.args[0]))
-        unary = {sp.Abs: "abs", sp.tanh: "tanh", sp.sign: "sign", sp.Heaviside: "heaviside",
-                 sp.cosh: "cosh", sp.sinh: "sinh"}
-        for cls, op in unary.items():
+                return self.emit("div", self.emit("log", self.walk(e.args[0])), self.emit("log", self.walk(e.args[1])))
+            return self.emit("log", self.walk(e.args[0]))
+        for cls, op in _UNARY.items():
             if isinstance(e, cls):
-                return emit(op, walk(e.args[0]))
+                return self.emit(op, self.walk(e.args[0]))
         if isinstance(e, (sp.Min, sp.Max)):
-            op = "minimum" if isinstance(e, sp.Min) else "maximum"
-            args = [walk(a) for a in e.args]
-            acc = args[0]
-            for a in args[1:]:
-                acc = emit(op, acc, a)
-            return acc
+            return self._chain("minimum" if isinstance(e, sp.Min) else "maximum", [self.walk(a) for a in e.args])
         if isinstance(e, sp.Piecewise):
-            # Only the (value, cond), (other, True) shape that sympy produces for Min/Max
-            # derivatives is supported.
-            (v1, c1), (v2, _c2) = e.args if len(e.args) == 2 else (None, None)
-            if v1 is None or not isinstance(c1, sp.core.relational.Relational):
-                raise LawError(f"cannot compile piecewise expression {e}")
-            cond = emit("gt" if isinstance(c1, (sp.StrictGreaterThan, sp.GreaterThan)) else "lt",
-                        walk(c1.lhs), walk(c1.rhs))
-            return emit("where", cond, walk(v1), walk(v2))
+            return self._piecewise(e)
         raise LawError(f"cannot compile expression node {type(e).__name__}: {e}")
 
-    for sym, sub in replacements:
-        cse_map[sym] = walk(sub)
-    outputs = tuple(walk(e) for e in reduced)
-    frontier = set()
-    for i, (_op, args) in enumerate(instructions):
-        if not static_flags[i]:
-            frontier.update(v for k, v in args if k == "r" and static_flags[v])
-    frontier.update(v for k, v in outputs if k == "r" and static_flags[v])
-    return Program(tuple(inputs), tuple(instructions), outputs, tuple(static_flags), tuple(sorted(frontier)))
+    def _mul(self, e: sp.Mul) -> tuple:
+        coeff, rest = e.as_coeff_Mul()
+        if coeff == -1:
+            return self.emit("neg", self.walk(rest))
+        num, den = [], []
+        for a in e.args:
+            if isinstance(a, sp.Pow) and a.exp.is_Number and a.exp < 0:
+                den.append(self.walk(a.base ** (-a.exp)))
+            else:
+                num.append(self.walk(a))
+        acc = self._chain("mul", num) if num else ("c", 1.0)
+        if den:
+            acc = self.emit("div", acc, self._chain("mul", den))
+        return acc
+
+    def _pow(self, e: sp.Pow) -> tuple:
+        base, ex = e.args
+        if ex == -1:
+            return self.emit("div", ("c", 1.0), self.walk(base))
+        if ex == 2:
+            return self.emit("square", self.walk(base))
+        if ex == sp.Rational(1, 2):
+            return self.emit("sqrt", self.walk(base))
+        if ex == -sp.Rational(1, 2):
+            return self.emit("div", ("c", 1.0), self.emit("sqrt", self.walk(base)))
+        if base is sp.E:
+            return self.emit("exp", self.walk(ex))
+        b, x = self.walk(base), self.walk(ex)
+        if self.is_static(b) and not self.is_static(x) and b[0] != "c":
+            return self.emit("exp", self.emit("mul", x, self.emit("log", b)))
+        return self.emit("pow", b, x)
+
+    def _piecewise(self, e: sp.Piecewise) -> tuple:
+        # Only the (value, cond), (other, True) shape that sympy produces for Min/Max
+        # derivatives is supported.
+        (v1, c1), (v2, _c2) = e.args if len(e.args) == 2 else (None, None)
+        if v1 is None or not isinstance(c1, sp.core.relational.Relational):
+            raise LawError(f"cannot compile piecewise expression {e}")
+        cond = self.emit("gt" if isinstance(c1, (sp.StrictGreaterThan, sp.GreaterThan)) else "lt",
+                         self.walk(c1.lhs), self.walk(c1.rhs))
+        return self.emit("where", cond, self.walk(v1), self.walk(v2))
 
 
 class Backend:

@@ -10,10 +10,8 @@ law, the Pareto front, residuals, the top candidates, and the run's settings, ti
 from __future__ import annotations
 
 import base64
-import csv
 import html
 import io
-import json
 import logging
 import math
 from pathlib import Path
@@ -22,81 +20,17 @@ from typing import Any, Sequence
 import numpy as np
 
 from lawforge.errors import ConfigError, LawforgeError
+from lawforge.outputs.latex import fmt_number
+from lawforge.runs.folder import REPORT_HTML, REPORT_MD, RunFolder
 
 log = logging.getLogger(__name__)
 MAX_GROUP_PANELS = 12
 
 
-# ------------------------------------------------------------------------------ LaTeX table
-def _tex_escape(s: str) -> str:
-    return (s.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%")
-            .replace("&", r"\&").replace("#", r"\#"))
-
-
-def _num(x, digits: int = 4) -> str:
-    if x is None or (isinstance(x, float) and not math.isfinite(x)):
-        return "--"
-    return f"{x:.{digits}f}"
-
-
-def laws_table_tex(top: Sequence[dict], dataset: str) -> str:
-    """A LaTeX table (booktabs) of the top laws: formula, parameters, validation and test R²."""
-    lines = [
-        "% lawforge: top laws for " + dataset + " (needs \\usepackage{booktabs})",
-        "\\begin{table}[t]",
-        "\\centering",
-        "\\begin{tabular}{clccc}",
-        "\\toprule",
-        "Rank & Law & Params & Val. $R^2$ & Test $R^2$ \\\\",
-        "\\midrule",
-    ]
-    for t in top:
-        formula = t["latex"].replace(" \\\\\n", ",\\; ")
-        mark = "$^\\ast$" if t.get("chosen") else ""
-        lines.append(f"{t['rank'] + 1}{mark} & ${formula}$ & {t['n_params']} & {_num(t.get('val_r2'))} & "
-                     f"{_num(t.get('test_r2'))} \\\\")
-    lines += [
-        "\\bottomrule",
-        "\\end{tabular}",
-        f"\\caption{{Top laws found by lawforge on \\texttt{{{_tex_escape(dataset)}}}. Parameters are per group; "
-        "validation $R^2$ ranks the laws (the test split is read once, after the search). "
-        "$^\\ast$ the chosen law.}",
-        "\\end{table}",
-        "",
-    ]
-    return "\n".join(lines)
-
-
 # ------------------------------------------------------------------------------ loading a run
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path.parent}: not a complete run folder (no {path.name})") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})") from None
-
-
 def load_run(run_dir: str | Path) -> dict[str, Any]:
-    d = Path(run_dir)
-    if not d.is_dir():
-        raise ConfigError(f"run folder not found: {d}")
-    run = {"dir": d, "config": _read_json(d / "config.json"), "metrics": _read_json(d / "metrics.json"),
-           "law": _read_json(d / "law.json")}
-    run["top"] = _read_json(d / "top_laws.json") if (d / "top_laws.json").exists() else []
-    run["candidates"] = []
-    if (d / "candidates.jsonl").exists():
-        for line in (d / "candidates.jsonl").read_text().splitlines():
-            try:
-                run["candidates"].append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line after a kill: skip it
-                continue
-    run["pareto"] = []
-    if (d / "pareto.csv").exists():
-        with open(d / "pareto.csv") as f:
-            run["pareto"] = list(csv.DictReader(f))
-    run["llm"] = _read_json(d / "llm_usage.json") if (d / "llm_usage.json").exists() else None
-    return run
+    """What the page needs from a run folder (see :meth:`lawforge.runs.folder.RunFolder.load`)."""
+    return RunFolder.open(run_dir).load()
 
 
 def _dataset_for(run) -> Any:
@@ -130,7 +64,7 @@ def _group_plot(ds, law, params, human, human_params, axis: str, tcol: int) -> b
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lawforge.evaluators.fit import predict
+    from lawforge.fitting.lm import predict
 
     groups = ds.train.group_names[:MAX_GROUP_PANELS]
     n = len(groups)
@@ -227,7 +161,7 @@ def _residual_plot(ds, law, params, axis: str) -> bytes:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lawforge.evaluators.fit import predict
+    from lawforge.fitting.lm import predict
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
     for split, c, lab in ((ds.train, "0.5", "train"), (ds.test, "tab:red", "test")):
@@ -278,7 +212,7 @@ def _human(ds, data_dir):
     """The card's human law refit on train (for the plots and the comparison), or (None, {})."""
     if not ds.card.human_laws:
         return None, {}, {}
-    from lawforge.evaluators.scoring import score_human
+    from lawforge.fitting.scoring import score_human
 
     out = {}
     law = params = None
@@ -296,7 +230,7 @@ def _human(ds, data_dir):
 
 def build_report(run_dir: str | Path, dataset=None) -> dict[str, Any]:
     """Everything the page shows: text fields, tables and PNG images (bytes)."""
-    from lawforge.evaluators.law import law_from_text
+    from lawforge.laws.law import law_from_text
 
     run = load_run(run_dir)
     ds = dataset if dataset is not None else _dataset_for(run)
@@ -346,10 +280,10 @@ def render_markdown(rep) -> str:
     out += ["```latex", lj["latex"], "```", "", f"Plain text: `{lj['expression']}` ({lj['n_params']} parameters "
             "per group, fitted separately per group).", "",
             "| split | R² |", "|---|---|",
-            f"| validation (search) | {_num(m.get('val_r2'))} |", f"| train (refit) | {_num(m.get('train_r2'))} |",
-            f"| test (read once) | {_num(m.get('test_r2'))} |"]
+            f"| validation (search) | {fmt_number(m.get('val_r2'))} |", f"| train (refit) | {fmt_number(m.get('train_r2'))} |",
+            f"| test (read once) | {fmt_number(m.get('test_r2'))} |"]
     for mode, r2 in rep["human_scores"].items():
-        out.append(f"| human law, {mode} constants, test | {_num(r2)} |")
+        out.append(f"| human law, {mode} constants, test | {fmt_number(r2)} |")
     out += ["", "## Constants per group", "", "| group | " + " | ".join(law.param_names) + " |",
             "|---|" + "---|" * len(law.param_names)]
     for g, vals in rep["params"].items():
@@ -368,26 +302,36 @@ def render_markdown(rep) -> str:
             else "(plot unavailable: see the log)", "", "## Top candidates (validation)", "",
             "| # | val R² | complexity | params | origin | expression |", "|---|---|---|---|---|---|"]
     for i, c in enumerate(rep["top_candidates"]):
-        out.append(f"| {i + 1} | {_num(c['val_r2'])} | {c['complexity']} | {c['n_params']} | {c.get('origin', '')} | "
+        out.append(f"| {i + 1} | {fmt_number(c['val_r2'])} | {c['complexity']} | {c['n_params']} | {c.get('origin', '')} | "
                    f"`{c['expr']}` |")
     if run["top"]:
         out += ["", "## Top laws refit on all train rows (laws.tex)", "", "| rank | val R² | test R² | params | law |",
                 "|---|---|---|---|---|"]
         for t in run["top"]:
-            out.append(f"| {t['rank'] + 1}{' (chosen)' if t.get('chosen') else ''} | {_num(t.get('val_r2'))} | "
-                       f"{_num(t.get('test_r2'))} | {t['n_params']} | `{t['expression']}` |")
+            out.append(f"| {t['rank'] + 1}{' (chosen)' if t.get('chosen') else ''} | {fmt_number(t.get('val_r2'))} | "
+                       f"{fmt_number(t.get('test_r2'))} | {t['n_params']} | `{t['expression']}` |")
     llm = run["llm"]
     spend = ("no LLM used" if not llm else
              f"{llm.get('calls', 0)} calls, {llm.get('tokens_in', 0)} tokens in, {llm.get('tokens_out', 0)} "
              f"tokens out, cost {llm.get('cost', 0)}")
     out += ["", "## Settings", "", "| setting | value |", "|---|---|"]
-    for k in ("engine", "seed", "budget_s", "max_evals", "population", "offspring", "parsimony", "restarts",
-              "max_iter", "workers", "fit_rows", "validation_rows", "final_restarts"):
-        if k in cfg:
-            out.append(f"| {k} | {cfg[k]} |")
+    flat = {**cfg, **_flat_settings(cfg.get("settings") or {})}
+    for k in ("engine", "seed", "budget.seconds", "budget_s", "budget.max_evals", "max_evals", "evolution.population",
+              "population", "evolution.offspring", "offspring", "evolution.parsimony", "parsimony",
+              "fitting.restarts", "restarts", "fitting.max_iter", "max_iter", "workers", "fit_rows", "validation_rows",
+              "fitting.final_restarts", "final_restarts", "selection.rule"):
+        if k in flat:
+            out.append(f"| {k} | {flat[k]} |")
     out += [f"| validation | {cfg['card'].get('validation')} |", f"| candidate statuses | {rep['statuses']} |",
             f"| LLM | {spend} |", ""]
     return "\n".join(out)
+
+
+def _flat_settings(settings: dict) -> dict:
+    out = {}
+    for k, v in settings.items():
+        out.update({f"{k}.{k2}": v2 for k2, v2 in v.items()} if isinstance(v, dict) else {k: v})
+    return out
 
 
 def render_html(rep, md: str) -> str:
@@ -414,21 +358,16 @@ def write_report(run_dir: str | Path, dataset=None, formats: Sequence[str] = ("h
         if f not in ("html", "md"):
             raise ConfigError(f"--format must be html or md, got {f!r}")
     rep = build_report(run_dir, dataset)
-    d = Path(run_dir)
+    run = RunFolder.open(run_dir)
     md = render_markdown(rep)
     out = {}
     if "md" in formats:
-        (d / "report_files").mkdir(exist_ok=True)
         for name, png in rep["images"].items():
             if png:
-                (d / "report_files" / f"{name}.png").write_bytes(png)
-        (d / "report.md").write_text(md)
-        out["md"] = str(d / "report.md")
+                run.write_image(name, png)
+        out["md"] = str(run.write_text(REPORT_MD, md))
     if "html" in formats:
-        tmp = d / "report.html.tmp"
-        tmp.write_text(render_html(rep, md))
-        tmp.replace(d / "report.html")
-        out["html"] = str(d / "report.html")
+        out["html"] = str(run.write_text(REPORT_HTML, render_html(rep, md)))
     return out
 
 

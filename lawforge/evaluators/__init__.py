@@ -1,1 +1,0 @@
-"""Laws, fitting, metrics and scoring."""

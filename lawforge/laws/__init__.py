@@ -1,0 +1,1 @@
+"""Laws as data: whitelisted expression parsing, the Law type, and SLDBench metrics."""

@@ -1,0 +1,263 @@
+"""``lawforge discover``: a discovery as named stages over a sealed dataset and its run folder.
+
+    prepare   the run folder, the space, the seeds and the scoring context (train only)
+    search    the evolutionary loop, checkpointed after every generation
+    choose    rank the searched forms, re-rank by extrapolation shift, refit the chosen one
+    score     read the test split once, for the chosen law and the runners-up
+    write     law.json, top_laws.json, metrics.json, then the output hooks (laws.tex, report)
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import os
+import platform
+import signal
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import sympy as sp
+
+from lawforge._version import __version__
+from lawforge.datasets.byo import card_yaml
+from lawforge.datasets.loader import Dataset, SealedDataset
+from lawforge.errors import ConfigError
+from lawforge.fitting.lm import fit_split, predict
+from lawforge.laws.metrics import compute_metrics
+from lawforge.runs.folder import LLM_USAGE, METRICS, RunFolder
+from lawforge.search import space as S
+from lawforge.search.candidates import CandidateContext
+from lawforge.search.choose import Choice, choose, law_of
+from lawforge.search.engine import SearchResult, run_search
+from lawforge.search.prepare import build_space, final_train, make_context, seeds_for
+from lawforge.search.settings import SearchConfig
+
+log = logging.getLogger(__name__)
+ENGINES = ("native", "pysr")
+
+#: A hook run after the results are written: ``hook(run, dataset, top_laws)``. Outputs (laws.tex,
+#: the report) come in this way, so that runs never import the layer above them.
+RunHook = Callable[[RunFolder, Dataset, list], None]
+
+
+@dataclass
+class Stage:
+    """What the stages share: the dataset, its sealed view, the folder and the search's parts."""
+
+    dataset: Dataset
+    cfg: SearchConfig
+    run: RunFolder
+    engine: str
+    sealed: SealedDataset
+    space: S.Space = None
+    ctx: CandidateContext = None
+    proposer: Any = None
+    checkpoint: dict | None = None
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = None, engine: str = "native",
+             progress: Callable[[dict], None] | None = None, data_dir: str | None = None, report: bool = True,
+             llm=None, resume: bool = False, handle_sigint: bool = False,
+             hooks: Sequence[RunHook] = ()) -> dict[str, Any]:
+    """Run a discovery on ``dataset`` and write its run folder; return the summary.
+
+    The search checkpoints after every generation; ``resume=True`` continues the run in
+    ``out_dir`` from its checkpoint (candidates evaluated after it are reused, not lost; with an
+    evaluation budget and no LLM the resumed run ends with the same law as an uninterrupted one).
+    ``handle_sigint``: the first Ctrl-C finishes the current step, checkpoints and returns a
+    summary with ``stopped == "interrupted"``. ``report`` is recorded in the run's config (a
+    resume repeats it); the ``hooks`` write the outputs."""
+    st = prepare(dataset, cfg, out_dir, engine, data_dir, report, llm, resume)
+    res = search(st, progress, handle_sigint)
+    if res.stopped == "interrupted":
+        return {"dataset": dataset.name, "stopped": "interrupted", "evaluations": res.evaluations,
+                "seconds": round(res.seconds, 2), "run_dir": str(st.run.path)}
+    st.run.write_pareto([[m.rec["complexity"], m.rec["n_params"], m.rec["val_r2"], m.rec["val_nmse"],
+                          sp.sstr(m.expr)] for m in res.front])
+    train = final_train(st.sealed, cfg)
+    choice = choose(res.members, st.ctx, dataset.card, train, cfg)
+    full = st.sealed.unseal()
+    top = score_top_laws(choice, full, train, cfg)
+    summary = write_results(st, res, choice, full, top)
+    for hook in hooks:
+        try:
+            hook(st.run, full, top)
+        except Exception as exc:  # an output must never cost the run its results
+            log.warning("%s not written: %s: %s", getattr(hook, "__name__", "output"), type(exc).__name__, exc)
+    return summary
+
+
+# ------------------------------------------------------------------------------ prepare
+def prepare(dataset: Dataset, cfg: SearchConfig, out_dir, engine: str, data_dir, report: bool, llm,
+            resume: bool) -> Stage:
+    """Open or create the run folder, write the start files, and build the search's parts."""
+    if engine not in ENGINES:
+        raise ConfigError(f"--engine must be one of {', '.join(ENGINES)}, got {engine!r}")
+    if engine == "pysr":
+        from lawforge.search.pysr_backend import require_pysr
+
+        require_pysr()
+    sealed = SealedDataset(dataset, cfg.seed)
+    if resume:
+        if out_dir is None:
+            raise ConfigError("resume needs the run folder")
+        run = RunFolder.open(out_dir)
+        ck = run.checkpoint()
+        if ck.get("status") == "done":
+            raise ConfigError(f"{run.path}: this run is already complete (see metrics.json)")
+    else:
+        run, ck = RunFolder.create(out_dir, dataset.name, cfg.seed), None
+        config = {"dataset": dataset.name, "card": dataset.card.to_dict(), "engine": engine,
+                  "settings": cfg.to_dict(), "validation_rows": sealed.val.n, "fit_rows": sealed.fit.n,
+                  "data_dir": str(data_dir) if data_dir else os.environ.get("LAWFORGE_DATA"),
+                  "data_origin": dataset.origin, "report": report, "llm": llm.to_dict() if llm else None}
+        run.write_start(config, card_yaml(dataset.card), manifest(sealed, cfg, engine))
+    st = Stage(dataset, cfg, run, engine, sealed, checkpoint=ck)
+    st.space = build_space(sealed, cfg)
+    st.ctx = make_context(sealed, cfg)
+    if llm is not None:
+        from lawforge.agent.llm import LLMProposer
+
+        st.proposer = LLMProposer(llm, dataset.card, st.space, run.llm_calls_path, run.llm_cache_dir)
+    return st
+
+
+def manifest(ds: SealedDataset, cfg: SearchConfig, engine: str) -> dict:
+    import torch
+
+    return {"lawforge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
+            "numpy": np.__version__, "sympy": sp.__version__, "torch": torch.__version__,
+            "device": "cpu", "seed": cfg.seed, "engine": engine, "dataset": ds.name,
+            "data_hash": ds.data_hash, "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}
+
+
+# ------------------------------------------------------------------------------ search
+def search(st: Stage, progress: Callable[[dict], None] | None, handle_sigint: bool) -> SearchResult:
+    """The evolutionary loop, every candidate appended to the log, a checkpoint per generation."""
+    cfg, run, proposer = st.cfg, st.run, st.proposer
+    logged: list[dict] = []
+    cache: dict[str, dict] = {}
+    if st.checkpoint is not None:
+        logged, cache = run.split_log_at(int(st.checkpoint["evaluations"]))
+        if proposer is not None:
+            proposer.restore(st.checkpoint.get("ledger") or {}, st.checkpoint.get("llm_pending") or [])
+    extra: list[tuple[sp.Expr, str]] = []
+    if st.engine == "pysr" and st.checkpoint is None:  # pragma: no cover - needs Julia
+        from lawforge.search.pysr_backend import pysr_candidates
+
+        extra = [(S.from_law(lw), "pysr") for lw, _ in pysr_candidates(st.sealed, cfg)]
+    log_f = run.open_log()
+    counter = [len(logged)]
+
+    def on_eval(m):
+        rec = {k: v for k, v in m.rec.items() if k not in ("params", "tree", "key", "index", "origin")}
+        rec.update(origin=m.origin, index=counter[0], key=m.key, tree=S.to_tree(m.expr))
+        counter[0] += 1
+        log_f.append(rec)
+
+    def on_gen(gen, pop, evals, secs):
+        best = min((m for m in pop if m.ok), key=lambda m: m.score(cfg.evolution.parsimony))
+        if progress:
+            progress({"generation": gen, "evaluations": evals, "best_val_r2": best.rec["val_r2"],
+                      "cand_per_s": evals / max(secs, 1e-9), "seconds": secs,
+                      "llm_spend": proposer.spend_text() if proposer else None})
+
+    def checkpoint(snap: dict) -> None:
+        status = {None: "running", "interrupted": "interrupted"}.get(snap.get("stopped"), "searched")
+        run.write_checkpoint({**snap, "status": status})
+        if proposer is not None:
+            run.write_json(LLM_USAGE, proposer.usage())
+
+    stop = _StopFlag(handle_sigint)
+    try:
+        restore = (st.checkpoint["engine"], logged, cache) if st.checkpoint is not None else None
+        return run_search(st.space, st.ctx, extra + seeds_for(st.sealed, st.space), cfg, on_eval, on_gen,
+                          stop.is_set, restore=restore, llm=proposer, checkpoint=checkpoint)
+    finally:
+        log_f.close()
+        stop.restore()
+
+
+class _StopFlag:
+    """With ``active``, the first Ctrl-C sets the flag (the search finishes its step and
+    checkpoints); a second one stops at once."""
+
+    def __init__(self, active: bool):
+        self.stop = False
+        self.old = signal.signal(signal.SIGINT, self._on_sigint) if active else None
+
+    def _on_sigint(self, signum, frame):
+        if self.stop:
+            raise KeyboardInterrupt
+        self.stop = True
+        print("interrupt: finishing this step and saving a checkpoint (Ctrl-C again to stop now)",
+              file=sys.stderr, flush=True)
+
+    def is_set(self) -> bool:
+        return self.stop
+
+    def restore(self) -> None:
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+
+
+# ------------------------------------------------------------------------------ score
+def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig) -> list[dict]:
+    """The chosen law and the ``selection.top_k`` next-ranked forms refit on all of train and
+    scored on test once (for ``top_laws.json`` and ``laws.tex``; the choice was made before)."""
+    best, law = choice.member, choice.law
+    tm = test_metrics(law, choice.fit.params(), full)
+    top = [{"rank": 0, "expression": law.to_string(), "latex": law.to_latex(), "n_params": law.n_params,
+            "complexity": best.rec["complexity"], "val_r2": best.rec["val_r2"], "origin": best.origin,
+            "test_r2": tm.get("r2"), "extrapolation_shift": choice.shift.get(best.key), "chosen": True,
+            "_test": tm}]
+    for m in choice.ranked:
+        if len(top) > cfg.selection.top_k:
+            break
+        if m.key == best.key:
+            continue
+        lw = law_of(m, full.card, train, cfg, f"rank{len(top)}")
+        f2 = fit_split(lw, train, restarts=cfg.fitting.rank_restarts, seed=cfg.seed)
+        t2 = test_metrics(lw, f2.params(), full) if f2.ok else {}
+        top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,
+                    "complexity": m.rec["complexity"], "val_r2": m.rec["val_r2"], "origin": m.origin,
+                    "test_r2": t2.get("r2"), "extrapolation_shift": choice.shift.get(m.key), "chosen": False})
+    return top
+
+
+def test_metrics(law, params, full: Dataset) -> dict:
+    """Test metrics as a dict, or Nones when the dataset has no test rows (in-memory data)."""
+    if full.test.n == 0:
+        return {"r2": None, "r2_raw": None, "nmse": None, "nmae": None}
+    return compute_metrics(full.test.y, predict(law, params, full.test)).to_dict()
+
+
+# ------------------------------------------------------------------------------ write
+def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, top: list[dict]) -> dict:
+    """law.json, top_laws.json and metrics.json; the checkpoint marked done. Returns the summary."""
+    cfg, run, best, law, fit = st.cfg, st.run, choice.member, choice.law, choice.fit
+    params = fit.params()
+    tm = top[0].pop("_test")
+    trm = compute_metrics(full.train.y, predict(law, params, full.train))
+    run.write_json("law.json", {"expression": law.to_string(), "form": sp.sstr(best.expr), "latex": law.to_latex(),
+                                "python": law.to_python(), "n_params": law.n_params, "params": params,
+                                "shared_params": [p.name for p in law.params if p.shared], "origin": best.origin,
+                                "fit_status": {g: gf.status for g, gf in fit.groups.items()}}, default=float)
+    run.write_json("top_laws.json", top, default=float)
+    summary = {"dataset": full.name, "law": law.to_string(), "n_params": law.n_params,
+               "val_r2": best.rec["val_r2"], "test_r2": tm.get("r2"), "test_r2_raw": tm.get("r2_raw"),
+               "test_nmse": tm.get("nmse"), "test_nmae": tm.get("nmae"), "train_r2": trm.r2,
+               "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
+               "stopped": res.stopped, "fallbacks": choice.fallbacks, "select": cfg.selection.rule,
+               "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
+               "run_dir": str(run.path)}
+    if st.proposer is not None:
+        summary["llm"] = st.proposer.usage()
+    run.write_json(METRICS, summary)
+    run.mark_done()
+    return summary

@@ -1,0 +1,122 @@
+"""The final choice among the searched forms (train only): re-ranking the top forms by how much
+their extrapolation moves when the validation rows join their fit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from lawforge.errors import ConfigError, LawforgeError
+from lawforge.fitting.lm import FitResult, fit_split, predict
+from lawforge.laws.law import Law
+from lawforge.search import space as S
+from lawforge.search.candidates import CandidateContext
+from lawforge.search.checks import passes_checks
+from lawforge.search.settings import RANK_RESTARTS, SearchConfig
+
+
+def extrapolation_shift(law, ctx: CandidateContext, train, restarts: int = RANK_RESTARTS) -> float | None:
+    """How much ``law``'s extrapolation moves when its largest-scale train rows are added: the
+    law is fitted on ``ctx.fit`` (train without the validation carve) and on ``train``, and the
+    two fits' predictions at the probe points (beyond the train range along the scale axis) are
+    compared, as the mean squared difference in units of each probe row's group range. A form
+    whose long-range prediction is pinned down by the data moves little; one that bends freely
+    beyond the data moves a lot. None when the context has no probe points or either fit fails
+    or predicts non-finite values. Train features and targets only."""
+    if ctx.probe is None:
+        return None
+    preds = []
+    for split in (ctx.fit, train):
+        try:
+            fit = fit_split(law, split, restarts=restarts, seed=0, device=ctx.device)
+        except (LawforgeError, RuntimeError, ValueError, ArithmeticError):
+            return None
+        if not fit.ok:
+            return None
+        with np.errstate(all="ignore"):
+            preds.append(predict(law, fit.params(), ctx.probe))
+    if not all(np.all(np.isfinite(p)) for p in preds):
+        return None
+    d = preds[0].shape[1]
+    tcols = [ctx.fit.target_columns.index(t) for t in law.target_names][:d]
+    return float(np.mean(((preds[0] - preds[1]) / ctx.probe_span[:, tcols]) ** 2))
+
+
+def order_by_shift(members: list, scores: list[float], law_of, ctx: CandidateContext, train, k: int = 20,
+                   within: float = 2.0, restarts: int = RANK_RESTARTS) -> tuple[list, dict]:
+    """``members`` (ranked by validation score, ``scores``, lower is better) with those of the
+    first ``k`` whose score is within ``within`` times the best re-ranked by their
+    :func:`extrapolation_shift`, smallest first; the forms whose shift cannot be measured follow
+    them in score order, then the rest. Returns the order and the shifts by position in
+    ``members``."""
+    shifts = {}
+    for i, m in enumerate(members[:k]):
+        if not scores[i] <= within * scores[0]:
+            continue
+        s = extrapolation_shift(law_of(m), ctx, train, restarts)
+        if s is not None:
+            shifts[i] = s
+    head = sorted(shifts, key=lambda i: shifts[i])
+    rest = [i for i in range(len(members)) if i not in shifts]
+    return [members[i] for i in head + rest], shifts
+
+
+def shift_measurable(ctx: CandidateContext, axis) -> bool:
+    """Whether an extrapolation shift means something here: there are probe points, and the fit
+    part (train without the validation carve) holds at least three values of every scale axis.
+    With one value a form's trend along the axis is not fitted at all, and with two any
+    two-parameter curve passes through them; forms flat along the axis would then look the most
+    stable."""
+    if ctx.probe is None or not axis:
+        return False
+    axes = axis if isinstance(axis, list) else [axis]
+    return all(len(np.unique(ctx.fit.X[a])) >= 3 for a in axes)
+
+
+@dataclass
+class Choice:
+    """The chosen form refit on all of train, and the ranking it was chosen from."""
+
+    member: Any                # the search's Member
+    law: Law
+    fit: FitResult
+    ranked: list               # ok members, best first (after the shift re-ranking when it applies)
+    shift: dict[str, float]    # member key -> extrapolation shift (the re-ranked ones)
+    fallbacks: int             # forms skipped because their refit failed the checks
+
+
+def law_of(member, card, train, cfg: SearchConfig, name: str = "discovered") -> Law:
+    """A searched form as a law over the card's variables, its scale parameters started on ``train``."""
+    return S.to_law(member.expr, dict(card.variables), card.target_columns, name=name,
+                    data=train if cfg.grammar.scale_starts else None)
+
+
+def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig) -> Choice:
+    """Rank the ok members by validation score, re-rank the top ones by extrapolation shift
+    (``selection.rule == "shift"``, where measurable), then refit the first on all of ``train``;
+    a refit that fails or breaks the checks falls back to the next (up to 10). Train only."""
+    parsimony = cfg.evolution.parsimony
+    ranked = sorted((m for m in members if m.ok), key=lambda m: m.score(parsimony))
+    if not ranked:
+        raise ConfigError(f"{card.name}: no candidate could be fitted")
+    shift: dict[str, float] = {}
+    if cfg.selection.rule == "shift" and shift_measurable(ctx, card.validation.get("axis")):
+        by_score = ranked
+        ranked, by_pos = order_by_shift(by_score, [m.score(parsimony) for m in by_score],
+                                        lambda m: law_of(m, card, train, cfg), ctx, train,
+                                        restarts=cfg.fitting.rank_restarts)
+        shift = {by_score[i].key: s for i, s in by_pos.items()}
+    fallback, first = 0, None
+    for best in ranked[:10]:
+        law = law_of(best, card, train, cfg)
+        fit = fit_split(law, train, restarts=cfg.fitting.final_restarts, seed=cfg.seed)
+        first = first or (best, law, fit)
+        tcols = [train.target_columns.index(t) for t in law.target_names]
+        if fit.ok and (not ctx.checks or passes_checks(law, fit.params(), ctx, tcols)):
+            break
+        fallback += 1
+    else:  # none passes: keep the top-ranked form (already refit)
+        best, law, fit = first
+    return Choice(best, law, fit, ranked, shift, fallback)

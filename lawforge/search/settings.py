@@ -1,0 +1,276 @@
+"""Search settings: nested typed dataclasses, the one place where their defaults live.
+
+Every setting is named after what it does and documents itself (the ``doc`` of its field);
+``lawforge settings`` and ``docs/settings.md`` are generated from these classes. ``--set KEY=VALUE``
+takes a dotted key (``checks.finite_on_domain=false``), the field's own name when it is unique
+(``finite_on_domain=false``), or the name a setting had before it was renamed (``domain=false``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from lawforge.errors import ConfigError, did_you_mean
+
+#: Restarts of a law fitted once, for keeps (the chosen law's final refit, ``lawforge fit``,
+#: human-law refits, :func:`lawforge.fit_law`).
+FINAL_RESTARTS = 64
+#: Restarts of a candidate during the search. With 6, a form is judged on a bad local optimum
+#: about one time in five (moe, lr_bsz); 12 halves that at no measurable cost on small tasks.
+SEARCH_RESTARTS = 12
+#: Restarts of the runners-up refit for the top-laws table and of the extrapolation-shift fits.
+RANK_RESTARTS = 16
+
+
+def _doc(default, doc: str, **kw):
+    return field(default=default, metadata={"doc": doc, **kw})
+
+
+@dataclass
+class Budget:
+    max_evals: int | None = _doc(600, "stop after this many candidate evaluations")
+    seconds: float | None = _doc(None, "stop the search after this many seconds of wall time")
+
+
+@dataclass
+class Evolution:
+    population: int = _doc(32, "forms kept between generations (plus the Pareto front)")
+    offspring: int = _doc(32, "new forms proposed per generation")
+    tournament: int = _doc(3, "forms drawn per tournament when choosing a parent")
+    crossover_rate: float = _doc(0.2, "share of children made by crossover rather than mutation")
+    parsimony: float = _doc(0.02, "score = validation NMSE x (1 + parsimony x complexity)")
+
+
+@dataclass
+class Fitting:
+    restarts: int = _doc(SEARCH_RESTARTS, "fit restarts per candidate during the search")
+    max_iter: int = _doc(60, "Levenberg-Marquardt iterations per candidate fit")
+    final_restarts: int = _doc(FINAL_RESTARTS, "restarts of the chosen law's refit on all of train")
+    rank_restarts: int = _doc(RANK_RESTARTS, "restarts of the runners-up refit and the extrapolation-shift fits")
+
+
+@dataclass
+class Validation:
+    folds: int = _doc(2, "validation folds along the scale axis (rolling origin); their NMSE is averaged")
+    replicates: str = _doc("mean", "rows with the same group and features: 'mean' (one per design point) "
+                                   "or 'rows' (every row)", choices=("mean", "rows"))
+
+
+@dataclass
+class Grammar:
+    shared_params: bool = _doc(True, "search parameters shared by all groups (s0, s1, ...) beside per-group "
+                                     "ones, on datasets with 2 to 16 groups")
+    scale_starts: bool = _doc(True, "scale parameters start where their product with the data is of order one")
+
+
+@dataclass
+class Checks:
+    follow_trends: bool = _doc(True, "reject forms that move against the card's feature trends beyond the data")
+    trend_at_best_setting: bool = _doc(True, "with hyperparameter features, the trend must hold for each cell's "
+                                             "best setting (not for every setting)")
+    diminishing_returns: bool = _doc(False, "reject forms whose gain along a trend grows beyond the data")
+    trends_across_features: bool = _doc(False, "each feature's trend must also hold at points pushed along "
+                                               "another feature")
+    sane_between_points: bool = _doc(True, "no scale axis: predictions between and across the groups' measured "
+                                           "points stay within a few group ranges")
+    finite_on_domain: bool = _doc(True, "no scale axis: predictions are finite over the whole feature domain "
+                                        "(simplex or box)")
+
+
+@dataclass
+class Selection:
+    rule: str = _doc("shift", "final choice: 'shift' (among the top 20 forms within 2x the best validation "
+                              "score, the one whose extrapolation moves least when the validation rows join "
+                              "its fit) or 'score' (the best validation score)", choices=("shift", "score"))
+    top_k: int = _doc(5, "runners-up refit and scored for the top-laws table")
+
+
+@dataclass
+class SearchConfig:
+    """All settings of one discovery. Build it from flat or dotted overrides with :meth:`build`."""
+
+    seed: int = 0
+    workers: int = 1
+    budget: Budget = field(default_factory=Budget)
+    evolution: Evolution = field(default_factory=Evolution)
+    fitting: Fitting = field(default_factory=Fitting)
+    validation: Validation = field(default_factory=Validation)
+    grammar: Grammar = field(default_factory=Grammar)
+    checks: Checks = field(default_factory=Checks)
+    selection: Selection = field(default_factory=Selection)
+
+    @classmethod
+    def build(cls, **overrides) -> "SearchConfig":
+        """``SearchConfig.build(max_evals=40, seed=3, **{"checks.finite_on_domain": False})``: every key
+        a dotted path, a unique field name or a former name (see :data:`RENAMED`)."""
+        cfg = cls()
+        for key, value in overrides.items():
+            cfg.set(key, value)
+        return cfg
+
+    def set(self, key: str, value: Any) -> None:
+        path = resolve_key(key)
+        target = self
+        for part in path[:-1]:
+            target = getattr(target, part)
+        if path == ("selection", "rule") and value == "stable":
+            value = "shift"   # the rule's former name
+        f = next(f for f in dataclasses.fields(target) if f.name == path[-1])
+        choices = f.metadata.get("choices")
+        if choices and value not in choices:
+            raise ConfigError(f"{'.'.join(path)} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+        setattr(target, path[-1], value)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SearchConfig":
+        """The inverse of :meth:`to_dict`; unknown keys are errors."""
+        flat = {}
+        for k, v in d.items():
+            if isinstance(v, dict):
+                flat.update({f"{k}.{k2}": v2 for k2, v2 in v.items()})
+            else:
+                flat[k] = v
+        return cls.build(**flat)
+
+
+#: Settings as they were named before they were named after what they do (old ``--set`` keys,
+#: old ``config.json`` files).
+RENAMED = {
+    "budget_s": ("budget", "seconds"), "val_folds": ("validation", "folds"),
+    "trend": ("checks", "follow_trends"), "trend_best": ("checks", "trend_at_best_setting"),
+    "returns": ("checks", "diminishing_returns"), "cross_trend": ("checks", "trends_across_features"),
+    "between": ("checks", "sane_between_points"), "domain": ("checks", "finite_on_domain"),
+    "scope": ("grammar", "shared_params"), "select": ("selection", "rule"),
+}
+#: Settings a campaign or the benchmark sets itself, not through ``--set``.
+NOT_SETTABLE = ("seed", "workers", "budget.max_evals", "budget.seconds")
+
+
+def _leaves() -> dict[str, tuple[str, ...]]:
+    out: dict[str, tuple[str, ...]] = {}
+    for f in dataclasses.fields(SearchConfig):
+        if dataclasses.is_dataclass(f.default_factory if f.default_factory is not dataclasses.MISSING else None):
+            for g in dataclasses.fields(f.default_factory):
+                out[f"{f.name}.{g.name}"] = (f.name, g.name)
+        else:
+            out[f.name] = (f.name,)
+    return out
+
+
+def resolve_key(key: str) -> tuple[str, ...]:
+    """A setting's path from a dotted key, a unique field name or a former name."""
+    leaves = _leaves()
+    if key in leaves:
+        return leaves[key]
+    if key in RENAMED:
+        return RENAMED[key]
+    by_name = [p for p in leaves.values() if p[-1] == key]
+    if len(by_name) == 1:
+        return by_name[0]
+    raise ConfigError(f"unknown search setting {key!r}{did_you_mean(key, list(leaves) + [p[-1] for p in leaves.values()])}; "
+                      f"'lawforge settings' lists them")
+
+
+def setting_fields() -> list[tuple[str, str, Any, str]]:
+    """(dotted key, type, default, doc) of every setting ``--set`` takes, in class order."""
+    cfg = SearchConfig()
+    out = []
+    for key, path in _leaves().items():
+        if key in NOT_SETTABLE or len(path) == 1:
+            continue
+        group = getattr(cfg, path[0])
+        f = next(f for f in dataclasses.fields(group) if f.name == path[1])
+        out.append((key, str(f.type), getattr(group, path[1]), f.metadata.get("doc", "")))
+    return out
+
+
+def settings_markdown() -> str:
+    """The table of ``--set`` settings (``docs/settings.md`` and ``lawforge settings``)."""
+    former = {".".join(v): k for k, v in RENAMED.items()}
+    lines = ["# Search settings", "",
+             "Generated from `lawforge/search/settings.py` (`lawforge settings --markdown`). Set any of them with",
+             "`--set KEY=VALUE` on `discover`, `campaign` and `benchmarks/sldbench.py`; KEY is the dotted name",
+             "or, when unique, the last part.", "",
+             "| setting | type | default | what it does | former name |", "|---|---|---|---|---|"]
+    for key, kind, default, doc in setting_fields():
+        lines.append(f"| `{key}` | {kind} | {json.dumps(default)} | {doc} | {former.get(key, '')} |")
+    return "\n".join(lines) + "\n"
+
+
+def parse_settings(pairs: list[str]) -> dict:
+    """``["shared_params=false", "selection.rule=score", "val_folds=1"]`` -> typed overrides keyed
+    by dotted name. The value is read by the field's type: booleans as true/false/1/0/yes/no,
+    numbers as numbers, strings as they are (a JSON-quoted string is also accepted). An unknown
+    key or a value of the wrong type is a :class:`~lawforge.errors.ConfigError` naming it."""
+    types = {k: t for k, t, _, _ in setting_fields()}
+    out: dict = {}
+    for kv in pairs:
+        key, sep, raw = kv.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {kv!r}: expected KEY=VALUE, e.g. --set shared_params=false")
+        try:
+            dotted = ".".join(resolve_key(key))
+        except ConfigError as exc:
+            raise ConfigError(f"--set {kv!r}: {exc}") from None
+        if dotted not in types:
+            raise ConfigError(f"--set {kv!r}: {dotted!r} is set by its own option, not --set")
+        out[dotted] = _typed(raw, types[dotted], kv, key)
+    SearchConfig.build(**out)   # checks choices now, with the key in the message
+    return out
+
+
+def _typed(raw: str, kind: str, kv: str, key: str):
+    try:
+        if kind.startswith("bool"):
+            low = raw.lower()
+            if low not in ("true", "false", "1", "0", "yes", "no"):
+                raise ValueError
+            return low in ("true", "1", "yes")
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+        return json.loads(raw) if raw.startswith('"') else raw
+    except (ValueError, json.JSONDecodeError):
+        raise ConfigError(f"--set {kv!r}: {raw!r} is not a valid {kind} for {key!r}") from None
+
+
+def parse_budget(text: str | None) -> float | None:
+    """'90s', '5m', '1h', '300' (seconds) -> seconds."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([smh]?)\s*", str(text))
+    if not m:
+        raise ConfigError(f"--budget must look like 90s, 5m or 1h, got {text!r}")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[m.group(2)]
+
+
+def config_of_run(conf: dict) -> SearchConfig:
+    """The search settings recorded in a run's ``config.json``. Runs written before the settings
+    were nested recorded them flat under their former names; settings added after a run was
+    started take the value that run used: every row (``replicates``), unit starts
+    (``scale_starts``), the trend on every row (``trend_best``), the final choice by validation
+    score (``select``), per-group parameters only (``scope``), no probe without a scale axis
+    (``between``), no finiteness check over the feature domain (``domain``)."""
+    if isinstance(conf.get("settings"), dict):
+        return SearchConfig.from_dict(conf["settings"])
+    legacy = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", "scope": False,
+              "between": False, "domain": False, **conf}
+    flat = {k: legacy[k] for k in _LEGACY_FLAT if k in legacy}
+    for k in ("final_restarts", "top_k"):
+        if k in conf:
+            flat[k] = conf[k]
+    return SearchConfig.build(**flat)
+
+
+_LEGACY_FLAT = ("max_evals", "budget_s", "seed", "population", "offspring", "tournament", "crossover_rate",
+                "parsimony", "restarts", "max_iter", "workers", "val_folds", "trend", "returns", "cross_trend",
+                "replicates", "scale_starts", "trend_best", "select", "scope", "between", "domain")
