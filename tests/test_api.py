@@ -9,6 +9,7 @@ import sympy as sp
 from conftest import chinchilla_table
 
 
+@pytest.mark.slow
 def test_api_lawsearch(tmp_path):
     from lawforge import LawSearch
 
@@ -35,6 +36,7 @@ def test_api_lawsearch(tmp_path):
         est.predict(df[["N", "D"]])
 
 
+@pytest.mark.slow
 def test_api_clone_and_params():
     from lawforge import LawSearch
 
@@ -48,6 +50,7 @@ def test_api_clone_and_params():
         est.predict(np.ones((2, 2)))
 
 
+@pytest.mark.slow
 def test_api_sklearn_clone():
     from lawforge import LawSearch
 

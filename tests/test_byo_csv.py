@@ -14,6 +14,7 @@ def _json_out(capsys, argv):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_byo_csv_recovers_known_law(run_dir):
     m = json.loads((run_dir / "metrics.json").read_text())
     assert m["test_r2"] > 0.99, m
@@ -27,6 +28,7 @@ def test_byo_csv_recovers_known_law(run_dir):
     assert ds.card.validation["axis"] == "N"  # the column the test rule reads
 
 
+@pytest.mark.slow
 def test_byo_csv_fit(csv_run, capsys):
     _, path = csv_run
     row = _json_out(capsys, ["fit", "--csv", str(path), "--features", "N,D", "--target", "loss", "--test",
@@ -47,6 +49,7 @@ def test_byo_csv_fit(csv_run, capsys):
     (["--features", "N,D", "--target", "loss", "--test", "N >= 1e9", "--validation-axis", "loss"],
      "not one of the features"),
 ])
+@pytest.mark.slow
 def test_byo_csv_bad_input(csv_run, capsys, argv_extra, needle):
     _, path = csv_run
     rc = main(["discover", "--csv", str(path), "--max-evals", "5", *argv_extra])
@@ -63,6 +66,7 @@ def test_byo_csv_bad_input(csv_run, capsys, argv_extra, needle):
     (lambda df: df.drop(columns=["D"]), "no column 'D'"),
     (lambda df: df.iloc[[0, 47]], "row"),
 ])
+@pytest.mark.slow
 def test_byo_csv_bad_values(tmp_path, capsys, mutate, needle):
     path = tmp_path / "bad.csv"
     mutate(chinchilla_table()).to_csv(path, index=False)
@@ -78,6 +82,7 @@ def test_byo_missing_file(capsys, tmp_path):
     assert rc == 1 and "file not found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_csv_and_dataset_conflict(capsys, csv_run):
     rc = main(["discover", "synthetic_chinchilla", "--csv", str(csv_run[1]), "--features", "N", "--target", "loss",
                "--test", "N >= 1e9"])

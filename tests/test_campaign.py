@@ -15,6 +15,7 @@ NOVEL = json.dumps([
 ])
 
 
+@pytest.mark.slow
 def test_campaign_leaderboard(tmp_path, capsys):
     out = tmp_path / "camp"
     assert main(["campaign", "synthetic_chinchilla", "synthetic_multigroup", "--seeds", "1", "--max-evals", "40",
@@ -31,6 +32,7 @@ def test_campaign_leaderboard(tmp_path, capsys):
     assert (out / "synthetic_chinchilla-s0" / "law.json").exists()
 
 
+@pytest.mark.slow
 def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
     out = tmp_path / "inner"
     assert main(["campaign", "synthetic_chinchilla", "--seeds", "1", "--max-evals", "30", "--workers", "1",
@@ -68,6 +70,7 @@ def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
         rules["analyse"](tmp_path / "real", top=5, rules=["score"])
 
 
+@pytest.mark.slow
 def test_campaign_budget_for_one_dataset(tmp_path):
     from lawforge.runs.campaign import run_campaign
 

@@ -49,6 +49,7 @@ def test_extract_and_parse_laws():
             law_to_form(item, ["N", "D"], 5, 1)
 
 
+@pytest.mark.slow
 def test_llm_mutation_survives_every_bad_reply(tmp_path):
     marker = tmp_path / "PWNED"
     inject = json.dumps([{"expression": f"__import__('os').system('touch {marker}')", "parameters": []},
@@ -94,6 +95,7 @@ def test_llm_mutation_survives_every_bad_reply(tmp_path):
     assert "OPENAI_API_KEY" not in (out / "config.json").read_text()
 
 
+@pytest.mark.slow
 def test_budget_ledger_stops_calls_exactly(tmp_path):
     with FakeLLM(default={"content": NOVEL}) as srv:
         s = discover(load_dataset("synthetic_chinchilla"), SearchConfig.build(max_evals=260, seed=1), tmp_path / "r",
@@ -103,6 +105,7 @@ def test_budget_ledger_stops_calls_exactly(tmp_path):
     assert s["evaluations"] == 260  # the run goes on without the LLM
 
 
+@pytest.mark.slow
 def test_token_budget_stops_llm_use(tmp_path):
     with FakeLLM(default={"content": NOVEL}) as srv:
         s = discover(load_dataset("synthetic_chinchilla"), SearchConfig.build(max_evals=200, seed=1), tmp_path / "r",
@@ -111,6 +114,7 @@ def test_token_budget_stops_llm_use(tmp_path):
     assert s["llm"]["exhausted"] == "tokens"
 
 
+@pytest.mark.slow
 def test_replay_offline_from_cache(tmp_path):
     ds = load_dataset("synthetic_chinchilla")
     with FakeLLM(default={"content": NOVEL}) as srv:
@@ -127,6 +131,7 @@ def test_replay_offline_from_cache(tmp_path):
     assert ea == eb
 
 
+@pytest.mark.slow
 def test_cli_discover_with_llm(tmp_path, capsys):
     out = tmp_path / "run"
     with FakeLLM(default={"content": NOVEL}) as srv:
@@ -148,6 +153,7 @@ def test_llm_flags_are_checked(capsys):
     assert "--llm-rate" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_llm_laws_may_share_parameters_across_groups(tmp_path, capsys):
     item = {"expression": "E + A/D**a", "parameters": ["E", "A", "a"], "shared": ["a"]}
     e = law_to_form(item, ["D"], 6, 1, shared_ok=True)

@@ -15,6 +15,7 @@ def _json_out(capsys, argv):
     return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_report_files(run_dir):
     html = (run_dir / "report.html").read_text()
     md = (run_dir / "report.md").read_text()
@@ -33,6 +34,7 @@ def test_report_files(run_dir):
     assert base64.b64decode(first)[:4] == b"\x89PNG"
 
 
+@pytest.mark.slow
 def test_report_command_rewrites(run_dir, capsys):
     (run_dir / "report.html").unlink()
     out = _json_out(capsys, ["report", str(run_dir), "--format", "html", "--json"])
@@ -44,6 +46,7 @@ def test_report_on_non_run(tmp_path, capsys):
     assert rc == 1 and "not a complete run folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_laws_tex(run_dir):
     tex = (run_dir / "laws.tex").read_text()
     top = json.loads((run_dir / "top_laws.json").read_text())
@@ -59,6 +62,7 @@ def test_laws_table_tex_escapes():
     assert "my\\_data\\%" in tex and "--" in tex
 
 
+@pytest.mark.slow
 def test_fit_and_discover_print_latex(capsys):
     assert main(["fit", "synthetic_chinchilla", "--law", "E + A/N**alpha + B/D**beta", "--latex",
                  "--restarts", "8"]) == 0
@@ -66,6 +70,7 @@ def test_fit_and_discover_print_latex(capsys):
     assert "loss = A N^{- \\alpha} + B D^{- \\beta} + E" in out
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium is not installed")
 def test_report_renders_in_chromium(run_dir, tmp_path):
     from lawforge.outputs.report import render_png

@@ -49,6 +49,7 @@ def reference(tmp_path_factory):
     return s, [r["expr"] for r in RunFolder(out).read_log()]
 
 
+@pytest.mark.slow
 def test_interrupt_then_resume_gives_the_same_law(tmp_path, reference):
     ref, ref_exprs = reference
     out = tmp_path / "run"
@@ -69,6 +70,7 @@ def test_interrupt_then_resume_gives_the_same_law(tmp_path, reference):
         discover(ds, SearchConfig.build(max_evals=260, seed=1), out, report=False, resume=True)
 
 
+@pytest.mark.slow
 def test_kill9_then_resume_loses_nothing(tmp_path, reference, capsys):
     ref, ref_exprs = reference
     out = tmp_path / "run"
@@ -87,6 +89,7 @@ def test_kill9_then_resume_loses_nothing(tmp_path, reference, capsys):
     assert s["law"] == ref["law"] and [r["expr"] for r in after] == ref_exprs
 
 
+@pytest.mark.slow
 def test_ctrl_c_checkpoints_and_exits_cleanly(tmp_path, capsys):
     out = tmp_path / "run"
     p = _cli("discover", "synthetic_chinchilla", "--max-evals", "2000", "--seed", "0", "--out", str(out),
@@ -105,6 +108,7 @@ def test_resume_bad_folder(tmp_path, capsys):
     assert "not a lawforge run folder" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_fresh_run_refuses_existing_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["discover", "synthetic_chinchilla", "--max-evals", "20", "--out", str(out), "--no-report"]) == 0

@@ -159,6 +159,7 @@ def test_sealed_dataset_blocks_test_until_unsealed():
     assert sealed.unseal().test.n == 12
 
 
+@pytest.mark.slow
 def test_search_never_reads_a_test_row(monkeypatch, tmp_path):
     import lawforge.runs.discover as disc
 
@@ -189,6 +190,7 @@ def test_search_never_reads_a_test_row(monkeypatch, tmp_path):
     assert out["test_r2"] is not None
 
 
+@pytest.mark.slow
 def test_same_seed_and_eval_budget_give_the_same_law(tmp_path):
     ds = load_dataset("synthetic_multigroup")
     a = discover(ds, SearchConfig.build(max_evals=70, seed=3), tmp_path / "a")
@@ -205,6 +207,7 @@ def test_same_seed_and_eval_budget_give_the_same_law(tmp_path):
     assert rc == ra
 
 
+@pytest.mark.slow
 def test_discover_cli_writes_the_run_folder(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["discover", "synthetic_chinchilla", "--max-evals", "50", "--seed", "1", "--out", str(out), "--json"]) == 0
@@ -420,6 +423,7 @@ def test_cell_means_average_replicates_once_per_design_point():
     assert list(cm.groups) == list(ds.train.groups)
 
 
+@pytest.mark.slow
 def test_replicates_setting_fits_design_points_once(tmp_path):
     import pandas as pd
     from lawforge.search.prepare import make_context
@@ -438,6 +442,7 @@ def test_replicates_setting_fits_design_points_once(tmp_path):
     assert out["test_r2"] is not None
 
 
+@pytest.mark.slow
 def test_discover_cli_replicates_option_is_recorded(tmp_path):
     out = tmp_path / "run"
     assert main(["discover", "synthetic_chinchilla", "--max-evals", "20", "--replicates", "rows",
@@ -564,6 +569,7 @@ def test_extrapolation_shift_is_small_for_a_law_the_data_pins_down():
     assert extrapolation_shift(power, no_probe, train) is None  # no probe points: not measured
 
 
+@pytest.mark.slow
 def test_select_setting_is_recorded_and_old_runs_choose_by_score(tmp_path):
     from lawforge.errors import ConfigError
     from lawforge.search.settings import config_of_run

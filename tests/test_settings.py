@@ -35,6 +35,7 @@ def test_set_values_are_read_by_the_settings_type():
             parse_settings([bad])
 
 
+@pytest.mark.slow
 def test_cli_set_reaches_the_run_config(tmp_path, capsys):
     out = tmp_path / "d"
     assert main(["discover", "synthetic_multigroup", "--max-evals", "12", "--set", "scope=false", "--set",

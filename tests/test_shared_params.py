@@ -111,6 +111,7 @@ def test_human_law_seed_keeps_its_shared_parameters():
     assert [p.name for p in back.params if p.shared] == ["s0"]
 
 
+@pytest.mark.slow
 def test_run_records_shared_parameters_and_searches_them(tmp_path):
     ds = load_dataset("synthetic_multigroup")
     res = discover(ds, SearchConfig.build(max_evals=120, seed=0), tmp_path / "r")

@@ -18,6 +18,7 @@ import pandas as pd
 from lawforge.datasets.card import DatasetCard, get_card
 from lawforge.datasets.rules import evaluate_rule
 from lawforge.errors import DatasetError
+from lawforge.fileio import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -170,11 +171,7 @@ def download_from_hub(task: str) -> tuple[Path, Path]:
     paths = []
     for split in ("train", "test"):
         src = hf_hub_download(HUB_REPO, f"{task}/{split}.csv", repo_type="dataset")
-        dst = out / f"{split}.csv"
-        tmp = dst.with_suffix(".tmp")
-        tmp.write_bytes(Path(src).read_bytes())
-        os.replace(tmp, dst)
-        paths.append(dst)
+        paths.append(atomic_write_bytes(out / f"{split}.csv", Path(src).read_bytes()))
     return paths[0], paths[1]
 
 

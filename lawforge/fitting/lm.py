@@ -1,6 +1,6 @@
 """Batched Levenberg–Marquardt fitting of one law, all groups and many restarts at once.
 
-Design (see ``docs/fitting-notes.md`` in shared for the measurements behind it):
+Design:
 
 * The Jacobian is symbolic: sympy differentiates each target expression by each parameter once,
   the value and all partials are compiled together after common-subexpression elimination, and
@@ -32,6 +32,7 @@ import numpy as np
 import sympy as sp
 
 from lawforge.errors import FitError
+from lawforge.fitting.defaults import FINAL_RESTARTS
 from lawforge.laws.expr import make_symbol, torch_backend
 from lawforge.laws.law import Law
 
@@ -375,7 +376,7 @@ def _starts(law, pr, restarts, seed, extra_starts, torch, device):
     return torch.as_tensor(U, dtype=torch.float64, device=device)
 
 
-def fit_split(law: Law, split, *, restarts: int = 32, seed: int = 0, device: str = "cpu",
+def fit_split(law: Law, split, *, restarts: int = FINAL_RESTARTS, seed: int = 0, device: str = "cpu",
               max_iter: int = 200, ftol: float = 1e-10, xtol: float = 1e-10, loss: str = "l2",
               huber_delta: float | None = None,
               extra_starts: Mapping[str, Mapping[str, float]] | Sequence | None = None,

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from lawforge.errors import LawforgeError
+from lawforge.fitting.defaults import FINAL_RESTARTS
 from lawforge.fitting.lm import FitResult, fit_split, predict
 from lawforge.laws.law import Law
 from lawforge.laws.metrics import Metrics, compute_metrics
@@ -48,7 +49,7 @@ def score_given(dataset, law: Law, params: Mapping[str, Mapping[str, float]], fi
                  metrics_for(law, params, dataset.train), metrics_for(law, params, dataset.test))
 
 
-def score_refit(dataset, law: Law, *, restarts: int = 64, seed: int = 0, device: str = "cpu",
+def score_refit(dataset, law: Law, *, restarts: int = FINAL_RESTARTS, seed: int = 0, device: str = "cpu",
                 extra_starts=None, **fit_kw) -> Score:
     """Fit ``law`` on the train split only, then score train and test."""
     law.check_limit(dataset.card.param_limit, dataset.name)
@@ -62,7 +63,7 @@ def score_refit(dataset, law: Law, *, restarts: int = 64, seed: int = 0, device:
 
 
 def score_human(dataset, fit: str = "published", *, law_name: str | None = None,
-                data_dir=None, restarts: int = 64, seed: int = 0, device: str = "cpu", **fit_kw) -> Score:
+                data_dir=None, restarts: int = FINAL_RESTARTS, seed: int = 0, device: str = "cpu", **fit_kw) -> Score:
     """Score a dataset's human law with its published constants, or refit on train.
 
     A refit starts from the card's init, random restarts and, when available, the published

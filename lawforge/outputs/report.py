@@ -20,6 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from lawforge.errors import ConfigError, LawforgeError
+from lawforge.fitting.defaults import RANK_RESTARTS
 from lawforge.outputs.latex import fmt_number
 from lawforge.runs.folder import REPORT_HTML, REPORT_MD, RunFolder
 
@@ -218,7 +219,7 @@ def _human(ds, data_dir):
     law = params = None
     for mode in ("published", "refit"):
         try:
-            s = score_human(ds, mode, data_dir=data_dir, restarts=16)
+            s = score_human(ds, mode, data_dir=data_dir, restarts=RANK_RESTARTS)
         except LawforgeError as exc:
             log.debug("human law %s: %s", mode, exc)
             continue

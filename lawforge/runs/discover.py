@@ -28,7 +28,7 @@ from lawforge.datasets.loader import Dataset, SealedDataset
 from lawforge.errors import ConfigError
 from lawforge.fitting.lm import fit_split, predict
 from lawforge.laws.metrics import compute_metrics
-from lawforge.runs.folder import LLM_USAGE, METRICS, RunFolder
+from lawforge.runs.folder import LAW, LLM_USAGE, METRICS, TOP_LAWS, RunFolder
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.choose import Choice, choose, law_of
@@ -244,11 +244,11 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
     params = fit.params()
     tm = top[0].pop("_test")
     trm = compute_metrics(full.train.y, predict(law, params, full.train))
-    run.write_json("law.json", {"expression": law.to_string(), "form": sp.sstr(best.expr), "latex": law.to_latex(),
+    run.write_json(LAW, {"expression": law.to_string(), "form": sp.sstr(best.expr), "latex": law.to_latex(),
                                 "python": law.to_python(), "n_params": law.n_params, "params": params,
                                 "shared_params": [p.name for p in law.params if p.shared], "origin": best.origin,
                                 "fit_status": {g: gf.status for g, gf in fit.groups.items()}}, default=float)
-    run.write_json("top_laws.json", top, default=float)
+    run.write_json(TOP_LAWS, top, default=float)
     summary = {"dataset": full.name, "law": law.to_string(), "n_params": law.n_params,
                "val_r2": best.rec["val_r2"], "test_r2": tm.get("r2"), "test_r2_raw": tm.get("r2_raw"),
                "test_nmse": tm.get("nmse"), "test_nmae": tm.get("nmae"), "train_r2": trm.r2,

@@ -13,7 +13,7 @@ from lawforge.errors import LawforgeError
 from lawforge.fitting.lm import fit_split, predict
 from lawforge.laws.metrics import compute_metrics
 from lawforge.search.checks import passes_checks
-from lawforge.search.settings import SEARCH_RESTARTS
+from lawforge.fitting.defaults import SEARCH_RESTARTS
 from lawforge.search.space import complexity, to_law
 
 log = logging.getLogger(__name__)

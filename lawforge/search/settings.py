@@ -15,16 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lawforge.errors import ConfigError, did_you_mean
+from lawforge.fitting.defaults import FINAL_RESTARTS, RANK_RESTARTS, SEARCH_RESTARTS
 
-#: Restarts of a law fitted once, for keeps (the chosen law's final refit, ``lawforge fit``,
-#: human-law refits, :func:`lawforge.fit_law`).
-FINAL_RESTARTS = 64
-#: Restarts of a candidate during the search. With 6, a form is judged on a bad local optimum
-#: about one time in five (moe, lr_bsz); 12 halves that at no measurable cost on small tasks.
-SEARCH_RESTARTS = 12
-#: Restarts of the runners-up refit for the top-laws table and of the extrapolation-shift fits.
-RANK_RESTARTS = 16
-
+__all__ = ["FINAL_RESTARTS", "RANK_RESTARTS", "SEARCH_RESTARTS", "SearchConfig", "parse_settings", "parse_budget",
+           "config_of_run", "settings_markdown"]
 
 def _doc(default, doc: str, **kw):
     return field(default=default, metadata={"doc": doc, **kw})
