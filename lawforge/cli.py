@@ -510,14 +510,23 @@ def _add_campaign(sub, o) -> None:
     sp.set_defaults(func=cmd_campaign)
 
 
-def _add_small_commands(sub, o) -> None:
+def _add_data_commands(sub, o) -> None:
     sp = sub.add_parser("datasets", parents=[o["common"]], help="list the known datasets")
     sp.set_defaults(func=cmd_datasets)
+    sp = sub.add_parser("bench", parents=[o["common"], o["fit"]], help="score a set of laws over datasets")
+    sp.add_argument("--laws", default="human", help="law set to score (default: human)")
+    sp.add_argument("--fit", choices=["published", "refit", "both"], default="both")
+    sp.add_argument("--datasets", help="comma-separated dataset names (default: all with data here)")
+    sp.set_defaults(func=cmd_bench)
+
+
+def _add_run_commands(sub, o) -> None:
     sp = sub.add_parser("resume", parents=[o["common"]], help="continue an interrupted discovery from its checkpoint")
     sp.add_argument("run_dir", help="the run folder of the interrupted run")
     sp.add_argument("--workers", type=int, help="worker processes (default: as the run was started)")
     sp.add_argument("--verbose", action="store_true", help="print progress even when not on a terminal")
     sp.set_defaults(func=cmd_resume)
+    _add_campaign(sub, o)
     sp = sub.add_parser("report", parents=[o["common"]], help="write the HTML/Markdown report of a run folder")
     sp.add_argument("run_dir", help="a run folder written by 'lawforge discover'")
     sp.add_argument("--format", choices=["html", "md", "both"], default="both")
@@ -529,11 +538,6 @@ def _add_small_commands(sub, o) -> None:
     sp.add_argument("--llm-base-url", default=None, help="an OpenAI-compatible endpoint to check "
                     "(default: $LAWFORGE_LLM_BASE_URL or $OPENAI_BASE_URL if set)")
     sp.set_defaults(func=cmd_doctor)
-    sp = sub.add_parser("bench", parents=[o["common"], o["fit"]], help="score a set of laws over datasets")
-    sp.add_argument("--laws", default="human", help="law set to score (default: human)")
-    sp.add_argument("--fit", choices=["published", "refit", "both"], default="both")
-    sp.add_argument("--datasets", help="comma-separated dataset names (default: all with data here)")
-    sp.set_defaults(func=cmd_bench)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -541,10 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"lawforge {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     o = _common_options()
-    _add_small_commands(sub, o)
+    _add_data_commands(sub, o)
     _add_fit(sub, o)
     _add_discover(sub, o)
-    _add_campaign(sub, o)
+    _add_run_commands(sub, o)
     return p
 
 
