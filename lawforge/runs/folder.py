@@ -105,33 +105,26 @@ class RunFolder:
         self.write_json(MANIFEST, manifest)
 
     # -- the candidate log
-    def read_log(self, name: str = CANDIDATES) -> list[dict]:
-        """The log's complete records (a torn last line, from a kill, is dropped)."""
-        out = []
+    def _records(self, name: str) -> list:
+        """Every parseable line of a JSON-lines file (a torn last line, from a kill, is dropped)."""
         p = self.file(name)
-        if not p.exists():
-            return out
-        for line in p.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError:
-                continue
-            if isinstance(rec, dict) and "key" in rec and "tree" in rec:
-                out.append(rec)
-        return out
-
-    def read_candidates(self) -> list[dict]:
-        """Every parseable record of the candidate log (for reports)."""
-        p = self.file(CANDIDATES)
         if not p.exists():
             return []
         out = []
         for line in p.read_text().splitlines():
             try:
                 out.append(json.loads(line))
-            except json.JSONDecodeError:  # a torn last line after a kill: skip it
+            except json.JSONDecodeError:
                 continue
         return out
+
+    def read_log(self, name: str = CANDIDATES) -> list[dict]:
+        """The log's complete candidate records (each with its key and tree)."""
+        return [r for r in self._records(name) if isinstance(r, dict) and "key" in r and "tree" in r]
+
+    def read_candidates(self) -> list[dict]:
+        """Every parseable record of the candidate log (for reports)."""
+        return self._records(CANDIDATES)
 
     def open_log(self):
         """The candidate log opened for appending (one JSON record per line, flushed each)."""
