@@ -10,7 +10,11 @@ finite-difference variant is timed on ``--fd-fits`` starts per problem (its fits
 depend on the number of starts; its best loss is then over that subset). Printed per problem: fits, wall
 time, fits/s and the summed best loss over groups for each method, and the ratio.
 
-    python benchmarks/fit_throughput.py [--device cpu|cuda] [--json] [--data-dir DIR]
+    python benchmarks/fit_throughput.py [--device cpu|cuda] [--json] [--data-dir DIR] [--full]
+
+By default about 256 fits per problem and 32 finite-difference fits (a few minutes on 2 cores);
+``--full`` is the long run: about 1,024 fits per problem, sft's human law with 256 restarts in each
+of its 42 groups (10,752 fits, the >= 10,000-fit problem) and 128 finite-difference fits.
 """
 
 from __future__ import annotations
@@ -25,7 +29,8 @@ import numpy as np
 
 from lawforge.datasets import bundled_card_paths, data_available, get_card, load_dataset
 from lawforge.laws.expr import numpy_backend
-from lawforge.fitting.lm import _ID, _LO, _HI, fit_split, start_points
+from lawforge.fitting.lm import fit_split, start_points
+from lawforge.fitting.problems import _HI, _ID, _LO
 
 
 def _scipy_fit(law, split, U, pr, max_nfev, jac_mode="analytic"):
@@ -96,7 +101,7 @@ def _scipy_fit(law, split, U, pr, max_nfev, jac_mode="analytic"):
     return best_total, fits, failures
 
 
-def problems(data_dir, fits_per_problem: int = 1024):
+def problems(data_dir, fits_per_problem: int = 1024, full: bool = True):
     """(label, dataset, restarts per group) problems.
 
     Each human law is fitted with about ``fits_per_problem`` fits (restarts = that / groups, at
@@ -111,9 +116,9 @@ def problems(data_dir, fits_per_problem: int = 1024):
               file=sys.stderr)
     for n in have:
         groups = len(load_dataset(n, data_dir).train.group_names)
-        R = 256 if n == "sft_scaling_law" else max(32, -(-fits_per_problem // groups))
+        R = 256 if n == "sft_scaling_law" and full else max(32, -(-fits_per_problem // groups))
         out.append((f"{n} (human law)", n, R))
-    if "sft_scaling_law" not in have:  # a synthetic problem of the same size class
+    if "sft_scaling_law" not in have and full:  # a synthetic problem of the same size class
         out.append(("synthetic_multigroup (10,240 fits)", "synthetic_multigroup", 2560))
     for n in ("synthetic_chinchilla", "synthetic_multigroup"):
         out.append((f"{n} (true form)", n, max(32, fits_per_problem // len(load_dataset(n).train.group_names))))
@@ -131,17 +136,22 @@ def main(argv=None):
     ap.add_argument("--data-dir", default=os.environ.get("LAWFORGE_DATA"))
     ap.add_argument("--max-iter", type=int, default=200)
     ap.add_argument("--only", help="comma-separated substrings of problem labels to run")
-    ap.add_argument("--fits-per-problem", type=int, default=1024)
+    ap.add_argument("--full", action="store_true", help="the long run (see above)")
+    ap.add_argument("--fits-per-problem", type=int, default=None, help="default 256, or 1024 with --full")
     ap.add_argument("--scipy-jac", choices=["analytic", "2-point", "both"], default="both")
-    ap.add_argument("--fd-fits", type=int, default=128,
+    ap.add_argument("--fd-fits", type=int, default=None,
                     help="fits per problem timed for scipy's finite-difference variant (its best loss is "
-                         "then over those starts only)")
+                         "then over those starts only; default 32, or 128 with --full)")
     args = ap.parse_args(argv)
+    if args.fits_per_problem is None:
+        args.fits_per_problem = 1024 if args.full else 256
+    if args.fd_fits is None:
+        args.fd_fits = 128 if args.full else 32
 
     rows = []
     warm = load_dataset("synthetic_chinchilla")
     fit_split(warm.card.human_law()[0], warm.train, restarts=4, device=args.device)  # warm-up
-    for label, name, R in problems(args.data_dir, args.fits_per_problem):
+    for label, name, R in problems(args.data_dir, args.fits_per_problem, args.full):
         if args.only and not any(s in label for s in args.only.split(",")):
             continue
         ds = load_dataset(name, args.data_dir)

@@ -124,14 +124,15 @@ class LawSearch:
     search; ``seed`` makes it reproducible (with ``max_evals``); ``validation_axis`` is the
     feature (or list of features) along which the largest train values are held out to rank
     candidates (default: the first feature); ``hyperparameters`` names features with an optimum
-    (learning rate, batch size); ``param_limit`` caps parameters per group.
+    (learning rate, batch size); ``param_limit`` caps parameters per group; ``device`` is where
+    candidate fits run (``"cpu"``, ``"cuda"`` or ``"auto"``).
     """
 
     def __init__(self, max_evals: int | None = 300, budget: float | None = None, seed: int = 0,
                  validation_axis: str | list[str] | None = None, hyperparameters: Sequence[str] = (),
                  param_limit: int | None = None, parsimony: float = 0.02, restarts: int = SEARCH_RESTARTS,
                  workers: int = 1, feature_names: Sequence[str] | None = None, target_name: str = "y",
-                 out_dir: str | None = None):
+                 out_dir: str | None = None, device: str = "cpu"):
         self.max_evals = max_evals
         self.budget = budget
         self.seed = seed
@@ -144,6 +145,7 @@ class LawSearch:
         self.feature_names = feature_names
         self.target_name = target_name
         self.out_dir = out_dir
+        self.device = device
 
     # -- scikit-learn protocol
     @classmethod
@@ -206,7 +208,8 @@ class LawSearch:
         if self.param_limit is not None:
             ds.card.param_limit = int(self.param_limit)
         cfg = SearchConfig.build(max_evals=self.max_evals, budget_s=self.budget, seed=self.seed,
-                                 parsimony=self.parsimony, restarts=self.restarts, workers=self.workers)
+                                 parsimony=self.parsimony, restarts=self.restarts, workers=self.workers,
+                                 device=self.device)
         out = Path(self.out_dir) if self.out_dir else Path(tempfile.mkdtemp(prefix="lawforge-api-"))
         summary = discover(ds, cfg, out, report=False, hooks=run_hooks(report=False))
         run = RunFolder.open(out)

@@ -242,6 +242,9 @@ def _print_summary(s, args) -> int:
         _print_json(s)
         return 0
     print(f"dataset: {s['dataset']}   evaluations: {s['evaluations']} in {s['seconds']}s ({s['stopped']})")
+    if s.get("timings"):
+        print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings"].items())
+              + (f"; wall {s['wall_s']:.1f}s" if "wall_s" in s else ""))
     print(f"law: {s['law']}   ({s['n_params']} parameters per group)")
     _table("Chosen law", ["val R2 (search)", "test R2", "test NMSE", "test NMAE"],
            [[s["val_r2"], s["test_r2"], s["test_nmse"], s["test_nmae"]]])
@@ -257,12 +260,23 @@ def _print_summary(s, args) -> int:
     return 0
 
 
+def _device(name: str) -> str:
+    """``--device``: cpu, cuda or auto; cuda with no GPU in sight is a clear error now, not mid-run."""
+    if name == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError("--device cuda: torch sees no CUDA device (use --device auto to fall back to the CPU)")
+    return name
+
+
 def _search_config(args, budget: float | None):
     from lawforge.search.settings import SearchConfig, parse_settings
 
     if args.workers is not None and args.workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
-    settings = {"validation.replicates": args.replicates, "selection.rule": args.select, **parse_settings(args.set)}
+    settings = {"validation.replicates": args.replicates, "selection.rule": args.select,
+                "fitting.device": _device(args.device), **parse_settings(args.set)}
     return SearchConfig.build(max_evals=args.max_evals, budget_s=budget, seed=args.seed,
                               workers=args.workers if args.workers is not None else usable_cores(), **settings)
 
@@ -344,7 +358,8 @@ def cmd_campaign(args) -> int:
 
     out = run_campaign(names, args.seeds, args.out, budget_s=budget, max_evals=args.max_evals,
                        data_dir=args.data_dir, llm=llm, workers=args.workers, report=not args.no_report, on_row=on_row,
-                       inner=args.inner, search=parse_settings(args.set) or None,
+                       inner=args.inner,
+                       search={"fitting.device": _device(args.device), **parse_settings(args.set)},
                        hooks=run_hooks(not args.no_report))
     if args.json:
         _print_json(out)
@@ -476,6 +491,8 @@ def _add_discover(sub, o) -> None:
     sp.add_argument("--workers", type=int, default=None,
                     help="worker processes for fitting (default: the cores this process may use); "
                          "the same seed and --max-evals give the same law with any number")
+    sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                    help="where candidate fits run (auto: a GPU when torch sees one; default cpu)")
     sp.add_argument("--replicates", choices=["mean", "rows"], default="mean",
                     help="rows with the same group and features: averaged into one per design point "
                          "(mean, default) or each kept (rows)")
@@ -501,6 +518,8 @@ def _add_campaign(sub, o) -> None:
     sp.add_argument("--budget", help="per run, e.g. 1m, 10m (default 10m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="per run")
     sp.add_argument("--workers", type=int, help="runs in parallel (default: the machine's cores)")
+    sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
+                    help="where candidate fits run (auto: a GPU when torch sees one; default cpu)")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     sp.add_argument("--out", help="campaign folder (default runs/campaign-<time>)")
     sp.add_argument("--no-report", action="store_true", help="skip the per-run reports")

@@ -234,6 +234,169 @@ def compile_exprs(exprs: Sequence[sp.Expr], inputs: Sequence[str],
     return Program(tuple(inputs), tuple(c.instructions), outputs, tuple(flags), tuple(sorted(frontier)))
 
 
+def compile_with_jacobian(exprs: Sequence[sp.Expr], inputs: Sequence[str], params: Sequence[str],
+                          static_inputs: Iterable[str] = ()) -> tuple[Program, list[tuple[int, int]], list[frozenset]]:
+    """Compile ``exprs`` and their partial derivatives by every parameter into one :class:`Program`.
+
+    The values are compiled as in :func:`compile_exprs`; the partials are then produced by
+    forward-mode differentiation of the instruction list itself (each instruction's partials
+    from its arguments' partials, structural zeros skipped, constants folded), so no symbolic
+    derivative is taken. Returns ``(program, pairs, deps)``: outputs are the values, then one
+    output per non-zero partial, ``pairs[i] = (expr_index, param_index)`` for output
+    ``len(exprs) + i``, and ``deps[i]`` the parameter indices that partial depends on.
+    """
+    c = _Compiler(set(inputs), set(static_inputs))
+    replacements, reduced = sp.cse(list(exprs), optimizations="basic")
+    for sym, sub in replacements:
+        c.cse_map[sym] = c.walk(sub)
+    values = [c.walk(e) for e in reduced]
+    d = _ForwardDiff(c, list(params))
+    pairs, partials, deps = [], [], []
+    for ti, v in enumerate(values):
+        for k, dv in sorted(d.partials(v).items()):
+            pairs.append((ti, k))
+            partials.append(dv)
+            deps.append(d.depends(dv))
+    outputs = tuple(values + partials)
+    flags = c.static_flags
+    frontier = set()
+    for i, (_op, args) in enumerate(c.instructions):
+        if not flags[i]:
+            frontier.update(v for k, v in args if k == "r" and flags[v])
+    frontier.update(v for k, v in outputs if k == "r" and flags[v])
+    prog = Program(tuple(inputs), tuple(c.instructions), outputs, tuple(flags), tuple(sorted(frontier)))
+    return prog, pairs, deps
+
+
+_ZERO, _ONE = ("c", 0.0), ("c", 1.0)
+
+
+class _ForwardDiff:
+    """Partials of compiled registers by parameters, emitted as more instructions (memoised)."""
+
+    def __init__(self, c: "_Compiler", params: list[str]):
+        self.c = c
+        self.pidx = {p: k for k, p in enumerate(params)}
+        self.memo: dict[int, dict[int, tuple]] = {}
+        self.dep_memo: dict[tuple, frozenset] = {}
+
+    # constant-folding emitters
+    def add(self, a, b):
+        if a == _ZERO:
+            return b
+        if b == _ZERO:
+            return a
+        if a[0] == "c" and b[0] == "c":
+            return ("c", a[1] + b[1])
+        return self.c.emit("add", a, b)
+
+    def mul(self, a, b):
+        if a == _ZERO or b == _ZERO:
+            return _ZERO
+        if a == _ONE:
+            return b
+        if b == _ONE:
+            return a
+        if a[0] == "c" and b[0] == "c":
+            return ("c", a[1] * b[1])
+        return self.c.emit("mul", a, b)
+
+    def neg(self, a):
+        return ("c", -a[1]) if a[0] == "c" else self.c.emit("neg", a)
+
+    def div(self, a, b):
+        if a == _ZERO:
+            return _ZERO
+        if b == _ONE:
+            return a
+        return self.c.emit("div", a, b)
+
+    def partials(self, a) -> dict[int, tuple]:
+        kind, v = a
+        if kind == "c":
+            return {}
+        if kind == "in":
+            return {self.pidx[v]: _ONE} if v in self.pidx else {}
+        if v not in self.memo:
+            self.memo[v] = self._rule(v)
+        return self.memo[v]
+
+    def depends(self, a) -> frozenset:
+        """Parameter indices a compiled value depends on."""
+        kind, v = a
+        if kind == "c":
+            return frozenset()
+        if kind == "in":
+            return frozenset([self.pidx[v]]) if v in self.pidx else frozenset()
+        if a not in self.dep_memo:
+            _op, args = self.c.instructions[v]
+            self.dep_memo[a] = frozenset().union(*(self.depends(x) for x in args))
+        return self.dep_memo[a]
+
+    def _rule(self, i: int) -> dict[int, tuple]:
+        op, args = self.c.instructions[i]
+        v = ("r", i)
+        ds = [self.partials(a) for a in args]
+        keys = sorted(set().union(*ds)) if ds else []
+        if not keys or op in ("sign", "heaviside", "gt", "lt"):
+            return {}
+        if op in ("add", "neg", "mul", "div", "where", "minimum", "maximum"):
+            return self._rule2(op, v, args, ds, keys)
+        (a,), (da,) = args[:1], ds[:1]
+        if op == "pow":
+            return self._pow(v, args, ds, keys)
+        if op == "exp":
+            factor = v
+        elif op == "log":
+            return {k: self.div(da[k], a) for k in keys}
+        elif op == "square":
+            factor = self.mul(("c", 2.0), a)
+        elif op == "sqrt":
+            factor = self.div(("c", 0.5), v)
+        elif op == "abs":
+            factor = self.c.emit("sign", a)
+        elif op == "tanh":
+            factor = self.add(_ONE, self.neg(self.c.emit("square", v)))
+        elif op == "cosh":
+            factor = self.c.emit("sinh", a)
+        elif op == "sinh":
+            factor = self.c.emit("cosh", a)
+        else:
+            raise LawError(f"cannot differentiate instruction {op!r}")
+        return {k: self.mul(factor, da[k]) for k in keys}
+
+    def _rule2(self, op, v, args, ds, keys) -> dict[int, tuple]:
+        if op == "add":
+            return {k: self.add(ds[0].get(k, _ZERO), ds[1].get(k, _ZERO)) for k in keys}
+        if op == "neg":
+            return {k: self.neg(ds[0][k]) for k in keys}
+        if op == "mul":
+            a, b = args
+            return {k: self.add(self.mul(ds[0].get(k, _ZERO), b), self.mul(a, ds[1].get(k, _ZERO))) for k in keys}
+        if op == "div":  # d(a/b) = (da - v db) / b
+            b = args[1]
+            return {k: self.div(self.add(ds[0].get(k, _ZERO), self.neg(self.mul(v, ds[1].get(k, _ZERO)))), b)
+                    for k in keys}
+        if op == "where":
+            cond = args[0]
+            return {k: self.c.emit("where", cond, ds[1].get(k, _ZERO), ds[2].get(k, _ZERO)) for k in keys}
+        cond = self.c.emit("lt" if op == "minimum" else "gt", args[0], args[1])
+        return {k: self.c.emit("where", cond, ds[0].get(k, _ZERO), ds[1].get(k, _ZERO)) for k in keys}
+
+    def _pow(self, v, args, ds, keys) -> dict[int, tuple]:
+        a, b = args
+        da, db = ds
+        out = {}
+        if da:  # b * a**(b-1) = b * v / a
+            fa = self.c.emit("mul", b, self.c.emit("pow", a, self.add(b, ("c", -1.0)))) if b[0] == "c" \
+                else self.div(self.mul(b, v), a)
+        if db:
+            fb = self.mul(v, self.c.emit("log", a))
+        for k in keys:
+            out[k] = self.add(self.mul(fa, da[k]) if k in da else _ZERO, self.mul(fb, db[k]) if k in db else _ZERO)
+        return out
+
+
 _UNARY = {sp.Abs: "abs", sp.tanh: "tanh", sp.sign: "sign", sp.Heaviside: "heaviside", sp.cosh: "cosh", sp.sinh: "sinh"}
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import sympy as sp
 
 from lawforge.errors import LawError, did_you_mean
-from lawforge.laws.expr import (FUNCTIONS, Program, compile_exprs, make_symbol,
+from lawforge.laws.expr import (FUNCTIONS, Program, compile_exprs, compile_with_jacobian, make_symbol,
                                       numpy_backend, parse_expression)
 
 _PARAM_KEYS = {"init", "lower", "upper", "bounds", "shared", "scale"}
@@ -220,21 +220,35 @@ class Law:
         return compile_exprs([self.exprs[t] for t in self.targets], self._inputs)
 
     @cached_property
+    def _jacobian(self):
+        exprs = [self.exprs[t] for t in self.targets]
+        return compile_with_jacobian(exprs, self._inputs, self.param_names, static_inputs=list(self.variables))
+
+    @property
     def jacobian_program(self) -> tuple[Program, list[tuple[int, int]]]:
         """Program whose outputs are every target value, then the non-zero partials.
 
         Returns ``(program, pairs)`` where ``pairs[i] = (target_index, param_index)`` for output
         ``n_targets + i``.
         """
-        exprs = [self.exprs[t] for t in self.targets]
-        pairs, derivs = [], []
-        for ti, e in enumerate(exprs):
-            for pi, p in enumerate(self.params):
-                d = sp.diff(e, make_symbol(p.name))
-                if d != 0:
-                    pairs.append((ti, pi))
-                    derivs.append(d)
-        return compile_exprs(exprs + derivs, self._inputs, static_inputs=list(self.variables)), pairs
+        prog, pairs, _deps = self._jacobian
+        return prog, pairs
+
+    @cached_property
+    def linear_params(self) -> list[int]:
+        """Indices of the parameters the law is jointly affine in and that carry no bounds
+        (the ones the fitter can solve exactly by linear least squares)."""
+        _prog, pairs, deps = self._jacobian
+        by_param: dict[int, frozenset] = {}
+        for (_t, k), dep in zip(pairs, deps):
+            by_param[k] = by_param.get(k, frozenset()) | dep
+        lin = [k for k, p in enumerate(self.params)
+               if not (math.isfinite(p.lower) or math.isfinite(p.upper)) and k not in by_param.get(k, frozenset())]
+        joint: list[int] = []
+        for k in lin:
+            if not (by_param.get(k, frozenset()) & set(joint)):
+                joint.append(k)
+        return joint
 
     @property
     def _inputs(self) -> list[str]:

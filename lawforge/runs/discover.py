@@ -9,12 +9,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import logging
 import os
 import platform
 import signal
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -26,7 +28,7 @@ from lawforge._version import __version__
 from lawforge.datasets.byo import card_yaml
 from lawforge.datasets.loader import Dataset, SealedDataset
 from lawforge.errors import ConfigError
-from lawforge.fitting.lm import fit_split, predict
+from lawforge.fitting.lm import FitJob, FitResult, fit_many, predict, resolve_device
 from lawforge.laws.metrics import compute_metrics
 from lawforge.runs.folder import LAW, LLM_USAGE, METRICS, TOP_LAWS, RunFolder
 from lawforge.search import space as S
@@ -72,8 +74,11 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     ``handle_sigint``: the first Ctrl-C finishes the current step, checkpoints and returns a
     summary with ``stopped == "interrupted"``. ``report`` is recorded in the run's config (a
     resume repeats it); the ``hooks`` write the outputs."""
+    clock = _Clock()
     st = prepare(dataset, cfg, out_dir, engine, data_dir, report, llm, resume)
-    res = search(st, progress, handle_sigint)
+    st.timings["prepare"] = clock.lap()
+    res = search(st, progress, handle_sigint, search_budget(cfg, st.timings["prepare"]))
+    st.timings["search"] = clock.lap()
     if res.stopped == "interrupted":
         return {"dataset": dataset.name, "stopped": "interrupted", "evaluations": res.evaluations,
                 "seconds": round(res.seconds, 2), "run_dir": str(st.run.path)}
@@ -81,15 +86,60 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
                           sp.sstr(m.expr)] for m in res.front])
     train = final_train(st.sealed, cfg)
     choice = choose(res.members, st.ctx, dataset.card, train, cfg)
+    st.timings["choose"] = clock.lap()
     full = st.sealed.unseal()
     top = score_top_laws(choice, full, train, cfg)
+    st.timings["score"] = clock.lap()
     summary = write_results(st, res, choice, full, top)
     for hook in hooks:
         try:
             hook(st.run, full, top)
         except Exception as exc:  # an output must never cost the run its results
             log.warning("%s not written: %s: %s", getattr(hook, "__name__", "output"), type(exc).__name__, exc)
+    summary["timings"]["outputs"] = round(clock.lap(), 2)
+    summary["wall_s"] = round(clock.total(), 2)
     return summary
+
+
+#: With a time budget, the search stops early enough to leave the final choice, the refits and
+#: the outputs their time, so that the whole run ends within about the budget: FINAL_FIXED_S
+#: seconds plus the time of FINAL_EVALS candidate evaluations on one core, at the search's pace
+#: (measured on moe and sft: the final stages took the time of 26 and 43 such evaluations,
+#: and the outputs 2 to 4 s), never more than FINAL_MAX_SHARE of the budget (the first
+#: evaluations, which start the workers, make the early pace look slow).
+FINAL_FIXED_S, FINAL_EVALS, FINAL_MAX_SHARE = 4.0, 50, 0.25
+
+
+def search_budget(cfg: SearchConfig, used_s: float) -> SearchConfig:
+    """``cfg`` with the search's own time limit: the run's budget less ``used_s`` (spent before
+    the search). Without a time budget, ``cfg`` itself."""
+    total = cfg.budget.seconds
+    if total is None:
+        return cfg
+    seconds = max(0.5 * total, total - used_s)
+    return dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, seconds=seconds))
+
+
+def final_reserve(workers: int, budget_s: float | None):
+    """The time to leave for the final stages, from the search's pace so far."""
+    cap = FINAL_MAX_SHARE * (budget_s or 0.0)
+
+    def reserve(evals: int, seconds: float) -> float:
+        return min(cap, FINAL_FIXED_S + FINAL_EVALS * max(workers, 1) * seconds / max(evals, 1))
+    return reserve
+
+
+class _Clock:
+    def __init__(self):
+        self.t0 = self.t = time.perf_counter()
+
+    def lap(self) -> float:
+        now = time.perf_counter()
+        lap, self.t = now - self.t, now
+        return lap
+
+    def total(self) -> float:
+        return time.perf_counter() - self.t0
 
 
 # ------------------------------------------------------------------------------ prepare
@@ -130,16 +180,20 @@ def prepare(dataset: Dataset, cfg: SearchConfig, out_dir, engine: str, data_dir,
 def manifest(ds: SealedDataset, cfg: SearchConfig, engine: str) -> dict:
     import torch
 
+    device = resolve_device(cfg.fitting.device)
+    gpu = {"gpu": torch.cuda.get_device_name(torch.device(device))} if device.startswith("cuda") else {}
     return {"lawforge": __version__, "python": sys.version.split()[0], "platform": platform.platform(),
             "numpy": np.__version__, "sympy": sp.__version__, "torch": torch.__version__,
-            "device": "cpu", "seed": cfg.seed, "engine": engine, "dataset": ds.name,
+            "device": device, **gpu, "seed": cfg.seed, "engine": engine, "dataset": ds.name,
             "data_hash": ds.data_hash, "started": _dt.datetime.now(_dt.timezone.utc).isoformat()}
 
 
 # ------------------------------------------------------------------------------ search
-def search(st: Stage, progress: Callable[[dict], None] | None, handle_sigint: bool) -> SearchResult:
-    """The evolutionary loop, every candidate appended to the log, a checkpoint per generation."""
-    cfg, run, proposer = st.cfg, st.run, st.proposer
+def search(st: Stage, progress: Callable[[dict], None] | None, handle_sigint: bool,
+           cfg: SearchConfig | None = None) -> SearchResult:
+    """The evolutionary loop, every candidate appended to the log, a checkpoint per generation;
+    ``cfg`` (default: the run's) may carry a tighter time limit (:func:`search_budget`)."""
+    cfg, run, proposer = cfg or st.cfg, st.run, st.proposer
     logged: list[dict] = []
     cache: dict[str, dict] = {}
     if st.checkpoint is not None:
@@ -177,7 +231,8 @@ def search(st: Stage, progress: Callable[[dict], None] | None, handle_sigint: bo
     try:
         restore = (st.checkpoint["engine"], logged, cache) if st.checkpoint is not None else None
         return run_search(st.space, st.ctx, extra + seeds_for(st.sealed, st.space), cfg, on_eval, on_gen,
-                          stop.is_set, restore=restore, llm=proposer, checkpoint=checkpoint)
+                          stop.is_set, restore=restore, reserve=final_reserve(cfg.workers, cfg.budget.seconds), llm=proposer,
+                          checkpoint=checkpoint)
     finally:
         log_f.close()
         stop.restore()
@@ -216,14 +271,12 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig) -> l
             "complexity": best.rec["complexity"], "val_r2": best.rec["val_r2"], "origin": best.origin,
             "test_r2": tm.get("r2"), "extrapolation_shift": choice.shift.get(best.key), "chosen": True,
             "_test": tm}]
-    for m in choice.ranked:
-        if len(top) > cfg.selection.top_k:
-            break
-        if m.key == best.key:
-            continue
-        lw = law_of(m, full.card, train, cfg, f"rank{len(top)}")
-        f2 = fit_split(lw, train, restarts=cfg.fitting.rank_restarts, seed=cfg.seed)
-        t2 = test_metrics(lw, f2.params(), full) if f2.ok else {}
+    others = [m for m in choice.ranked if m.key != best.key][:cfg.selection.top_k]
+    laws = [law_of(m, full.card, train, cfg, f"rank{i + 1}") for i, m in enumerate(others)]
+    fits = fit_many([FitJob(lw, train, cfg.fitting.rank_restarts, cfg.seed) for lw in laws],
+                    device=resolve_device(cfg.fitting.device), errors="return")
+    for m, lw, f2 in zip(others, laws, fits):
+        t2 = test_metrics(lw, f2.params(), full) if isinstance(f2, FitResult) and f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,
                     "complexity": m.rec["complexity"], "val_r2": m.rec["val_r2"], "origin": m.origin,
                     "test_r2": t2.get("r2"), "extrapolation_shift": choice.shift.get(m.key), "chosen": False})
@@ -255,7 +308,7 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
                "stopped": res.stopped, "fallbacks": choice.fallbacks, "select": cfg.selection.rule,
                "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
-               "run_dir": str(run.path)}
+               "run_dir": str(run.path), "timings": {k: round(v, 2) for k, v in st.timings.items()}}
     if st.proposer is not None:
         summary["llm"] = st.proposer.usage()
     run.write_json(METRICS, summary)

@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from lawforge.errors import LawforgeError
-from lawforge.fitting.lm import fit_split, predict
+from lawforge.fitting.lm import FitJob, fit_many, predict
 from lawforge.laws.metrics import compute_metrics
 from lawforge.search.checks import passes_checks
 from lawforge.fitting.defaults import SEARCH_RESTARTS
@@ -32,6 +32,7 @@ class CandidateContext:
     restarts: int = SEARCH_RESTARTS
     max_iter: int = 60
     device: str = "cpu"
+    batch: int = 16            # candidate forms fitted together in one batched fit
     probe: Any = None          # DataSplit of extrapolation probe points (features only), or None
     probe_tol: float = 2.0     # allowed |prediction - group mean| in units of the group's y range
     probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
@@ -60,27 +61,88 @@ def score_candidate(expr_text: str, ctx: CandidateContext, inits: dict[str, floa
     some group diverged), ``error`` (an exception while fitting) or ``invalid`` (not a law).
     Failed candidates carry no made-up score (``val_nmse`` is None).
     """
+    return score_candidates([expr_text], ctx, inits)[0]
+
+
+def score_candidates(texts: list[str], ctx: CandidateContext, inits: dict[str, float] | None = None) -> list[dict]:
+    """:func:`score_candidate` for many forms at once: every form's fit on ``ctx.fit`` is one
+    batched fit (:func:`~lawforge.fitting.lm.fit_many`), and so are the refits on the extra
+    folds of the forms that pass; records in the order of ``texts``."""
+    recs, todo = [], []
+    for text in texts:
+        rec, law = _prepare(text, ctx, inits)
+        recs.append(rec)
+        if law is not None:
+            todo.append((len(recs) - 1, law, zlib.crc32(text.encode())))
+    results = _fit_all([(law, ctx.fit, seed) for _i, law, seed in todo], ctx)
+    passed = []
+    for (i, law, seed), res in zip(todo, results):
+        if _finish_primary(recs[i], law, res, ctx):
+            passed.append((i, law, seed))
+    folds = list(ctx.folds or [])
+    fold_jobs = [(law, fit2, seed) for _i, law, seed in passed for fit2, _val2 in folds]
+    fold_results = iter(_fit_all(fold_jobs, ctx))
+    for i, law, seed in passed:
+        rec = recs[i]
+        nmse = [rec["val_nmse"]]
+        for _fit2, val2 in folds:
+            nmse.append(_fold_nmse(law, next(fold_results), val2, rec["_tcols"], rec["val_nmse"]))
+        val_nmse = float(np.mean(nmse))
+        rec.update(val_r2=1.0 - val_nmse, val_nmse=val_nmse)
+        if len(nmse) > 1:
+            rec["fold_nmse"] = [float(x) for x in nmse]
+    for rec in recs:
+        rec.pop("_tcols", None)
+    return recs
+
+
+def _prepare(text: str, ctx: CandidateContext, inits) -> tuple[dict, Any]:
+    """The candidate's empty record and its law, or the ``invalid`` record and None."""
     from lawforge.laws.expr import parse_expression
 
-    rec: dict[str, Any] = {"expr": expr_text, "status": "invalid", "val_r2": None, "val_nmse": None,
+    rec: dict[str, Any] = {"expr": text, "status": "invalid", "val_r2": None, "val_nmse": None,
                            "fit_r2": None, "n_params": None, "complexity": None, "params": None}
     try:
-        expr = parse_expression(expr_text, None, what="candidate")
+        expr = parse_expression(text, None, what="candidate")
         law = to_law(expr, ctx.variables, ctx.targets, inits=inits, data=ctx.fit if ctx.scale_starts else None)
         rec["n_params"] = law.n_params
         rec["complexity"] = complexity(expr)
     except LawforgeError as exc:
         rec["error"] = str(exc)
-        return rec
-    seed = zlib.crc32(expr_text.encode())
+        return rec, None
+    return rec, law
+
+
+_FIT_ERRORS = (LawforgeError, RuntimeError, ValueError, ArithmeticError)
+
+
+def _fit_all(jobs: list[tuple[Any, Any, int]], ctx: CandidateContext) -> list:
+    """One batched fit of (law, split, seed) jobs; a job that raises yields its exception. When
+    the batch as a whole raises, each job is fitted alone so one bad form cannot sink the rest."""
+    if not jobs:
+        return []
+    fit_jobs = [FitJob(law, split, ctx.restarts, seed) for law, split, seed in jobs]
     try:
-        res = fit_split(law, ctx.fit, restarts=ctx.restarts, seed=seed, max_iter=ctx.max_iter, device=ctx.device)
-    except (LawforgeError, RuntimeError, ValueError, ArithmeticError) as exc:
-        rec.update(status="error", error=f"{type(exc).__name__}: {exc}")
-        return rec
+        return fit_many(fit_jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return")
+    except _FIT_ERRORS:
+        out = []
+        for job in fit_jobs:
+            try:
+                out.append(fit_many([job], max_iter=ctx.max_iter, device=ctx.device)[0])
+            except _FIT_ERRORS as exc:
+                out.append(exc)
+        return out
+
+
+def _finish_primary(rec: dict, law, res, ctx: CandidateContext) -> bool:
+    """Fill ``rec`` from the fit on ``ctx.fit``; True when the form passes and its extra folds
+    are to be fitted."""
+    if isinstance(res, BaseException):
+        rec.update(status="error", error=f"{type(res).__name__}: {res}")
+        return False
     if not res.ok:
         rec["status"] = "failed"
-        return rec
+        return False
     params = res.params()
     rec["params"] = params
     tcols = [ctx.val.target_columns.index(t) for t in law.target_names]
@@ -90,33 +152,21 @@ def score_candidate(expr_text: str, ctx: CandidateContext, inits: dict[str, floa
     mv = compute_metrics(ctx.val.y[:, tcols], pv)
     if mv.status != "ok":
         rec["status"] = "nan"
-        return rec
+        return False
     if ctx.checks and not passes_checks(law, params, ctx, tcols):
         rec["status"] = "unstable"
-        return rec
+        return False
     mf = compute_metrics(ctx.fit.y[:, tcols], pf)
-    nmse = [mv.nmse]
-    for fit2, val2 in ctx.folds or []:
-        nmse.append(_fold_nmse(law, fit2, val2, tcols, ctx, seed, mv.nmse))
-    val_nmse = float(np.mean(nmse))
-    rec.update(status="ok", val_r2=1.0 - val_nmse, val_nmse=val_nmse, val_nmae=mv.nmae,
-               fit_r2=mf.r2_raw if mf.status == "ok" else None)
-    if len(nmse) > 1:
-        rec["fold_nmse"] = [float(x) for x in nmse]
-    return rec
+    rec.update(status="ok", val_r2=1.0 - mv.nmse, val_nmse=mv.nmse, val_nmae=mv.nmae,
+               fit_r2=mf.r2_raw if mf.status == "ok" else None, _tcols=tcols)
+    return True
 
 
-def _fold_nmse(law, fit, val, tcols, ctx: CandidateContext, seed: int, primary: float) -> float:
+def _fold_nmse(law, res, val, tcols, primary: float) -> float:
     """Validation NMSE of ``law`` refit on an extra fold; a fold it cannot fit or predict
     counts as at least as bad as predicting the mean (NMSE 1)."""
-    try:
-        res = fit_split(law, fit, restarts=ctx.restarts, seed=seed, max_iter=ctx.max_iter, device=ctx.device)
-    except (LawforgeError, RuntimeError, ValueError, ArithmeticError):
-        return max(1.0, primary)
-    if not res.ok:
+    if isinstance(res, BaseException) or not res.ok:
         return max(1.0, primary)
     with np.errstate(all="ignore"):
         m = compute_metrics(val.y[:, tcols], predict(law, res.params(), val))
     return m.nmse if m.status == "ok" and np.isfinite(m.nmse) else max(1.0, primary)
-
-

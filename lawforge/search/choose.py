@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from lawforge.errors import ConfigError, LawforgeError
-from lawforge.fitting.lm import FitResult, fit_split, predict
+from lawforge.fitting.lm import FitJob, FitResult, fit_many, fit_split, predict
 from lawforge.laws.law import Law
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
@@ -25,23 +25,43 @@ def extrapolation_shift(law, ctx: CandidateContext, train, restarts: int = RANK_
     whose long-range prediction is pinned down by the data moves little; one that bends freely
     beyond the data moves a lot. None when the context has no probe points or either fit fails
     or predicts non-finite values. Train features and targets only."""
-    if ctx.probe is None:
-        return None
-    preds = []
-    for split in (ctx.fit, train):
-        try:
-            fit = fit_split(law, split, restarts=restarts, seed=0, device=ctx.device)
-        except (LawforgeError, RuntimeError, ValueError, ArithmeticError):
-            return None
-        if not fit.ok:
-            return None
+    return extrapolation_shifts([law], ctx, train, restarts)[0]
+
+
+def extrapolation_shifts(laws: list, ctx: CandidateContext, train, restarts: int = RANK_RESTARTS) -> list:
+    """:func:`extrapolation_shift` of many laws, their fits on each split batched together."""
+    if ctx.probe is None or not laws:
+        return [None] * len(laws)
+    fits = [_fit_each(laws, split, restarts, ctx.device) for split in (ctx.fit, train)]
+    out = []
+    for law, a, b in zip(laws, *fits):
+        if a is None or b is None:
+            out.append(None)
+            continue
         with np.errstate(all="ignore"):
-            preds.append(predict(law, fit.params(), ctx.probe))
-    if not all(np.all(np.isfinite(p)) for p in preds):
-        return None
-    d = preds[0].shape[1]
-    tcols = [ctx.fit.target_columns.index(t) for t in law.target_names][:d]
-    return float(np.mean(((preds[0] - preds[1]) / ctx.probe_span[:, tcols]) ** 2))
+            preds = [predict(law, f.params(), ctx.probe) for f in (a, b)]
+        if not all(np.all(np.isfinite(p)) for p in preds):
+            out.append(None)
+            continue
+        d = preds[0].shape[1]
+        tcols = [ctx.fit.target_columns.index(t) for t in law.target_names][:d]
+        out.append(float(np.mean(((preds[0] - preds[1]) / ctx.probe_span[:, tcols]) ** 2)))
+    return out
+
+
+def _fit_each(laws: list, split, restarts: int, device: str) -> list:
+    """Each law fitted on ``split`` (one batched fit); None where a fit raises or fails."""
+    errors = (LawforgeError, RuntimeError, ValueError, ArithmeticError)
+    try:
+        fits = fit_many([FitJob(law, split, restarts, 0) for law in laws], device=device, errors="return")
+    except errors:
+        fits = []
+        for law in laws:
+            try:
+                fits.append(fit_many([FitJob(law, split, restarts, 0)], device=device)[0])
+            except errors as exc:
+                fits.append(exc)
+    return [f if isinstance(f, FitResult) and f.ok else None for f in fits]
 
 
 def order_by_shift(members: list, scores: list[float], law_of, ctx: CandidateContext, train, k: int = 20,
@@ -51,13 +71,9 @@ def order_by_shift(members: list, scores: list[float], law_of, ctx: CandidateCon
     :func:`extrapolation_shift`, smallest first; the forms whose shift cannot be measured follow
     them in score order, then the rest. Returns the order and the shifts by position in
     ``members``."""
-    shifts = {}
-    for i, m in enumerate(members[:k]):
-        if not scores[i] <= within * scores[0]:
-            continue
-        s = extrapolation_shift(law_of(m), ctx, train, restarts)
-        if s is not None:
-            shifts[i] = s
+    eligible = [i for i in range(min(k, len(members))) if scores[i] <= within * scores[0]]
+    measured = extrapolation_shifts([law_of(members[i]) for i in eligible], ctx, train, restarts)
+    shifts = {i: s for i, s in zip(eligible, measured) if s is not None}
     head = sorted(shifts, key=lambda i: shifts[i])
     rest = [i for i in range(len(members)) if i not in shifts]
     return [members[i] for i in head + rest], shifts
@@ -111,7 +127,7 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig)
     fallback, first = 0, None
     for best in ranked[:10]:
         law = law_of(best, card, train, cfg)
-        fit = fit_split(law, train, restarts=cfg.fitting.final_restarts, seed=cfg.seed)
+        fit = fit_split(law, train, restarts=cfg.fitting.final_restarts, seed=cfg.seed, device=ctx.device)
         first = first or (best, law, fit)
         tcols = [train.target_columns.index(t) for t in law.target_names]
         if fit.ok and (not ctx.checks or passes_checks(law, fit.params(), ctx, tcols)):

@@ -71,8 +71,10 @@ class Engine:
 
     def __init__(self, space: S.Space, ctx: CandidateContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
                  on_eval: Callable[[Member], None] | None = None,
-                 should_stop: Callable[[], bool] | None = None):
+                 should_stop: Callable[[], bool] | None = None,
+                 reserve: Callable[[int, float], float] | None = None):
         self.space, self.ctx, self.cfg = space, ctx, cfg
+        self.reserve = reserve
         self.on_eval, self.should_stop = on_eval, should_stop
         self.rng = np.random.default_rng(np.random.SeedSequence(cfg.seed))
         self.seen: dict[str, Member] = {}
@@ -96,8 +98,11 @@ class Engine:
     def out_of_budget(self) -> str | None:
         if self.cfg.budget.max_evals is not None and self.evals >= self.cfg.budget.max_evals:
             return "max_evals"
-        if self.cfg.budget.seconds is not None and self.elapsed() >= self.cfg.budget.seconds:
-            return "budget"
+        if self.cfg.budget.seconds is not None:
+            spent = self.elapsed()
+            later = self.reserve(self.evals, spent) if self.reserve is not None and self.evals else 0.0
+            if spent + later >= self.cfg.budget.seconds:
+                return "budget"
         if self.should_stop is not None and self.should_stop():
             return "interrupted"
         return None
@@ -240,7 +245,8 @@ class Engine:
 def run_search(space: S.Space, ctx: CandidateContext, seeds: list[tuple[sp.Expr, str]], cfg: SearchConfig,
                on_eval: Callable[[Member], None] | None = None,
                on_generation: Callable[[int, list[Member], int, float], None] | None = None,
-               should_stop: Callable[[], bool] | None = None, restore=None, **graph_kw) -> SearchResult:
+               should_stop: Callable[[], bool] | None = None, restore=None,
+               reserve: Callable[[int, float], float] | None = None, **graph_kw) -> SearchResult:
     """Evolve forms until ``max_evals`` evaluations or ``budget_s`` seconds, as the campaign
     graph (:mod:`lawforge.search.loop`): propose, evaluate, select, optionally ask an LLM,
     checkpoint, repeat.
@@ -248,10 +254,12 @@ def run_search(space: S.Space, ctx: CandidateContext, seeds: list[tuple[sp.Expr,
     ``on_eval`` sees every evaluated member in order (for the append-only log); the same seed
     and ``max_evals`` give the same sequence of candidates and the same result on the CPU.
     ``restore=(state, logged, cache)`` continues from a checkpoint (see :meth:`Engine.restore`).
+    ``reserve(evaluations, seconds)`` is the time to leave, within the time budget, for what
+    follows the search (estimated from the search's own pace); the search stops that much earlier.
     """
     from lawforge.search.loop import run_search_graph
 
-    engine = Engine(space, ctx, seeds, cfg, on_eval, should_stop)
+    engine = Engine(space, ctx, seeds, cfg, on_eval, should_stop, reserve)
     try:
         if restore is not None:
             state, logged, cache = restore

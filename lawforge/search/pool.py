@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from lawforge.search.candidates import CandidateContext, score_candidate
+from lawforge.search.candidates import CandidateContext, score_candidates
 
 
 class CandidatePool:
-    """Evaluates candidates in order, in this process or in worker processes."""
+    """Evaluates candidates in order, in this process or in worker processes.
+
+    Candidates are scored in consecutive batches of ``ctx.batch`` forms, each one batched fit;
+    the batches, not the worker count, decide which forms share a fit, so the same candidates
+    give the same records with any number of workers.
+    """
 
     def __init__(self, ctx: CandidateContext, workers: int):
         self.ctx = ctx
@@ -19,9 +24,13 @@ class CandidatePool:
                                              initializer=_init_worker, initargs=(ctx,))
 
     def map(self, texts: list[str]) -> list[dict]:
+        size = max(1, int(self.ctx.batch))
+        batches = [texts[i:i + size] for i in range(0, len(texts), size)]
         if self.ex is None:
-            return [score_candidate(t, self.ctx) for t in texts]
-        return list(self.ex.map(_eval_in_worker, texts, chunksize=max(1, len(texts) // 8)))
+            done = [score_candidates(b, self.ctx) for b in batches]
+        else:
+            done = list(self.ex.map(_eval_in_worker, batches))
+        return [rec for recs in done for rec in recs]
 
     def close(self):
         if self.ex is not None:
@@ -43,8 +52,8 @@ def _init_worker(ctx: CandidateContext) -> None:
     _CTX = ctx
 
 
-def _eval_in_worker(text: str) -> dict:
-    return score_candidate(text, _CTX)
+def _eval_in_worker(texts: list[str]) -> list[dict]:
+    return score_candidates(texts, _CTX)
 
 
 class single_thread_torch:

@@ -7,6 +7,7 @@ import numpy as np
 import sympy as sp
 
 from lawforge.datasets.loader import SealedDataset
+from lawforge.fitting.lm import resolve_device
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.checks import (BETWEEN_TOL, cross_trend_chains, make_between_probe, make_domain_probe,
@@ -70,7 +71,8 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
         fit, val = fit.cell_means(), val.cell_means()
         folds = [(f.cell_means(), v.cell_means()) for f, v in folds]
     return CandidateContext(dict(card.variables), card.target_columns, fit, val,
-                            restarts=cfg.fitting.restarts, max_iter=cfg.fitting.max_iter, probe=probe,
+                            restarts=cfg.fitting.restarts, max_iter=cfg.fitting.max_iter,
+                            batch=cfg.fitting.batch, device=resolve_device(cfg.fitting.device), probe=probe,
                             probe_tol=probe_tol, probe_center=center, probe_span=span, folds=folds,
                             trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
                             scale_starts=cfg.grammar.scale_starts, domain=domain)

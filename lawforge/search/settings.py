@@ -45,6 +45,10 @@ class Fitting:
     max_iter: int = _doc(60, "Levenberg-Marquardt iterations per candidate fit")
     final_restarts: int = _doc(FINAL_RESTARTS, "restarts of the chosen law's refit on all of train")
     rank_restarts: int = _doc(RANK_RESTARTS, "restarts of the runners-up refit and the extrapolation-shift fits")
+    batch: int = _doc(16, "candidate forms fitted together in one batched fit (a generation is split into "
+                          "batches of this size, shared out among the workers)")
+    device: str = _doc("cpu", "where fits run: 'cpu', 'cuda' (a GPU, error if none) or 'auto' (a GPU when torch "
+                              "sees one)", choices=("cpu", "cuda", "auto"))
 
 
 @dataclass
