@@ -134,3 +134,63 @@ def test_extra_starts_are_used():
              "g3": {"A": 90.0, "alpha": 0.55, "B": 60.0, "C": 1.6}, "g4": {"A": 25.0, "alpha": 0.40, "B": 5.0, "C": 2.1}}
     res = fit_split(law, ds.train, restarts=2, extra_starts=truth, max_iter=50)
     assert all(g.status == "converged" for g in res.groups.values())
+
+
+# ---------------------------------------------------------------------------- batched fits
+def _forms(ds):
+    from lawforge.laws.expr import parse_expression
+    from lawforge.search.space import to_law
+
+    texts = ["p0 + p1*N**p2 + p3*D**p4",             # 3 nonlinear-ish + 2 linear columns
+             "p0 + p1*log(N) + p2*log(D)",            # purely linear: solved by the projection alone
+             "p0 + p1/(N**p2 + p3)",                  # bounded and free parameters mixed
+             "exp(p0 + p1*log(N) + p2*log(D))"]       # no linear parameter at all
+    return [to_law(parse_expression(t, None), dict(ds.card.variables), ds.card.target_columns, data=ds.train)
+            for t in texts]
+
+
+def test_fit_many_gives_each_form_what_it_gets_alone():
+    from lawforge.fitting.lm import FitJob, fit_many
+
+    ds = load_dataset("synthetic_chinchilla")
+    laws = _forms(ds)
+    together = fit_many([FitJob(law, ds.train, 8, seed=i) for i, law in enumerate(laws)], max_iter=200)
+    for i, (law, res) in enumerate(zip(laws, together)):
+        alone = fit_split(law, ds.train, restarts=8, seed=i, max_iter=200)
+        assert res.ok and alone.ok
+        # different padding changes the last bits only: the same optimum, to 1e-6 relative
+        assert res.total_loss == pytest.approx(alone.total_loss, rel=1e-6, abs=1e-12), law.to_string()
+        assert res.n_fits == alone.n_fits == 8
+    assert together[1].groups["all"].iterations == 0   # linear: one projection, no LM step
+
+
+def test_fit_many_mixes_splits_groups_and_returns_errors_in_place():
+    from lawforge.fitting.lm import FitJob, fit_many
+
+    multi = load_dataset("synthetic_multigroup")
+    chin = load_dataset("synthetic_chinchilla")
+    law_m, _ = multi.card.human_law()
+    law_c, _ = chin.card.human_law()
+    tiny = _split({"D": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0], groups=["a", "a", "b"])  # group b: one point
+    bad = Law("a + b*D", {"D": "D"}, target_names=["y"])
+    out = fit_many([FitJob(law_m, multi.train, 8), FitJob(bad, tiny, 4), FitJob(law_c, chin.train, 8)],
+                   errors="return")
+    assert isinstance(out[1], FitError) and "group 'b' has 1 point" in str(out[1])
+    assert out[0].ok and set(out[0].groups) == set(multi.train.group_names)
+    assert out[2].ok and out[2].total_loss == pytest.approx(fit_split(law_c, chin.train, restarts=8).total_loss,
+                                                             rel=1e-6)
+    with pytest.raises(FitError, match="group 'b' has 1 point"):
+        fit_many([FitJob(law_c, chin.train, 8), FitJob(bad, tiny, 4)])
+    with pytest.raises(FitError, match="errors must be"):
+        fit_many([FitJob(law_c, chin.train, 8)], errors="ignore")
+
+
+def test_predict_uses_each_rows_group_constants_in_one_evaluation():
+    law = Law("a + b*D", {"D": "D"}, target_names=["y"])
+    split = _split({"D": [1.0, 2.0, 3.0, 4.0]}, [0, 0, 0, 0], groups=["g1", "g2", "g1", "g2"])
+    got = predict(law, {"g1": {"a": 1.0, "b": 1.0}, "g2": {"a": 0.0, "b": 10.0}}, split)[:, 0]
+    assert got.tolist() == [2.0, 20.0, 4.0, 40.0]
+    with pytest.raises(FitError, match="no fitted constants for group 'g2'"):
+        predict(law, {"g1": {"a": 1.0, "b": 1.0}}, split)
+    with pytest.raises(FitError, match="group 'g2' has no value for parameter 'b'"):
+        predict(law, {"g1": {"a": 1.0, "b": 1.0}, "g2": {"a": 1.0}}, split)

@@ -127,3 +127,43 @@ def test_exports():
     assert sp.simplify(again.exprs["loss"] - law.exprs["loss"]) == 0
     d = law.to_dict()
     assert Law.from_dict(d).param_names == law.param_names
+
+
+@pytest.mark.parametrize("text", [
+    "E + A/N**alpha + B/D**beta",
+    "(A/(N*(k*log(D) + 1)))**alpha + E",
+    "sqrt(A*N + k) + abs(D - E)*tanh(alpha*D)",
+    "max(A*N, k*D) + min(E, alpha)",
+    "exp(-alpha*log(N))*A/(D**k + E)",
+    "log(A + N**alpha)**2 + 1/(k*D + E)",
+    "(A*N)**(alpha*D/10) + E**2",
+])
+def test_forward_mode_partials_equal_sympy_derivatives(text):
+    """The program's partials (forward mode over its instructions) agree with sympy's symbolic
+    derivatives, compiled the old way, at random points."""
+    from lawforge.laws.expr import compile_exprs, make_symbol
+
+    law = Law(text, VARS, target_names=["y"])
+    prog, pairs = law.jacobian_program
+    expr = law.exprs["y"]
+    derivs = {k: sp.diff(expr, make_symbol(p)) for k, p in enumerate(law.param_names)}
+    rng = np.random.default_rng(1)
+    env = {"N": rng.uniform(1.5, 9, 7), "D": rng.uniform(1.5, 9, 7)}
+    env.update({p: np.float64(rng.uniform(0.2, 0.9)) for p in law.param_names})
+    out = prog.run(numpy_backend(), env)
+    ref = compile_exprs([expr] + list(derivs.values()), law._inputs).run(numpy_backend(), env)
+    got = {k: np.broadcast_to(o, (7,)) for (t, k), o in zip(pairs, out[1:])}
+    for k, d in derivs.items():
+        want = np.broadcast_to(ref[1 + k], (7,))
+        np.testing.assert_allclose(got.get(k, np.zeros(7)), want, rtol=1e-10, atol=1e-12,
+                                   err_msg=f"d/d{law.param_names[k]} of {text}")
+
+
+def test_linear_parameters_are_the_jointly_affine_unbounded_ones():
+    law = Law("E + A*N**(-alpha) + B*exp(-beta*D)", VARS, target_names=["y"])
+    names = law.param_names
+    assert sorted(names[k] for k in law.linear_params) == ["A", "B", "E"]
+    law2 = law.with_params({"A": {"init": 1.0, "bounds": [0, None]}})
+    assert sorted(law2.param_names[k] for k in law2.linear_params) == ["B", "E"]
+    prod = Law("E + A*B*N", VARS, target_names=["y"])   # affine in A and in B, not jointly
+    assert len(prod.linear_params) == 2 and {prod.param_names[k] for k in prod.linear_params} & {"A", "B"} != {"A", "B"}

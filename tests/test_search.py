@@ -685,3 +685,47 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
     box = make_domain_probe(DataSplit("t", {"r1": t.X["r1"], "r2": 3 * t.X["r2"]}, t.y, t.groups, t.group_names,
                                       t.target_columns), n=20)
     assert box.X["r2"].max() <= 3 * 0.7 + 1e-12 and box.X["r2"].min() >= 3 * 0.3 - 1e-12
+
+
+def test_time_budget_covers_the_whole_run():
+    from lawforge.runs.discover import final_reserve, search_budget
+
+    cfg = SearchConfig.build(budget_s=60)
+    assert search_budget(cfg, 2.0).budget.seconds == 58.0 and cfg.budget.seconds == 60
+    assert search_budget(SearchConfig.build(max_evals=10), 5.0).budget.seconds is None
+    reserve = final_reserve(2, 60.0)
+    assert reserve(100, 10.0) == pytest.approx(4.0 + 50 * 2 * 0.1)   # 50 evaluations on one core, plus 4 s
+    assert reserve(5, 30.0) == 15.0                                   # never more than a quarter of the budget
+
+
+def test_search_stops_when_what_follows_needs_the_rest_of_the_budget():
+    from lawforge.datasets.loader import SealedDataset
+    from lawforge.search.engine import Engine
+    from lawforge.search.prepare import build_space, make_context, seeds_for
+
+    sealed = SealedDataset(load_dataset("synthetic_chinchilla"), 0)
+    cfg = SearchConfig.build(max_evals=None, budget_s=1000.0)
+    space = build_space(sealed, cfg)
+    ctx = make_context(sealed, cfg)
+    free = Engine(space, ctx, seeds_for(sealed, space), cfg)
+    tight = Engine(space, ctx, seeds_for(sealed, space), cfg, reserve=lambda evals, secs: 1000.0)
+    free.evals = tight.evals = 10
+    assert free.out_of_budget() is None and tight.out_of_budget() == "budget"
+    tight.evals = 0   # no pace measured yet: the search starts
+    assert tight.out_of_budget() is None
+
+
+def test_device_option_and_stage_times(tmp_path, capsys):
+    import torch
+
+    if not torch.cuda.is_available():
+        assert main(["discover", "synthetic_chinchilla", "--max-evals", "5", "--device", "cuda"]) == 1
+        assert "torch sees no CUDA device" in capsys.readouterr().err
+    out = tmp_path / "auto"
+    assert main(["discover", "synthetic_chinchilla", "--max-evals", "20", "--device", "auto", "--out", str(out),
+                 "--json", "--no-report"]) == 0
+    s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert json.loads((out / "manifest.json").read_text())["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
+    assert json.loads((out / "config.json").read_text())["settings"]["fitting"]["device"] == "auto"
+    assert set(s["timings"]) == {"prepare", "search", "choose", "score", "outputs"}
+    assert s["wall_s"] >= s["timings"]["search"] > 0
