@@ -12,9 +12,12 @@ time, fits/s and the summed best loss over groups for each method, and the ratio
 
     python benchmarks/fit_throughput.py [--device cpu|cuda] [--json] [--data-dir DIR] [--full]
 
-By default about 256 fits per problem and 32 finite-difference fits (a few minutes on 2 cores);
+By default about 128 fits per problem (at least 4 restarts per group) against scipy with the
+analytic Jacobian only (a few minutes on 2 cores; the finite-difference variant is far slower on
+laws with many parameters);
 ``--full`` is the long run: about 1,024 fits per problem, sft's human law with 256 restarts in each
-of its 42 groups (10,752 fits, the >= 10,000-fit problem) and 128 finite-difference fits.
+of its 42 groups (10,752 fits, the >= 10,000-fit problem) and both scipy variants (128
+finite-difference fits).
 """
 
 from __future__ import annotations
@@ -105,9 +108,11 @@ def problems(data_dir, fits_per_problem: int = 1024, full: bool = True):
     """(label, dataset, restarts per group) problems.
 
     Each human law is fitted with about ``fits_per_problem`` fits (restarts = that / groups, at
-    least 32; sft's 42 groups x 256 restarts = 10,752 fits is the >= 10,000-fit problem), plus
-    two small-batch rows (32 restarts) that show where batching stops paying.
+    least 32, or 4 without ``full``; with ``full`` sft's 42 groups x 256 restarts = 10,752 fits is
+    the >= 10,000-fit problem), plus two small-batch rows (32 restarts) that show where batching
+    stops paying.
     """
+    floor = 32 if full else 4
     out = []
     sld = [n for n in bundled_card_paths() if not n.startswith("synthetic")]
     have = [n for n in sld if data_available(get_card(n), data_dir)]
@@ -116,12 +121,12 @@ def problems(data_dir, fits_per_problem: int = 1024, full: bool = True):
               file=sys.stderr)
     for n in have:
         groups = len(load_dataset(n, data_dir).train.group_names)
-        R = 256 if n == "sft_scaling_law" and full else max(32, -(-fits_per_problem // groups))
+        R = 256 if n == "sft_scaling_law" and full else max(floor, -(-fits_per_problem // groups))
         out.append((f"{n} (human law)", n, R))
     if "sft_scaling_law" not in have and full:  # a synthetic problem of the same size class
         out.append(("synthetic_multigroup (10,240 fits)", "synthetic_multigroup", 2560))
     for n in ("synthetic_chinchilla", "synthetic_multigroup"):
-        out.append((f"{n} (true form)", n, max(32, fits_per_problem // len(load_dataset(n).train.group_names))))
+        out.append((f"{n} (true form)", n, max(floor, fits_per_problem // len(load_dataset(n).train.group_names))))
     out.append(("parallel_scaling_law (small batch)" if "parallel_scaling_law" in have else
                 "synthetic_multigroup (small batch)",
                 "parallel_scaling_law" if "parallel_scaling_law" in have else "synthetic_multigroup", 32))
@@ -137,14 +142,17 @@ def main(argv=None):
     ap.add_argument("--max-iter", type=int, default=200)
     ap.add_argument("--only", help="comma-separated substrings of problem labels to run")
     ap.add_argument("--full", action="store_true", help="the long run (see above)")
-    ap.add_argument("--fits-per-problem", type=int, default=None, help="default 256, or 1024 with --full")
-    ap.add_argument("--scipy-jac", choices=["analytic", "2-point", "both"], default="both")
+    ap.add_argument("--fits-per-problem", type=int, default=None, help="default 128, or 1024 with --full")
+    ap.add_argument("--scipy-jac", choices=["analytic", "2-point", "both"], default=None,
+                    help="default analytic, or both with --full")
     ap.add_argument("--fd-fits", type=int, default=None,
                     help="fits per problem timed for scipy's finite-difference variant (its best loss is "
                          "then over those starts only; default 32, or 128 with --full)")
     args = ap.parse_args(argv)
     if args.fits_per_problem is None:
-        args.fits_per_problem = 1024 if args.full else 256
+        args.fits_per_problem = 1024 if args.full else 128
+    if args.scipy_jac is None:
+        args.scipy_jac = "both" if args.full else "analytic"
     if args.fd_fits is None:
         args.fd_fits = 128 if args.full else 32
 

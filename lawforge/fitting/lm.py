@@ -118,11 +118,14 @@ def fit_split(law: Law, split, *, restarts: int = FINAL_RESTARTS, seed: int = 0,
 def fit_many(jobs: Sequence[FitJob], *, device: str = "cpu", max_iter: int = 200, ftol: float = 1e-10,
              xtol: float = 1e-10, loss: str = "l2", huber_delta: float | None = None, project_linear: bool = True,
              chunk_elements: float = 4e6, errors: str = "raise") -> list:
-    """Fit every job in one batched LM program; one :class:`FitResult` per job, in order.
+    """Fit every job in batched LM programs; one :class:`FitResult` per job, in order.
 
-    Each job gets what :func:`fit_split` would give it alone (the same starts, the same
-    per-row iteration). With ``errors="return"`` a job whose data cannot be fitted yields its
-    :class:`FitError` in its place instead of raising.
+    Each job gets the starts and the per-row iteration :func:`fit_split` would give it alone;
+    jobs share a program where that is cheaper than separate ones (:func:`_partition`). The
+    padding of a shared program changes the last bits of the arithmetic, so a fit that has not
+    converged (or sits between basins) can end slightly elsewhere than alone. With
+    ``errors="return"`` a job whose data cannot be fitted, or whose law cannot be compiled,
+    yields its :class:`~lawforge.errors.LawforgeError` in its place instead of raising.
     """
     import torch
 
