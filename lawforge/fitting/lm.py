@@ -327,16 +327,13 @@ class _LM:
     the linear columns projected out (variable projection) and an L2 or Huber objective."""
 
     def __init__(self, batch: _Batch, torch, device, max_iter: int, ftol: float, xtol: float, loss: str):
-        self.ev, self.torch, self.device, self.dtype = batch, torch, device, torch.float64
-        self.batch = batch
+        self.batch, self.torch, self.device, self.dtype = batch, torch, device, torch.float64
         self.Pn = batch.Pn
         self.lin_cols = list(range(batch.Pn, batch.P))
         self.nl_cols = list(range(batch.Pn))
         self.loss = loss
         self.max_iter, self.ftol, self.xtol = max_iter, ftol, xtol
         self.zero = torch.zeros((), dtype=self.dtype, device=device)
-        self.lin_t = torch.as_tensor(self.lin_cols, dtype=torch.long, device=device)
-        self.nl_t = torch.as_tensor(self.nl_cols, dtype=torch.long, device=device)
 
     def objective(self, r, rows):
         if self.loss == "l2":
@@ -361,7 +358,7 @@ class _LM:
         the projected nonlinear block of J explicitly (forming it keeps full precision in
         near-collinear valleys) and its normal equations."""
         torch, zero = self.torch, self.zero
-        r, J = self.ev(u, rows)
+        r, J = self.batch(u, rows)
         ok = torch.isfinite(r).all(-1)
         r = torch.where(ok[:, None], r, zero)
         if not bool(torch.isfinite(J).all()):

@@ -220,18 +220,29 @@ def compile_exprs(exprs: Sequence[sp.Expr], inputs: Sequence[str],
     only on them is marked static, and ``x**p`` with static ``x`` and non-static ``p`` becomes
     ``exp(p*log(x))`` so that ``log(x)`` is static too.
     """
+    c, values = _compile_values(exprs, inputs, static_inputs)
+    return _program(c, inputs, values)
+
+
+def _compile_values(exprs, inputs, static_inputs) -> tuple["_Compiler", list[tuple]]:
+    """The expressions' instructions after common-subexpression elimination, and their outputs."""
     c = _Compiler(set(inputs), set(static_inputs))
     replacements, reduced = sp.cse(list(exprs), optimizations="basic")
     for sym, sub in replacements:
         c.cse_map[sym] = c.walk(sub)
-    outputs = tuple(c.walk(e) for e in reduced)
+    return c, [c.walk(e) for e in reduced]
+
+
+def _program(c: "_Compiler", inputs, outputs: list[tuple]) -> Program:
+    """The compiler's instructions as a :class:`Program`, with the static registers that
+    dynamic work reads (the frontier) marked."""
     flags = c.static_flags
     frontier = set()
     for i, (_op, args) in enumerate(c.instructions):
         if not flags[i]:
             frontier.update(v for k, v in args if k == "r" and flags[v])
     frontier.update(v for k, v in outputs if k == "r" and flags[v])
-    return Program(tuple(inputs), tuple(c.instructions), outputs, tuple(flags), tuple(sorted(frontier)))
+    return Program(tuple(inputs), tuple(c.instructions), tuple(outputs), tuple(flags), tuple(sorted(frontier)))
 
 
 def compile_with_jacobian(exprs: Sequence[sp.Expr], inputs: Sequence[str], params: Sequence[str],
@@ -245,11 +256,7 @@ def compile_with_jacobian(exprs: Sequence[sp.Expr], inputs: Sequence[str], param
     output per non-zero partial, ``pairs[i] = (expr_index, param_index)`` for output
     ``len(exprs) + i``, and ``deps[i]`` the parameter indices that partial depends on.
     """
-    c = _Compiler(set(inputs), set(static_inputs))
-    replacements, reduced = sp.cse(list(exprs), optimizations="basic")
-    for sym, sub in replacements:
-        c.cse_map[sym] = c.walk(sub)
-    values = [c.walk(e) for e in reduced]
+    c, values = _compile_values(exprs, inputs, static_inputs)
     d = _ForwardDiff(c, list(params))
     pairs, partials, deps = [], [], []
     for ti, v in enumerate(values):
@@ -257,15 +264,7 @@ def compile_with_jacobian(exprs: Sequence[sp.Expr], inputs: Sequence[str], param
             pairs.append((ti, k))
             partials.append(dv)
             deps.append(d.depends(dv))
-    outputs = tuple(values + partials)
-    flags = c.static_flags
-    frontier = set()
-    for i, (_op, args) in enumerate(c.instructions):
-        if not flags[i]:
-            frontier.update(v for k, v in args if k == "r" and flags[v])
-    frontier.update(v for k, v in outputs if k == "r" and flags[v])
-    prog = Program(tuple(inputs), tuple(c.instructions), outputs, tuple(flags), tuple(sorted(frontier)))
-    return prog, pairs, deps
+    return _program(c, inputs, values + partials), pairs, deps
 
 
 _ZERO, _ONE = ("c", 0.0), ("c", 1.0)
