@@ -125,7 +125,9 @@ def fit_many(jobs: Sequence[FitJob], *, device: str = "cpu", max_iter: int = 200
     padding of a shared program changes the last bits of the arithmetic, so a fit that has not
     converged (or sits between basins) can end slightly elsewhere than alone. With
     ``errors="return"`` a job whose data cannot be fitted, or whose law cannot be compiled,
-    yields its :class:`~lawforge.errors.LawforgeError` in its place instead of raising.
+    yields its :class:`~lawforge.errors.LawforgeError` in its place instead of raising; when a
+    shared program raises (a numeric error in one form), its jobs are fitted one by one so the
+    others still get their fits.
     """
     import torch
 
@@ -143,21 +145,35 @@ def fit_many(jobs: Sequence[FitJob], *, device: str = "cpu", max_iter: int = 200
             if errors == "raise":
                 raise
             out[i] = exc
+    options = {"max_iter": max_iter, "ftol": ftol, "loss": loss, "project_linear": project_linear}
     for group in _partition(built, device):
-        batch = _Batch(group, torch, device)
-        lm = _LM(batch, torch, device, max_iter, ftol, xtol, loss)
-        u = batch.start()
-        rows = torch.arange(batch.n_rows, device=device)
-        chunk = max(1, int(chunk_elements // max(batch.D * batch.P, 1)))
-        with torch.no_grad():
-            parts = [lm.run(u[i:i + chunk], rows[i:i + chunk]) for i in range(0, batch.n_rows, chunk)]
-            u, cur, converged, iters = (torch.cat(x) for x in zip(*parts))
-        seconds = time.perf_counter() - t0
-        for job in group:
-            out[job.index] = job.result(batch, u, cur, converged, iters, seconds, str(device),
-                                        {"max_iter": max_iter, "ftol": ftol, "loss": loss, "huber_delta": job.delta_h,
-                                         "seed": job.job.seed, "project_linear": project_linear})
+        try:
+            _run_group(group, out, t0, torch, device, max_iter, ftol, xtol, loss, chunk_elements, options)
+        except (RuntimeError, ValueError, ArithmeticError):
+            if errors == "raise":
+                raise
+            for job in group:  # one bad form must not sink the rest: fit each alone
+                try:
+                    _run_group([job], out, t0, torch, device, max_iter, ftol, xtol, loss, chunk_elements, options)
+                except (RuntimeError, ValueError, ArithmeticError) as exc1:
+                    out[job.index] = FitError(f"fit: {type(exc1).__name__}: {exc1}")
     return out
+
+
+def _run_group(group, out, t0, torch, device, max_iter, ftol, xtol, loss, chunk_elements, options) -> None:
+    """One batched LM program over ``group``'s jobs; their results into ``out``."""
+    batch = _Batch(group, torch, device)
+    lm = _LM(batch, torch, device, max_iter, ftol, xtol, loss)
+    u = batch.start()
+    rows = torch.arange(batch.n_rows, device=device)
+    chunk = max(1, int(chunk_elements // max(batch.D * batch.P, 1)))
+    with torch.no_grad():
+        parts = [lm.run(u[i:i + chunk], rows[i:i + chunk]) for i in range(0, batch.n_rows, chunk)]
+        u, cur, converged, iters = (torch.cat(x) for x in zip(*parts))
+    seconds = time.perf_counter() - t0
+    for job in group:
+        out[job.index] = job.result(batch, u, cur, converged, iters, seconds, str(device),
+                                    {**options, "huber_delta": job.delta_h, "seed": job.job.seed})
 
 
 #: Cost model of one LM step, for choosing which jobs share a batch: a fixed cost (the step's

@@ -150,10 +150,6 @@ def _build(law: Law, split, torch, device) -> _Problems:
         law_index=law_index, group_of_col=group_of_col, padded=not bool(mask.all()))
 
 
-def _to_theta(u, pr: _Problems, torch):
-    return _transform(u, pr.kind, pr.lo, pr.hi, torch)
-
-
 def _transform(u, kind, lo, hi, torch):
     """Parameters from the unconstrained coordinates ``u``, and d(theta)/du (elementwise)."""
     uc = u.clamp(-_U_CLAMP, _U_CLAMP)  # only the exp/sigmoid branches need a finite range
@@ -199,12 +195,6 @@ class _Evaluator:
         # data-only work (log(x) of every x**p, ...) is computed once per fit, per problem
         with np.errstate(all="ignore"):
             self.static = self.program.static_values(self.backend, dict(pr.X))
-
-    def __call__(self, u, pidx):
-        """u: (B, P), pidx: (B,) problem of each row -> r (B, d*n), J (B, d*n, P) by u."""
-        theta, dtheta = _to_theta(u, self.pr, self.torch)
-        r, J = self.values(theta, pidx)
-        return r, J * dtheta.unsqueeze(1)
 
     def values(self, theta, pidx):
         """theta: (B, P), pidx: (B,) -> r (B, d*n), J (B, d*n, P) by theta."""

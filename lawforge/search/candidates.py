@@ -113,25 +113,12 @@ def _prepare(text: str, ctx: CandidateContext, inits) -> tuple[dict, Any]:
     return rec, law
 
 
-_FIT_ERRORS = (LawforgeError, RuntimeError, ValueError, ArithmeticError)
-
-
 def _fit_all(jobs: list[tuple[Any, Any, int]], ctx: CandidateContext) -> list:
-    """One batched fit of (law, split, seed) jobs; a job that raises yields its exception. When
-    the batch as a whole raises, each job is fitted alone so one bad form cannot sink the rest."""
+    """One batched fit of (law, split, seed) jobs; a job that cannot be fitted yields its error."""
     if not jobs:
         return []
     fit_jobs = [FitJob(law, split, ctx.restarts, seed) for law, split, seed in jobs]
-    try:
-        return fit_many(fit_jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return")
-    except _FIT_ERRORS:
-        out = []
-        for job in fit_jobs:
-            try:
-                out.append(fit_many([job], max_iter=ctx.max_iter, device=ctx.device)[0])
-            except _FIT_ERRORS as exc:
-                out.append(exc)
-        return out
+    return fit_many(fit_jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return")
 
 
 def _finish_primary(rec: dict, law, res, ctx: CandidateContext) -> bool:

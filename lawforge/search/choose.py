@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from lawforge.errors import ConfigError, LawforgeError
+from lawforge.errors import ConfigError
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, fit_split, predict
 from lawforge.laws.law import Law
 from lawforge.search import space as S
@@ -50,17 +50,8 @@ def extrapolation_shifts(laws: list, ctx: CandidateContext, train, restarts: int
 
 
 def _fit_each(laws: list, split, restarts: int, device: str) -> list:
-    """Each law fitted on ``split`` (one batched fit); None where a fit raises or fails."""
-    errors = (LawforgeError, RuntimeError, ValueError, ArithmeticError)
-    try:
-        fits = fit_many([FitJob(law, split, restarts, 0) for law in laws], device=device, errors="return")
-    except errors:
-        fits = []
-        for law in laws:
-            try:
-                fits.append(fit_many([FitJob(law, split, restarts, 0)], device=device)[0])
-            except errors as exc:
-                fits.append(exc)
+    """Each law fitted on ``split`` (one batched fit); None where a fit fails."""
+    fits = fit_many([FitJob(law, split, restarts, 0) for law in laws], device=device, errors="return")
     return [f if isinstance(f, FitResult) and f.ok else None for f in fits]
 
 
