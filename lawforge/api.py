@@ -125,14 +125,16 @@ class LawSearch:
     feature (or list of features) along which the largest train values are held out to rank
     candidates (default: the first feature); ``hyperparameters`` names features with an optimum
     (learning rate, batch size); ``param_limit`` caps parameters per group; ``device`` is where
-    candidate fits run (``"cpu"``, ``"cuda"`` or ``"auto"``).
+    candidate fits run (``"cpu"``, ``"cuda"`` or ``"auto"``); ``ray`` (``"auto"`` or a cluster
+    address) fits them on Ray actors instead of local worker processes (``workers=0``: one per
+    CPU of the cluster).
     """
 
     def __init__(self, max_evals: int | None = 300, budget: float | None = None, seed: int = 0,
                  validation_axis: str | list[str] | None = None, hyperparameters: Sequence[str] = (),
                  param_limit: int | None = None, parsimony: float = 0.02, restarts: int = SEARCH_RESTARTS,
                  workers: int = 1, feature_names: Sequence[str] | None = None, target_name: str = "y",
-                 out_dir: str | None = None, device: str = "cpu"):
+                 out_dir: str | None = None, device: str = "cpu", ray: str | None = None):
         self.max_evals = max_evals
         self.budget = budget
         self.seed = seed
@@ -146,6 +148,7 @@ class LawSearch:
         self.target_name = target_name
         self.out_dir = out_dir
         self.device = device
+        self.ray = ray
 
     # -- scikit-learn protocol
     @classmethod
@@ -209,7 +212,7 @@ class LawSearch:
             ds.card.param_limit = int(self.param_limit)
         cfg = SearchConfig.build(max_evals=self.max_evals, budget_s=self.budget, seed=self.seed,
                                  parsimony=self.parsimony, restarts=self.restarts, workers=self.workers,
-                                 device=self.device)
+                                 device=self.device, ray=self.ray)
         out = Path(self.out_dir) if self.out_dir else Path(tempfile.mkdtemp(prefix="lawforge-api-"))
         summary = discover(ds, cfg, out, report=False, hooks=run_hooks(report=False))
         run = RunFolder.open(out)

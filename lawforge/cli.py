@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import math
@@ -38,8 +39,13 @@ def _clean(o):
     return o
 
 
+#: With --json, standard output carries the JSON alone: anything else a command or a library
+#: prints there (Ray's worker notices, for one) goes to standard error instead.
+_JSON_OUT: list = []
+
+
 def _print_json(obj) -> None:
-    print(json.dumps(_clean(obj), default=_json_default))
+    print(json.dumps(_clean(obj), default=_json_default), file=_JSON_OUT[-1] if _JSON_OUT else sys.stdout)
 
 
 def _fmt(x, digits: int = 5) -> str:
@@ -277,8 +283,13 @@ def _search_config(args, budget: float | None):
         raise ConfigError(f"--workers must be at least 1, got {args.workers}")
     settings = {"validation.replicates": args.replicates, "selection.rule": args.select,
                 "fitting.device": _device(args.device), **parse_settings(args.set)}
-    return SearchConfig.build(max_evals=args.max_evals, budget_s=budget, seed=args.seed,
-                              workers=args.workers if args.workers is not None else usable_cores(), **settings)
+    ray = getattr(args, "ray", None)
+    if args.workers is not None:
+        workers = args.workers
+    else:
+        workers = 0 if ray else usable_cores()  # with Ray: one actor per CPU of the cluster
+    return SearchConfig.build(max_evals=args.max_evals, budget_s=budget, seed=args.seed, workers=workers, ray=ray,
+                              **settings)
 
 
 def cmd_discover(args) -> int:
@@ -360,7 +371,7 @@ def cmd_campaign(args) -> int:
                        data_dir=args.data_dir, llm=llm, workers=args.workers, report=not args.no_report, on_row=on_row,
                        inner=args.inner,
                        search={"fitting.device": _device(args.device), **parse_settings(args.set)},
-                       hooks=run_hooks(not args.no_report))
+                       hooks=run_hooks(not args.no_report), ray=args.ray)
     if args.json:
         _print_json(out)
     else:
@@ -493,6 +504,10 @@ def _add_discover(sub, o) -> None:
                          "the same seed and --max-evals give the same law with any number")
     sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                     help="where candidate fits run (auto: a GPU when torch sees one; default cpu)")
+    sp.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                    help="fit candidates on a Ray cluster: ADDRESS, or alone for a running cluster "
+                         "(RAY_ADDRESS, 'ray start') or else a local Ray (pip install 'lawforge[ray]'); "
+                         "--workers actors (default: one per CPU of the cluster)")
     sp.add_argument("--replicates", choices=["mean", "rows"], default="mean",
                     help="rows with the same group and features: averaged into one per design point "
                          "(mean, default) or each kept (rows)")
@@ -517,7 +532,11 @@ def _add_campaign(sub, o) -> None:
     sp.add_argument("--seeds", type=int, default=3)
     sp.add_argument("--budget", help="per run, e.g. 1m, 10m (default 10m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="per run")
-    sp.add_argument("--workers", type=int, help="runs in parallel (default: the machine's cores)")
+    sp.add_argument("--workers", type=int, help="runs in parallel (default: the machine's cores; with --ray, "
+                    "as many as the cluster takes)")
+    sp.add_argument("--ray", nargs="?", const="auto", metavar="ADDRESS",
+                    help="run each (dataset, seed) as a Ray task: ADDRESS, or alone for a running cluster "
+                         "(RAY_ADDRESS, 'ray start') or else a local Ray (pip install 'lawforge[ray]')")
     sp.add_argument("--device", choices=["cpu", "cuda", "auto"], default="cpu",
                     help="where candidate fits run (auto: a GPU when torch sees one; default cpu)")
     sp.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
@@ -577,7 +596,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        if not getattr(args, "json", False):
+            return args.func(args)
+        _JSON_OUT.append(sys.stdout)
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                return args.func(args)
+        finally:
+            _JSON_OUT.pop()
     except LawforgeError as exc:
         if args.debug:
             raise

@@ -56,3 +56,41 @@ def run_dir(csv_run):
                "--max-evals", "60", "--seed", "0", "--out", str(out), "--json"])
     assert rc == 0
     return out
+
+
+# No process the suite starts outlives it: every worker, pool and server a test starts must be
+# gone when the tests end (the multiprocessing resource tracker of this process excepted: it
+# ends with this process by design, once no process holds its pipe).
+def _own_processes():
+    import psutil
+
+    me = psutil.Process()
+    out = []
+    for p in me.children(recursive=True):
+        try:
+            if p.status() == psutil.STATUS_ZOMBIE:
+                continue
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if p.ppid() == me.pid and "multiprocessing.resource_tracker" in cmd:
+            continue
+        out.append((p, cmd))
+    return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind():
+    import time
+
+    before = {p.pid for p, _ in _own_processes()}
+    yield
+    deadline = time.monotonic() + 10
+    left = [(p, c) for p, c in _own_processes() if p.pid not in before]
+    while left and time.monotonic() < deadline:
+        time.sleep(0.2)
+        left = [(p, c) for p, c in _own_processes() if p.pid not in before]
+    for p, _ in left:
+        p.kill()
+    assert not left, "processes started by the tests outlived them: " + "; ".join(
+        f"pid {p.pid}: {c[:120]}" for p, c in left)

@@ -29,4 +29,4 @@ def test_readme_stays_a_short_user_guide_with_both_setup_commands():
     text = (ROOT / "README.md").read_text()
     assert len(text.splitlines()) <= 220
     assert "pip install -e . && lawforge discover synthetic_multigroup" in text
-    assert 'pip install -e ".[dev]" && LAWFORGE_DATA=../shared python -m pytest -q' in text
+    assert 'pip install -e ".[dev,ray]" && LAWFORGE_DATA=../shared python -m pytest -q' in text

@@ -5,49 +5,46 @@ spend. A run that fails is a row with its error, not the end of the campaign."""
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import csv
 import datetime as _dt
 import io
 import multiprocessing as mp
 import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
 from lawforge.fileio import atomic_write
+from lawforge.procs import FolderLock, start_worker
 
 COLUMNS = ["dataset", "seed", "status", "test_r2", "val_r2", "n_params", "evaluations", "seconds", "wall_s", "llm_calls",
            "llm_tokens", "llm_cost", "law", "run_dir"]
 
 
-def _one(job: dict) -> dict:
-    """One discovery (in a worker process)."""
-    import signal
-
+def _init_worker() -> None:
+    """A campaign worker (after :func:`lawforge.procs.start_worker`): one torch thread."""
     import torch
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C
     torch.set_num_threads(1)
+
+
+def _one(job: dict) -> dict:
+    """One discovery (in a worker process, or a Ray task): a leaderboard row."""
     from lawforge.agent.llm import LLMConfig
-    from lawforge.datasets import load_dataset
     from lawforge.errors import LawforgeError
     from lawforge.runs.discover import discover
     from lawforge.search.settings import SearchConfig
 
-    row: dict[str, Any] = {"dataset": job["dataset"], "seed": job["seed"], "run_dir": job["out"]}
+    row: dict[str, Any] = {"dataset": job["name"], "seed": job["seed"], "run_dir": job["out"]}
     t0 = time.perf_counter()
     try:
-        ds = load_dataset(job["dataset"], job["data_dir"])
-        if job.get("inner"):
-            from lawforge.datasets.loader import holdout_dataset
-
-            ds = holdout_dataset(ds)
         cfg = SearchConfig.build(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1,
                                  **(job.get("search") or {}))
         llm = LLMConfig(**job["llm"]) if job.get("llm") else None
-        s = discover(ds, cfg, job["out"], data_dir=job["data_dir"], llm=llm, report=job.get("report", True),
-                     hooks=job.get("hooks") or ())
+        s = discover(job["dataset"], cfg, job.get("write_to") or job["out"], data_dir=job["data_dir"], llm=llm,
+                     report=job.get("report", True), hooks=job.get("hooks") or ())
     except LawforgeError as exc:
         row.update(status=f"error: {exc}")
         return row
@@ -62,18 +59,63 @@ def _one(job: dict) -> dict:
     return row
 
 
+def _load(name: str, data_dir: str | None, inner: bool):
+    """The dataset of a campaign's runs, loaded once in the driver (it travels to the workers,
+    which need no data folder); a load error becomes each of its runs' row."""
+    from lawforge.datasets import load_dataset
+    from lawforge.errors import LawforgeError
+
+    try:
+        ds = load_dataset(name, data_dir)
+        if inner:
+            from lawforge.datasets.loader import holdout_dataset
+
+            ds = holdout_dataset(ds)
+        return ds
+    except LawforgeError as exc:
+        return f"error: {exc}"
+
+
+def _pool_rows(jobs: list[dict], workers: int) -> Iterator[dict]:
+    """The rows of ``jobs``, as they finish, from ``workers`` local worker processes."""
+    ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=start_worker,
+                                initargs=("lawforge.runs.campaign:_init_worker", None))
+    finished = False
+    try:
+        futs = [ex.submit(_one, j) for j in jobs]
+        for f in cf.as_completed(futs):
+            yield f.result()
+        finished = True
+    finally:
+        if finished:
+            ex.shutdown(wait=True)
+        else:  # Ctrl-C or an error: the runs in flight stop now (each can be resumed from its folder)
+            procs = list((getattr(ex, "_processes", None) or {}).values())
+            ex.shutdown(wait=False, cancel_futures=True)
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.join(5)
+
+
 def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = None, budget_s: float | None = None,
                  max_evals: int | None = None, data_dir: str | None = None, llm=None, workers: int | None = None,
                  report: bool = True, on_row: Callable[[dict], None] | None = None,
                  inner: bool = False, search: dict | None = None, seed_start: int = 0,
-                 budgets: dict[str, float] | None = None, hooks: Sequence[Callable] = ()) -> dict[str, Any]:
+                 budgets: dict[str, float] | None = None, hooks: Sequence[Callable] = (),
+                 ray: str | None = None) -> dict[str, Any]:
     """One discovery per (dataset, seed), ``workers`` side by side. ``inner=True`` runs each on
     its inner holdout (:func:`lawforge.datasets.loader.holdout_dataset`: train's largest-scale
     rows play the test split), for comparing search settings without the real test split.
     ``search`` overrides search settings (:mod:`lawforge.search.settings`, dotted or short
     names) in every run; ``budgets`` (dataset -> seconds) overrides ``budget_s`` for the datasets
     it names; ``hooks`` write each run's outputs (module-level functions: they travel to the
-    worker processes)."""
+    worker processes). ``ray`` (``"auto"`` or a cluster address) runs each (dataset, seed) as a
+    Ray task (:mod:`lawforge.runs.ray_campaign`) instead of a local worker process; ``workers``
+    then caps the runs in flight (default: as many as the cluster takes).
+
+    A campaign folder is used by one campaign at a time (a lock, released however the campaign
+    ends); the datasets are loaded here and travel to the workers."""
     from lawforge.errors import ConfigError
     from lawforge.search import usable_cores
     from lawforge.search.settings import NOT_SETTABLE, resolve_key
@@ -87,30 +129,38 @@ def run_campaign(datasets: list[str], seeds: int, out_dir: str | Path | None = N
     if unknown:
         raise ConfigError(f"budget given for {unknown[0]!r}, which is not among the datasets: {', '.join(datasets)}")
     budgets = budgets or {}
-    jobs = [{"dataset": d, "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir,
+    loaded = {d: _load(d, data_dir, inner) for d in dict.fromkeys(datasets)}
+    jobs = [{"name": d, "dataset": loaded[d], "seed": s, "out": str(out / f"{d}-s{s}"), "data_dir": data_dir,
              "budget_s": budgets.get(d, budget_s),
-             "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report, "inner": inner,
+             "max_evals": max_evals, "llm": llm.to_dict() if llm else None, "report": report,
              "search": search, "hooks": list(hooks)}
             for d in datasets for s in range(seed_start, seed_start + seeds)]
-    workers = max(1, min(workers or usable_cores(), len(jobs)))
-    rows: list[dict] = []
-    ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"))
-    try:
-        futs = [ex.submit(_one, j) for j in jobs]
-        for f in cf.as_completed(futs):
-            row = f.result()
-            rows.append(row)
-            if on_row:
-                on_row(row)
-            write_leaderboard(out, rows)  # after every run: an interrupted campaign keeps its rows
-    except KeyboardInterrupt:
-        ex.shutdown(cancel_futures=True)
-        write_leaderboard(out, rows)
-        raise
-    finally:
-        ex.shutdown(wait=True, cancel_futures=True)
+    rows: list[dict] = [{"dataset": j["name"], "seed": j["seed"], "run_dir": j["out"], "status": j["dataset"]}
+                        for j in jobs if isinstance(j["dataset"], str)]
+    jobs = [j for j in jobs if not isinstance(j["dataset"], str)]
+    for row in rows:
+        if on_row:
+            on_row(row)
+    if ray is not None:
+        from lawforge.runs.ray_campaign import ray_rows
+
+        source, workers = ray_rows(jobs, ray, workers), workers or 0
+    else:
+        workers = max(1, min(workers or usable_cores(), len(jobs) or 1))
+        source = _pool_rows(jobs, workers)
+    with FolderLock(out, "campaign.lock", "campaign folder"), contextlib.closing(source):
+        try:
+            write_leaderboard(out, rows)
+            for row in source:
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+                write_leaderboard(out, rows)  # after every run: an interrupted campaign keeps its rows
+        finally:
+            write_leaderboard(out, rows)
     return {"leaderboard_csv": str(out / "leaderboard.csv"), "leaderboard_md": str(out / "leaderboard.md"),
-            "rows": sorted(rows, key=lambda r: (r["dataset"], r["seed"])), "out_dir": str(out), "workers": workers}
+            "rows": sorted(rows, key=lambda r: (r["dataset"], r["seed"])), "out_dir": str(out), "workers": workers,
+            "engine": "ray" if ray is not None else "local"}
 
 
 def write_leaderboard(out: Path, rows: list[dict]) -> None:

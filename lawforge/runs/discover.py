@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import logging
@@ -30,6 +31,7 @@ from lawforge.datasets.loader import Dataset, SealedDataset
 from lawforge.errors import ConfigError
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, predict, resolve_device
 from lawforge.laws.metrics import compute_metrics
+from lawforge.procs import FolderLock
 from lawforge.runs.folder import LAW, LLM_USAGE, METRICS, TOP_LAWS, RunFolder
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
@@ -60,6 +62,7 @@ class Stage:
     proposer: Any = None
     checkpoint: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    lock: FolderLock | None = None
 
 
 def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = None, engine: str = "native",
@@ -76,7 +79,31 @@ def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = N
     resume repeats it); the ``hooks`` write the outputs."""
     clock = _Clock()
     st = prepare(dataset, cfg, out_dir, engine, data_dir, report, llm, resume)
-    st.timings["prepare"] = clock.lap()
+    try:
+        with _cluster(cfg) as cfg:
+            st.timings["prepare"] = clock.lap()
+            return _search_and_write(st, cfg, clock, progress, handle_sigint, hooks)
+    finally:
+        st.lock.release()
+
+
+@contextlib.contextmanager
+def _cluster(cfg: SearchConfig):
+    """With ``cfg.ray``, the Ray session of the run (the candidate fits run on its actors); its
+    CPUs are the workers where ``cfg.workers`` is 0. Without, ``cfg`` as it is."""
+    if cfg.ray is None:
+        yield cfg
+        return
+    from lawforge.procs import RaySession
+
+    with RaySession(cfg.ray, num_cpus=cfg.workers or None) as session:
+        yield dataclasses.replace(cfg, workers=cfg.workers or session.cpus())
+
+
+def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, handle_sigint: bool,
+                      hooks: Sequence[RunHook]) -> dict[str, Any]:
+    """The stages after ``prepare``: search, choose, score, write."""
+    dataset = st.dataset
     res = search(st, progress, handle_sigint, search_budget(cfg, st.timings["prepare"]))
     st.timings["search"] = clock.lap()
     if res.stopped == "interrupted":
@@ -157,23 +184,35 @@ def prepare(dataset: Dataset, cfg: SearchConfig, out_dir, engine: str, data_dir,
         if out_dir is None:
             raise ConfigError("resume needs the run folder")
         run = RunFolder.open(out_dir)
+        lock = run.lock()
         ck = run.checkpoint()
         if ck.get("status") == "done":
+            lock.release()
             raise ConfigError(f"{run.path}: this run is already complete (see metrics.json)")
     else:
         run, ck = RunFolder.create(out_dir, dataset.name, cfg.seed), None
+        lock = run.lock()
+        try:
+            RunFolder.create(run.path, dataset.name, cfg.seed)  # again, now that no other process can start one
+        except ConfigError:
+            lock.release()
+            raise
         config = {"dataset": dataset.name, "card": dataset.card.to_dict(), "engine": engine,
                   "settings": cfg.to_dict(), "validation_rows": sealed.val.n, "fit_rows": sealed.fit.n,
                   "data_dir": str(data_dir) if data_dir else os.environ.get("LAWFORGE_DATA"),
                   "data_origin": dataset.origin, "report": report, "llm": llm.to_dict() if llm else None}
         run.write_start(config, card_yaml(dataset.card), manifest(sealed, cfg, engine))
-    st = Stage(dataset, cfg, run, engine, sealed, checkpoint=ck)
-    st.space = build_space(sealed, cfg)
-    st.ctx = make_context(sealed, cfg)
-    if llm is not None:
-        from lawforge.agent.llm import LLMProposer
+    st = Stage(dataset, cfg, run, engine, sealed, checkpoint=ck, lock=lock)
+    try:
+        st.space = build_space(sealed, cfg)
+        st.ctx = make_context(sealed, cfg)
+        if llm is not None:
+            from lawforge.agent.llm import LLMProposer
 
-        st.proposer = LLMProposer(llm, dataset.card, st.space, run.llm_calls_path, run.llm_cache_dir)
+            st.proposer = LLMProposer(llm, dataset.card, st.space, run.llm_calls_path, run.llm_cache_dir)
+    except BaseException:
+        lock.release()
+        raise
     return st
 
 
@@ -239,14 +278,17 @@ def search(st: Stage, progress: Callable[[dict], None] | None, handle_sigint: bo
 
 
 class _StopFlag:
-    """With ``active``, the first Ctrl-C sets the flag (the search finishes its step and
-    checkpoints); a second one stops at once."""
+    """With ``active``, the first Ctrl-C (or SIGTERM, as a batch scheduler sends before its
+    time limit) sets the flag (the search finishes its step and checkpoints); a second one
+    stops at once."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self, active: bool):
         self.stop = False
-        self.old = signal.signal(signal.SIGINT, self._on_sigint) if active else None
+        self.old = {s: signal.signal(s, self._on_signal) for s in self.SIGNALS} if active else {}
 
-    def _on_sigint(self, signum, frame):
+    def _on_signal(self, signum, frame):
         if self.stop:
             raise KeyboardInterrupt
         self.stop = True
@@ -257,8 +299,8 @@ class _StopFlag:
         return self.stop
 
     def restore(self) -> None:
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
+        for s, old in self.old.items():
+            signal.signal(s, old)
 
 
 # ------------------------------------------------------------------------------ score

@@ -9,6 +9,7 @@
     llm_usage.json, llm_calls.jsonl, llm_cache/   the LLM ledger, request log and reply cache
     pareto.csv, law.json, top_laws.json, metrics.json   the results
     laws.tex, report.html, report.md, report_files/      outputs for people and papers
+    lawforge.lock      present while a process runs in the folder (see RunFolder.lock)
 
 Every whole-file write goes through :func:`lawforge.fileio.atomic_write`; the candidate log is
 appended line by line and a torn last line (from ``kill -9``) is dropped when read.
@@ -25,12 +26,14 @@ from typing import Any, Iterable
 
 from lawforge.errors import ConfigError
 from lawforge.fileio import atomic_write, atomic_write_bytes
+from lawforge.procs import FolderLock
 
 CONFIG, CARD, MANIFEST = "config.json", "card.yaml", "manifest.json"
 CANDIDATES, PENDING, CHECKPOINT = "candidates.jsonl", "candidates.pending.jsonl", "checkpoint.json"
 LLM_USAGE, LLM_CALLS, LLM_CACHE = "llm_usage.json", "llm_calls.jsonl", "llm_cache"
 PARETO, LAW, TOP_LAWS, METRICS = "pareto.csv", "law.json", "top_laws.json", "metrics.json"
 LAWS_TEX, REPORT_HTML, REPORT_MD, REPORT_FILES = "laws.tex", "report.html", "report.md", "report_files"
+LOCK = "lawforge.lock"
 PARETO_COLUMNS = ["complexity", "n_params", "val_r2", "val_nmse", "expression"]
 
 
@@ -63,6 +66,11 @@ class RunFolder:
         if not run.path.is_dir():
             raise ConfigError(f"run folder not found: {run.path}")
         return run
+
+    def lock(self) -> "FolderLock":
+        """Hold this folder for this process (see :class:`lawforge.procs.FolderLock`): a second
+        process that tries is refused, naming the holder; a killed holder's lock is gone."""
+        return FolderLock(self.path, LOCK, "run folder").acquire()
 
     def file(self, name: str) -> Path:
         return self.path / name

@@ -85,7 +85,7 @@ class Engine:
         self.elapsed_before = 0.0
         self.t0 = time.perf_counter()
         self.cache: dict[str, dict] = {}
-        self.pool = CandidatePool(ctx, cfg.workers)
+        self.pool = CandidatePool(ctx, cfg.workers, cfg.ray)
         self.seeds = [(S.canonical(e), o) for e, o in seeds]
         # seeds may be larger than random forms: let the search keep (and edit) them
         if self.seeds:

@@ -13,20 +13,29 @@ class CandidatePool:
     give the same records with any number of workers.
     """
 
-    def __init__(self, ctx: CandidateContext, workers: int):
+    def __init__(self, ctx: CandidateContext, workers: int, ray: str | None = None):
         self.ctx = ctx
         self.ex = None
-        if workers > 1:
+        self.actors = None
+        if ray is not None:
+            self.actors = _RayActors(ctx, workers, ray)
+        elif workers > 1:
             import concurrent.futures as cf
             import multiprocessing as mp
 
-            self.ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"),
-                                             initializer=_init_worker, initargs=(ctx,))
+            import pickle
+
+            from lawforge.procs import start_worker
+
+            self.ex = cf.ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=start_worker,
+                                             initargs=("lawforge.search.pool:_init_worker", pickle.dumps(ctx)))
 
     def map(self, texts: list[str]) -> list[dict]:
         size = max(1, int(self.ctx.batch))
         batches = [texts[i:i + size] for i in range(0, len(texts), size)]
-        if self.ex is None:
+        if self.actors is not None:
+            done = self.actors.map(batches)
+        elif self.ex is None:
             done = [score_candidates(b, self.ctx) for b in batches]
         else:
             done = list(self.ex.map(_eval_in_worker, batches))
@@ -35,18 +44,57 @@ class CandidatePool:
     def close(self):
         if self.ex is not None:
             self.ex.shutdown(cancel_futures=True)
+        if self.actors is not None:
+            self.actors.close()
+
+
+class _RayActors:
+    """``workers`` Ray actors (default: one per CPU of the cluster), each holding the scoring
+    context, scoring batches in order (``ActorPool.map``); an actor whose process is lost is
+    restarted and its batch run again (Ray's ``max_restarts`` and ``max_task_retries``)."""
+
+    def __init__(self, ctx: CandidateContext, workers: int, address: str):
+        from ray.util import ActorPool
+
+        from lawforge.procs import RaySession
+
+        self.session = RaySession(address, num_cpus=workers).start()
+        ray = self.session.ray
+        n = workers if workers and workers > 0 else self.session.cpus()
+        actor = ray.remote(num_cpus=1, max_restarts=3, max_task_retries=3)(_Scorer)
+        ref = ray.put(ctx)
+        self.actors = [actor.remote(ref) for _ in range(n)]
+        self.pool = ActorPool(self.actors)
+
+    def map(self, batches: list[list[str]]) -> list[list[dict]]:
+        return list(self.pool.map(lambda a, b: a.score.remote(b), batches))
+
+    def close(self) -> None:
+        for a in self.actors:
+            self.session.ray.kill(a)
+        self.session.close()
+
+
+class _Scorer:
+    """A Ray actor's state: the scoring context, and one torch thread."""
+
+    def __init__(self, ctx: CandidateContext):
+        import torch
+
+        torch.set_num_threads(1)
+        self.ctx = ctx
+
+    def score(self, texts: list[str]) -> list[dict]:
+        return score_candidates(texts, self.ctx)
 
 
 _CTX: CandidateContext | None = None
 
 
 def _init_worker(ctx: CandidateContext) -> None:
+    """A search worker (after :func:`lawforge.procs.start_worker`): one torch thread, the context."""
     global _CTX
-    import signal
-
     import torch
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's: it finishes the step
 
     torch.set_num_threads(1)
     _CTX = ctx

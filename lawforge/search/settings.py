@@ -93,6 +93,7 @@ class SearchConfig:
 
     seed: int = 0
     workers: int = 1
+    ray: str | None = None  # a Ray cluster for the candidate fits ("auto" or an address); None: local
     budget: Budget = field(default_factory=Budget)
     evolution: Evolution = field(default_factory=Evolution)
     fitting: Fitting = field(default_factory=Fitting)
@@ -148,7 +149,7 @@ RENAMED = {
     "scope": ("grammar", "shared_params"), "select": ("selection", "rule"),
 }
 #: Settings a campaign or the benchmark sets itself, not through ``--set``.
-NOT_SETTABLE = ("seed", "workers", "budget.max_evals", "budget.seconds")
+NOT_SETTABLE = ("seed", "workers", "ray", "budget.max_evals", "budget.seconds")
 
 
 def _leaves() -> dict[str, tuple[str, ...]]:
