@@ -31,10 +31,14 @@ from lawforge.search.settings import FINAL_RESTARTS, SEARCH_RESTARTS, SearchConf
 class FittedLaw:
     """A law with its fitted constants per group (``params``: group -> name -> value)."""
 
-    def __init__(self, law, params: Mapping[str, Mapping[str, float]], metrics: Mapping[str, Any] | None = None):
+    def __init__(self, law, params: Mapping[str, Mapping[str, float]], metrics: Mapping[str, Any] | None = None,
+                 train=None, device: str = "cpu"):
         self.law = law
         self.params = {str(g): dict(v) for g, v in params.items()}
         self.metrics = dict(metrics or {})
+        self.train = train      # the split the constants were fitted on (for intervals), if known
+        self.device = device
+        self._boot: dict = {}
 
     @property
     def groups(self) -> list[str]:
@@ -66,20 +70,89 @@ class FittedLaw:
             raise ConfigError(f"no fitted constants for group {group!r}; known groups: {self.groups[:10]}")
         return str(group)
 
-    def predict(self, X, groups=None) -> np.ndarray:
-        """Predictions, shape (n,) for one target or (n, d) for several."""
+    def predict(self, X, groups=None, interval: float | None = None, resamples: int | None = None,
+                seed: int = 0):
+        """Predictions, shape (n,) for one target or (n, d) for several.
+
+        With ``interval`` (a level such as 0.9): a DataFrame with ``prediction``, ``low`` and
+        ``high`` per row (per target, ``<target>_low`` ...), the band being the central
+        ``interval`` of the law's predictions refit on ``resamples`` bootstrap resamples of its
+        training design points (:mod:`lawforge.fitting.bootstrap`; parameter uncertainty only)."""
         frame = _frame(X, self.law.variables.values())
         n = len(frame)
         g = _groups(groups, n, self.groups)
-        out = np.empty((n, len(self.law.targets)))
-        cols = {c: frame[c].to_numpy(dtype=np.float64) for c in self.law.variables.values()}
         for name in np.unique(g):
-            rows = g == name
-            out[rows] = self.law.predict({c: v[rows] for c, v in cols.items()}, self.params[self._group(name)])
-        return out[:, 0] if out.shape[1] == 1 else out
+            self._group(name)
+        split = self._split(frame, g)
+        from lawforge.fitting.lm import predict as _predict
+
+        out = _predict(self.law, self.params, split)
+        if interval is None:
+            return out[:, 0] if out.shape[1] == 1 else out
+        from lawforge.fitting.bootstrap import interval as _interval
+
+        lo, hi = _interval(self.bootstrap(resamples, seed).predictions(split), interval)
+        return _band_frame(list(self.law.target_names), out, lo, hi)
+
+    def optimum(self, constraint: str, group: str | None = None, fixed: Mapping[str, float] | None = None,
+                interval: float | None = None, resamples: int | None = None, seed: int = 0) -> dict:
+        """The allocation minimising the law under ``constraint`` (``"6*N*D = 1e24"``, parsed
+        with the whitelist): ``{"N": ..., "D": ..., target: ...}``; ``fixed`` gives any other
+        feature. With ``interval``, ``"bands"`` holds each value's bootstrap interval. Raises
+        :class:`~lawforge.laws.optimum.NoOptimum` when the law has no interior optimum."""
+        from lawforge.laws.optimum import Constraint, NoOptimum, minimise
+
+        g = self._group(group)
+        c = Constraint.parse(constraint, self.law)
+        span = None
+        if self.train is not None:
+            x = self.train.X[self.law.variables[c.free]]
+            span = (float(x[x > 0].min()), float(x[x > 0].max())) if np.any(x > 0) else None
+        best = minimise(self.law, self.params[g], c, fixed, span)
+        if interval is None:
+            return best
+        from lawforge.fitting.bootstrap import interval as _interval
+
+        draws = []
+        for p in self.bootstrap(resamples, seed).params:
+            try:
+                draws.append(minimise(self.law, p[g], c, fixed, span))
+            except NoOptimum:
+                pass
+        bands = {k: [float(v) for v in _interval(np.array([d[k] for d in draws]), interval)] for k in best} if draws else {}
+        return {**best, "bands": bands, "refits_without_optimum": len(self.bootstrap(resamples, seed).params) - len(draws)}
+
+    def bootstrap(self, resamples: int | None = None, seed: int = 0):
+        """The law's refits on bootstrap resamples of its training split (computed once per
+        ``(resamples, seed)``); see :func:`lawforge.fitting.bootstrap.bootstrap`."""
+        from lawforge.fitting.bootstrap import RESAMPLES, bootstrap
+
+        if self.train is None:
+            raise ConfigError("this law does not know the data it was fitted on, so it has no interval; "
+                              "fit it with fit_law or LawSearch (or pass train= to FittedLaw)")
+        key = (resamples or RESAMPLES, seed)
+        if key not in self._boot:
+            self._boot[key] = bootstrap(self.law, self.train, self.params, key[0], seed, device=self.device)
+        return self._boot[key]
+
+    def _split(self, frame: pd.DataFrame, g: np.ndarray):
+        from lawforge.datasets.loader import DataSplit
+
+        cols = {c: frame[c].to_numpy(dtype=np.float64) for c in self.law.variables.values()}
+        return DataSplit("query", cols, np.zeros((len(frame), len(self.law.target_names))), np.asarray(g, dtype=object),
+                         [x for x in self.groups if x in set(g)], list(self.law.target_names))
 
     def __repr__(self) -> str:
         return f"FittedLaw({self.law.to_string()!r}, groups={len(self.params)})"
+
+
+def _band_frame(targets: Sequence[str], pred: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> pd.DataFrame:
+    if len(targets) == 1:
+        return pd.DataFrame({"prediction": pred[:, 0], "low": lo[:, 0], "high": hi[:, 0]})
+    cols = {}
+    for j, t in enumerate(targets):
+        cols.update({t: pred[:, j], f"{t}_low": lo[:, j], f"{t}_high": hi[:, j]})
+    return pd.DataFrame(cols)
 
 
 def _frame(X, columns: Sequence[str] | None = None, feature_names: Sequence[str] | None = None) -> pd.DataFrame:
@@ -220,7 +293,11 @@ class LawSearch:
         from lawforge.laws.law import law_from_text
 
         law = law_from_text(lj["expression"], ds.card.variables, ds.card.target_columns, name="best")
-        self.best_law_ = FittedLaw(law, lj["params"], {"val_r2": summary["val_r2"], "train_r2": summary["train_r2"]})
+        from lawforge.datasets.loader import SealedDataset
+        from lawforge.search.prepare import final_train
+
+        self.best_law_ = FittedLaw(law, lj["params"], {"val_r2": summary["val_r2"], "train_r2": summary["train_r2"]},
+                                   train=final_train(SealedDataset(ds, cfg.seed), cfg), device=self.device)
         pareto = pd.read_csv(run.file(PARETO))
         self.laws_ = pareto.sort_values("complexity").reset_index(drop=True)
         self.summary_ = summary
@@ -234,10 +311,18 @@ class LawSearch:
         if not hasattr(self, "best_law_"):
             raise ConfigError("this LawSearch is not fitted yet; call fit(X, y) first")
 
-    def predict(self, X, groups=None) -> np.ndarray:
+    def predict(self, X, groups=None, interval: float | None = None, resamples: int | None = None):
+        """The best law's predictions; with ``interval``, a DataFrame with its bootstrap band
+        (see :meth:`FittedLaw.predict`)."""
         self._check_fitted()
         frame = _frame(X, list(self.feature_names_in_), self.feature_names)
-        return self.best_law_.predict(frame, groups)
+        return self.best_law_.predict(frame, groups, interval=interval, resamples=resamples)
+
+    def optimum(self, constraint: str, group: str | None = None, fixed: Mapping[str, float] | None = None,
+                interval: float | None = None, resamples: int | None = None) -> dict:
+        """The best law's compute-optimal allocation (see :meth:`FittedLaw.optimum`)."""
+        self._check_fitted()
+        return self.best_law_.optimum(constraint, group, fixed, interval, resamples)
 
     def score(self, X, y, groups=None) -> float:
         """R² (SLDBench definition, pooled over groups) of the predictions on (X, y)."""
@@ -281,4 +366,4 @@ def fit_law(expr: str, data, target: str | Sequence[str] | None = None, group: s
     p = res.params()
     m = compute_metrics(ds.train.y, predict(law, p, ds.train))
     return FittedLaw(law, p, {"train_r2": m.r2, "train_nmse": m.nmse,
-                              "status": {g: gf.status for g, gf in res.groups.items()}})
+                              "status": {g: gf.status for g, gf in res.groups.items()}}, train=ds.train, device=device)

@@ -578,6 +578,104 @@ def _add_run_commands(sub, o) -> None:
     sp.set_defaults(func=cmd_doctor)
 
 
+def cmd_predict(args) -> int:
+    from lawforge.runs.predict import fmt, load_run_laws, parse_points, predict_run
+
+    rl = load_run_laws(args.run_dir, args.data_dir)
+    points = parse_points(args.at, args.points, rl.law)
+    res = predict_run(rl, points, args.group, args.level, args.resamples, args.seed)
+    if args.csv:
+        from lawforge.fileio import atomic_write
+
+        atomic_write(args.csv, res.to_csv(index=False))
+    if args.json:
+        _print_json({"law": rl.law.to_string(), **res.attrs, "points": res.to_dict(orient="records")})
+        return 0
+    lvl = f"{args.level:.0%}"
+    print(f"law: {rl.law.to_string()}   ({lvl} bands; parameter: {res.attrs['resamples']} bootstrap refits; "
+          f"model: {res.attrs['laws']} top laws)")
+    feats = list(rl.law.variables.values())
+    for r in res.to_dict(orient="records"):
+        at = ", ".join(f"{c}={fmt(r[c])}" for c in feats)
+        print(f"  {r['target']} at {at}: {fmt(r['prediction'])}  parameter [{fmt(r['low'])}, {fmt(r['high'])}]  "
+              f"model [{fmt(r['model_low'])}, {fmt(r['model_high'])}]  combined [{fmt(r['combined_low'])}, "
+              f"{fmt(r['combined_high'])}]")
+    for n in res.attrs["notes"]:
+        print(f"  note: {n}")
+    if args.csv:
+        print(f"written: {args.csv}")
+    return 0
+
+
+def cmd_optimum(args) -> int:
+    from lawforge.runs.predict import fmt, frontier_run, load_run_laws, optimum_run, parse_over
+
+    rl = load_run_laws(args.run_dir, args.data_dir)
+    fixed = _fixed_values(args.fix)
+    if args.over:
+        out = frontier_run(rl, args.constraint, parse_over(args.over), args.group, fixed, args.level,
+                           args.resamples, args.seed)
+    else:
+        out = optimum_run(rl, args.constraint, args.group, fixed, args.level, args.resamples, args.seed)
+    if args.json:
+        _print_json(out)
+        return 0
+    print(f"law: {out['law']}   constraint: {out['constraint']}")
+    if args.over:
+        print(f"{'budget':>10} {out['free'] + '*':>12} {out['solved'] + '*':>12} {'loss':>10}")
+        target = rl.law.target_names[0]
+        for r in out["frontier"]:
+            print(f"{fmt(r['budget']):>10} {fmt(r[out['free']]):>12} {fmt(r[out['solved']]):>12} {fmt(r[target]):>10}")
+        for k, e in out["exponents"].items():
+            band = out["exponent_bands"].get(k)
+            extra = f"  ({out['level']:.0%} band [{band[0]:.4f}, {band[1]:.4f}])" if band else ""
+            print(f"  {k}* ~ budget^{e:.4f}{extra}")
+        return 0
+    for k, v in out["optimum"].items():
+        band = out["bands"].get(k)
+        extra = f"  ({out['level']:.0%} band [{fmt(band[0])}, {fmt(band[1])}])" if band else ""
+        print(f"  {k} = {fmt(v)}{extra}")
+    if out["refits_without_optimum"]:
+        print(f"  note: {out['refits_without_optimum']} of {out['refits']} bootstrap refits have no interior optimum")
+    return 0
+
+
+def _fixed_values(items: list[str]) -> dict[str, float]:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--fix {item!r}: expected NAME=VALUE")
+        k, v = (s.strip() for s in item.split("=", 1))
+        try:
+            out[k] = float(v)
+        except ValueError:
+            raise ConfigError(f"--fix {item!r}: {v!r} is not a number") from None
+    return out
+
+
+def _add_predict_commands(sub, o) -> None:
+    band = argparse.ArgumentParser(add_help=False)
+    band.add_argument("run_dir", help="a finished run folder")
+    band.add_argument("--group", help="the group whose constants to use (when the law is fitted per group)")
+    band.add_argument("--level", type=float, default=0.9, help="band level (default 0.9)")
+    band.add_argument("--resamples", type=int, default=200, help="bootstrap refits (default 200)")
+    band.add_argument("--seed", type=int, default=0)
+    sp = sub.add_parser("predict", parents=[o["common"], band],
+                        help="the run's law at new points, with parameter, model and combined bands")
+    sp.add_argument("--at", help='points: "N=7e10,D=1.4e12" (several separated by ";")')
+    sp.add_argument("--points", metavar="FILE", help="points from a CSV with a column per feature")
+    sp.add_argument("--csv", metavar="FILE", help="also write the predictions to this CSV")
+    sp.set_defaults(func=cmd_predict)
+    sp = sub.add_parser("optimum", parents=[o["common"], band],
+                        help="the allocation minimising the run's law under a constraint, with bands")
+    sp.add_argument("--constraint", required=True, help='e.g. "6*N*D = 1e24" (features by symbol or column)')
+    sp.add_argument("--over", metavar="LOW:HIGH[:POINTS]", help="the frontier over budgets (the constraint's "
+                    "right side), e.g. 1e21:1e25, with its fitted exponents")
+    sp.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                    help="a value for a feature the constraint does not tie")
+    sp.set_defaults(func=cmd_optimum)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="lawforge", description="Automated scaling-law discovery.")
     p.add_argument("--version", action="version", version=f"lawforge {__version__}")
@@ -587,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_fit(sub, o)
     _add_discover(sub, o)
     _add_run_commands(sub, o)
+    _add_predict_commands(sub, o)
     return p
 
 

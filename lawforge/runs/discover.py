@@ -312,7 +312,7 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig) -> l
     top = [{"rank": 0, "expression": law.to_string(), "latex": law.to_latex(), "n_params": law.n_params,
             "complexity": best.rec["complexity"], "val_r2": best.rec["val_r2"], "origin": best.origin,
             "test_r2": tm.get("r2"), "extrapolation_shift": choice.shift.get(best.key), "chosen": True,
-            "_test": tm}]
+            "params": choice.fit.params(), "_test": tm}]
     others = [m for m in choice.ranked if m.key != best.key][:cfg.selection.top_k]
     laws = [law_of(m, full.card, train, cfg, f"rank{i + 1}") for i, m in enumerate(others)]
     fits = fit_many([FitJob(lw, train, cfg.fitting.rank_restarts, cfg.seed) for lw in laws],
@@ -321,7 +321,8 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig) -> l
         t2 = test_metrics(lw, f2.params(), full) if isinstance(f2, FitResult) and f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,
                     "complexity": m.rec["complexity"], "val_r2": m.rec["val_r2"], "origin": m.origin,
-                    "test_r2": t2.get("r2"), "extrapolation_shift": choice.shift.get(m.key), "chosen": False})
+                    "test_r2": t2.get("r2"), "extrapolation_shift": choice.shift.get(m.key), "chosen": False,
+                    "params": f2.params() if isinstance(f2, FitResult) and f2.ok else None})
     return top
 
 
