@@ -100,7 +100,7 @@ class FittedLaw:
         with the whitelist): ``{"N": ..., "D": ..., target: ...}``; ``fixed`` gives any other
         feature. With ``interval``, ``"bands"`` holds each value's bootstrap interval. Raises
         :class:`~lawforge.laws.optimum.NoOptimum` when the law has no interior optimum."""
-        from lawforge.laws.optimum import Constraint, NoOptimum, minimise
+        from lawforge.laws.optimum import Constraint, minimise, optimum_with_bands
 
         g = self._group(group)
         c = Constraint.parse(constraint, self.law)
@@ -108,19 +108,11 @@ class FittedLaw:
         if self.train is not None:
             x = self.train.X[self.law.variables[c.free]]
             span = (float(x[x > 0].min()), float(x[x > 0].max())) if np.any(x > 0) else None
-        best = minimise(self.law, self.params[g], c, fixed, span)
         if interval is None:
-            return best
-        from lawforge.fitting.bootstrap import interval as _interval
-
-        draws = []
-        for p in self.bootstrap(resamples, seed).params:
-            try:
-                draws.append(minimise(self.law, p[g], c, fixed, span))
-            except NoOptimum:
-                pass
-        bands = {k: [float(v) for v in _interval(np.array([d[k] for d in draws]), interval)] for k in best} if draws else {}
-        return {**best, "bands": bands, "refits_without_optimum": len(self.bootstrap(resamples, seed).params) - len(draws)}
+            return minimise(self.law, self.params[g], c, fixed, span)
+        draws = [p[g] for p in self.bootstrap(resamples, seed).params]
+        out = optimum_with_bands(self.law, self.params[g], draws, c, fixed, span, interval)
+        return {**out.pop("optimum"), **out}
 
     def bootstrap(self, resamples: int | None = None, seed: int = 0):
         """The law's refits on bootstrap resamples of its training split (computed once per

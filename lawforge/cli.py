@@ -617,6 +617,13 @@ def cmd_optimum(args) -> int:
                            args.resamples, args.seed)
     else:
         out = optimum_run(rl, args.constraint, args.group, fixed, args.level, args.resamples, args.seed)
+    if args.plot:
+        if not args.over:
+            raise ConfigError("--plot draws the frontier: give --over LOW:HIGH too")
+        from lawforge.fileio import atomic_write_bytes
+        from lawforge.outputs.report import frontier_png
+
+        atomic_write_bytes(args.plot, frontier_png(out))
     if args.json:
         _print_json(out)
         return 0
@@ -673,6 +680,7 @@ def _add_predict_commands(sub, o) -> None:
                     "right side), e.g. 1e21:1e25, with its fitted exponents")
     sp.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
                     help="a value for a feature the constraint does not tie")
+    sp.add_argument("--plot", metavar="FILE.png", help="with --over: draw the frontier to this PNG")
     sp.set_defaults(func=cmd_optimum)
 
 

@@ -106,9 +106,32 @@ def test_predict_and_optimum_on_a_run(run_dir, capsys, tmp_path):
         assert math.isclose(6 * o["optimum"]["N"] * o["optimum"]["D"], 1e22, rel_tol=1e-6)
     else:
         assert "no interior optimum" in err
+    plot = tmp_path / "frontier.png"
+    rc = main(["optimum", str(run_dir), "--constraint", "6*N*D = 1e22", "--over", "1e21:1e23:3", "--resamples", "10",
+               "--plot", str(plot)])
+    out, err = capsys.readouterr()
+    if rc == 0:
+        assert "N* ~ budget^" in out and plot.read_bytes()[:4] == b"\x89PNG"
+    else:
+        assert "no interior optimum" in err
     assert main(["predict", str(run_dir), "--at", "N=-1,D=1e9", "--resamples", "20"]) != 0
     assert "outside the law's domain: N (N) must be positive" in capsys.readouterr().err
     assert main(["optimum", str(run_dir), "--constraint", "6*N*K = 1e22"]) != 0
     assert "unknown symbol 'K'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--at", "N=1,D=1"]) != 0
     assert "no law yet" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_discovered_laws_optimum_on_noiseless_data_is_the_truths():
+    from lawforge import LawSearch
+
+    N = np.repeat(np.geomspace(2e7, 3e9, 8), 6)
+    D = np.tile(np.geomspace(2e9, 2e11, 6), 8)
+    y = CHIN["E"] + CHIN["A"] / N ** CHIN["alpha"] + CHIN["B"] / D ** CHIN["beta"]
+    est = LawSearch(max_evals=200, seed=0).fit(pd.DataFrame({"N": N, "D": D}), y)
+    law = chinchilla_law()
+    truth = minimise(law, CHIN, Constraint.parse("6*N*D = 1e22", law), train_range=(2e7, 3e9))
+    found = est.optimum("6*N*D = 1e22")
+    assert found["N"] == pytest.approx(truth["N"], rel=0.01)
+    assert found["D"] == pytest.approx(truth["D"], rel=0.01)

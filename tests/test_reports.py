@@ -32,6 +32,14 @@ def test_report_files(run_dir):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
     first = html.split('src="data:image/png;base64,')[1].split('"')[0]
     assert base64.b64decode(first)[:4] == b"\x89PNG"
+    # predictions at 10x and 100x the largest train N, with 90% bootstrap intervals, on the page and in LaTeX
+    assert "Predictions beyond the data" in md and "(10x)" in md and "(100x)" in md
+    rows = [line for line in md.splitlines() if "(100x)" in line]
+    lo, hi = (float(x) for x in rows[0].split("[")[1].split("]")[0].split(","))
+    pred = float(rows[0].split("|")[3])
+    assert lo <= pred <= hi
+    tex = (run_dir / "predictions.tex").read_text()
+    assert "\\begin{tabular}" in tex and "90\\% interval" in tex and "(100x)" in tex
 
 
 @pytest.mark.slow

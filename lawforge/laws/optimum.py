@@ -119,6 +119,24 @@ def minimise(law: Law, params: Mapping[str, float], c: Constraint, fixed: Mappin
     return {c.free: x, c.solved: y, law.target_names[0]: float(min(res.fun, vals[i]))}
 
 
+def optimum_with_bands(law: Law, params: Mapping[str, float], draws: list[Mapping[str, float]], c: Constraint,
+                       fixed: Mapping[str, float] | None, train_range: tuple[float, float] | None,
+                       level: float) -> dict:
+    """:func:`minimise` for ``params``, and the central ``level`` interval of each value over the
+    ``draws`` (bootstrap constants) that have an interior optimum; the others are counted."""
+    best = minimise(law, params, c, fixed, train_range)
+    found = []
+    for p in draws:
+        try:
+            found.append(minimise(law, p, c, fixed, train_range))
+        except NoOptimum:
+            pass
+    q = (1 - level) / 2
+    bands = {k: [float(np.quantile([d[k] for d in found], q)), float(np.quantile([d[k] for d in found], 1 - q))]
+             for k in best} if found else {}
+    return {"optimum": best, "bands": bands, "refits": len(draws), "refits_without_optimum": len(draws) - len(found)}
+
+
 def _fixed(law: Law, c: Constraint, fixed: Mapping[str, float] | None) -> dict[str, float]:
     col_to_sym = {col: sym for sym, col in law.variables.items()}
     env = {}

@@ -43,3 +43,21 @@ def laws_table_tex(top: Sequence[dict], dataset: str) -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def predictions_table_tex(rows: Sequence[dict], dataset: str, axis: str, level: float) -> str:
+    """A LaTeX table (booktabs) of the chosen law's predictions beyond the data, with bands."""
+    pct = f"{level:.0%}".replace("%", r"\%")
+    lines = ["% lawforge: predictions beyond the data for " + dataset + " (needs \\usepackage{booktabs})",
+             "\\begin{table}[t]", "\\centering", "\\begin{tabular}{llrrr}", "\\toprule",
+             f"Group & {_tex_escape(axis)} & Prediction & \\multicolumn{{2}}{{c}}{{{pct} interval}} \\\\",
+             "\\midrule"]
+    for r in rows:
+        lines.append(f"{_tex_escape(str(r['group']))} & {r['point'][axis]:.3g} ({r['where']}) & {r['prediction']:.4g} & "
+                     f"{r['low']:.4g} & {r['high']:.4g} \\\\")
+    lines += ["\\bottomrule", "\\end{tabular}",
+              f"\\caption{{Predictions of the law found by lawforge on \\texttt{{{_tex_escape(dataset)}}} at 10 and 100 "
+              f"times the largest training value of {_tex_escape(axis)} (other features at their largest training "
+              f"values), with {pct} bootstrap intervals (refits on resampled training points).}}",
+              "\\end{table}", ""]
+    return "\n".join(lines)

@@ -22,10 +22,12 @@ import numpy as np
 from lawforge.errors import ConfigError, LawforgeError
 from lawforge.fitting.defaults import RANK_RESTARTS
 from lawforge.outputs.latex import fmt_number
-from lawforge.runs.folder import REPORT_HTML, REPORT_MD, RunFolder
+from lawforge.runs.folder import PREDICTIONS_TEX, REPORT_HTML, REPORT_MD, RunFolder
 
 log = logging.getLogger(__name__)
 MAX_GROUP_PANELS = 12
+#: Bootstrap refits and level of the bands drawn in the report and its predictions table.
+REPORT_RESAMPLES, REPORT_LEVEL = 100, 0.9
 
 
 # ------------------------------------------------------------------------------ loading a run
@@ -59,7 +61,7 @@ def _axis_column(card) -> str:
     return ax or card.feature_columns[0]
 
 
-def _group_plot(ds, law, params, human, human_params, axis: str, tcol: int) -> bytes:
+def _group_plot(ds, law, params, human, human_params, axis: str, tcol: int, boot=None) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -92,6 +94,12 @@ def _group_plot(ds, law, params, human, human_params, axis: str, tcol: int) -> b
                            np.full(len(grid), g, dtype=object), [g], ds.card.target_columns)
             with np.errstate(all="ignore"):
                 a.plot(grid, predict(law, params, gs)[:, tcol], c="tab:blue", lw=2, label="lawforge")
+                if boot is not None:
+                    from lawforge.fitting.bootstrap import interval
+
+                    lo_b, hi_b = interval(boot.predictions(gs)[:, :, tcol], REPORT_LEVEL)
+                    a.fill_between(grid, lo_b, hi_b, color="tab:blue", alpha=0.15, lw=0,
+                                   label=f"{REPORT_LEVEL:.0%} band")
                 if human is not None and g in human_params:
                     a.plot(grid, predict(human, human_params, gs)[:, tcol], c="tab:orange", lw=1.5, ls="--",
                            label="human law")
@@ -115,6 +123,31 @@ def _group_plot(ds, law, params, human, human_params, axis: str, tcol: int) -> b
             a.legend(fontsize=7)
     for k in range(n, rows * cols):
         axes[k // cols][k % cols].axis("off")
+    fig.tight_layout()
+    return _png(fig)
+
+
+def frontier_png(out: dict) -> bytes:
+    """The compute-optimal frontier of ``lawforge optimum --over`` (free* and solved* against the
+    budget, log-log, with the fitted exponents in the legend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    budgets = [r["budget"] for r in out["frontier"]]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for k, style in ((out["free"], "o-"), (out["solved"], "s--")):
+        e = out["exponents"][k]
+        band = out["exponent_bands"].get(k)
+        extra = f" [{band[0]:.3f}, {band[1]:.3f}]" if band else ""
+        ax.plot(budgets, [r[k] for r in out["frontier"]], style, label=f"{k}* ∝ C^{e:.3f}{extra}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel(f"budget C ({out['constraint'].split('=')[0].strip()} = C)")
+    ax.set_ylabel("optimal allocation")
+    ax.set_title(f"compute-optimal frontier ({out['group']})", fontsize=10)
+    ax.legend(fontsize=8)
     fig.tight_layout()
     return _png(fig)
 
@@ -251,9 +284,10 @@ def build_report(run_dir: str | Path, dataset=None) -> dict[str, Any]:
             plt.close("all")
             return None
 
+    boot, beyond = _bands(ds, run, law, params, axis)
     images = {"law": safe(_latex_png, lj["latex"])}
     for j, t in enumerate(card.target_columns[:5]):
-        images[f"groups_{t}"] = safe(_group_plot, ds, law, params, human, hparams, axis, j)
+        images[f"groups_{t}"] = safe(_group_plot, ds, law, params, human, hparams, axis, j, boot)
     images["pareto"] = safe(_pareto_plot, run)
     images["residuals"] = safe(_residual_plot, ds, law, params, axis)
     ok = sorted((c for c in run["candidates"] if c.get("status") == "ok" and c.get("val_r2") is not None),
@@ -262,7 +296,23 @@ def build_report(run_dir: str | Path, dataset=None) -> dict[str, Any]:
     for c in run["candidates"]:
         statuses[c.get("status", "?")] = statuses.get(c.get("status", "?"), 0) + 1
     return {"run": run, "dataset": ds, "law": law, "params": params, "images": images,
-            "human_scores": hscores, "human_law": human, "top_candidates": ok[:10], "statuses": statuses}
+            "human_scores": hscores, "human_law": human, "top_candidates": ok[:10], "statuses": statuses,
+            "beyond": beyond, "axis": axis}
+
+
+def _bands(ds, run, law, params, axis: str):
+    """The chosen law's bootstrap (for the bands) and its predictions beyond the data; (None, [])
+    when they cannot be computed (the page is written without them)."""
+    from lawforge.fitting.bootstrap import bootstrap
+    from lawforge.runs.predict import final_split, prediction_table
+
+    try:
+        train = final_split(ds, run["config"])
+        boot = bootstrap(law, train, params, REPORT_RESAMPLES, seed=0, restarts=2)  # fitted constants + init
+        return boot, prediction_table(law, params, boot, train, axis, REPORT_LEVEL)
+    except (LawforgeError, ValueError, KeyError, RuntimeError) as exc:
+        log.warning("prediction bands skipped: %s: %s", type(exc).__name__, exc)
+        return None, []
 
 
 def _img_md(name: str) -> str:
@@ -291,12 +341,25 @@ def render_markdown(rep) -> str:
         out.append(f"| {g} | " + " | ".join(f"{vals.get(p, float('nan')):.6g}" for p in law.param_names) + " |")
     out += ["", "## Law against the data", "",
             "Grey: train points; red diamonds: held-out test points (shaded: the extrapolation region); "
-            "blue: lawforge's law; orange dashed: the human law refit on the same train points."
+            "blue: lawforge's law (shaded: its 90% bootstrap band, for one-feature data); orange dashed: the human "
+            "law refit on the same train points."
             + (f" First {MAX_GROUP_PANELS} of {len(rep['dataset'].train.group_names)} groups."
                if len(rep["dataset"].train.group_names) > MAX_GROUP_PANELS else ""), ""]
     for k, png in rep["images"].items():
         if k.startswith("groups_"):
             out += [f"![{k}]({_img_md(k)})" if png else "(plot unavailable: see the log)", ""]
+    if rep["beyond"]:
+        ax = rep["axis"]
+        out += ["## Predictions beyond the data", "",
+                f"The chosen law at 10 and 100 times the largest train value of `{ax}` (other features at their "
+                f"largest train values), with {REPORT_LEVEL:.0%} bootstrap intervals ({REPORT_RESAMPLES} refits on "
+                "resampled train points: parameter uncertainty only; `lawforge predict` adds the spread across the "
+                "top laws). Also in `predictions.tex`.", "",
+                f"| group | {ax} | prediction | {REPORT_LEVEL:.0%} interval |", "|---|---|---|---|"]
+        for r in rep["beyond"]:
+            out.append(f"| {r['group']} | {r['point'][ax]:.4g} ({r['where']}) | {r['prediction']:.4g} | "
+                       f"[{r['low']:.4g}, {r['high']:.4g}] |")
+        out.append("")
     if rep["images"].get("pareto"):
         out += ["## Pareto front (complexity vs validation error)", "", f"![pareto]({_img_md('pareto')})", ""]
     out += ["## Residuals", "", f"![residuals]({_img_md('residuals')})" if rep["images"].get("residuals")
@@ -369,6 +432,11 @@ def write_report(run_dir: str | Path, dataset=None, formats: Sequence[str] = ("h
         out["md"] = str(run.write_text(REPORT_MD, md))
     if "html" in formats:
         out["html"] = str(run.write_text(REPORT_HTML, render_html(rep, md)))
+    if rep["beyond"]:
+        from lawforge.outputs.latex import predictions_table_tex
+
+        out["tex"] = str(run.write_text(PREDICTIONS_TEX, predictions_table_tex(
+            rep["beyond"], rep["run"]["metrics"]["dataset"], rep["axis"], REPORT_LEVEL)))
     return out
 
 

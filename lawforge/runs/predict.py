@@ -30,7 +30,7 @@ from lawforge.errors import ConfigError, DatasetError, LawforgeError
 from lawforge.fitting.bootstrap import RESAMPLES, Bootstrap, bootstrap, interval
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, predict
 from lawforge.laws.law import Law, law_from_text
-from lawforge.laws.optimum import Constraint, NoOptimum, minimise
+from lawforge.laws.optimum import Constraint, NoOptimum, minimise, optimum_with_bands
 from lawforge.runs.folder import CARD, LAW, TOP_LAWS, RunFolder
 
 
@@ -101,6 +101,44 @@ def load_run_laws(run_dir: str | Path, data_dir: str | None = None) -> RunLaws:
             params.append(p)
             ranks.append(int(t["rank"]))
     return RunLaws(run, train, laws, params, ranks, resolve_device(cfg.fitting.device))
+
+
+def final_split(ds, conf: dict):
+    """The split a run's chosen law was refit on, rebuilt from the dataset and the run's config."""
+    from lawforge.datasets.loader import SealedDataset
+    from lawforge.search.prepare import final_train
+    from lawforge.search.settings import config_of_run
+
+    cfg = config_of_run(conf)
+    return final_train(SealedDataset(ds, cfg.seed), cfg)
+
+
+def beyond_points(train, axis: str, factors=(10, 100)) -> list[tuple[str, dict[str, float]]]:
+    """Points ``factors`` times beyond the largest train value of ``axis`` (the other features at
+    their largest train values): what a reader of a scaling law asks next."""
+    top = {c: float(np.max(v)) for c, v in train.X.items()}
+    return [(f"{k}x", {**top, axis: top[axis] * k}) for k in factors if top[axis] > 0]
+
+
+def prediction_table(law: Law, params: dict, boot: Bootstrap, train, axis: str, level: float,
+                     max_groups: int = 6) -> list[dict]:
+    """Rows (group, where, point, prediction, low, high) at :func:`beyond_points`, per group."""
+    from lawforge.datasets.loader import DataSplit
+
+    rows = []
+    pts = beyond_points(train, axis)
+    if not pts:
+        return rows
+    for g in list(train.group_names)[:max_groups]:
+        X = {c: np.array([p[c] for _, p in pts]) for c in train.X}
+        split = DataSplit("beyond", X, np.zeros((len(pts), len(law.target_names))), np.full(len(pts), g, dtype=object),
+                          [g], list(law.target_names))
+        pred = predict(law, params, split)
+        lo, hi = interval(boot.predictions(split), level)
+        for i, (where, p) in enumerate(pts):
+            rows.append({"group": g, "where": where, "point": p, "target": law.target_names[0],
+                         "prediction": float(pred[i, 0]), "low": float(lo[i, 0]), "high": float(hi[i, 0])})
+    return rows
 
 
 # ------------------------------------------------------------------------------ points
@@ -237,19 +275,11 @@ def optimum_run(rl: RunLaws, constraint: str, group: str | None = None, fixed: M
     (refits with no interior optimum are counted, not used)."""
     g = resolve_group(rl, group)
     c = Constraint.parse(constraint, rl.law)
-    rng_ = _train_range(rl, c)
-    best = minimise(rl.law, rl.params[0][g], c, fixed, rng_)     # NoOptimum here is the answer
     boot = rl.bootstraps(resamples, seed, top=False)[0]
-    draws = [_one_optimum(rl.law, p[g], c, fixed, rng_) for p in boot.params]
-    ok = [d for d in draws if d is not None]
-    bands = {}
-    for k in best:
-        if ok:
-            lo, hi = interval(np.array([d[k] for d in ok]), level)
-            bands[k] = [float(lo), float(hi)]
-    return {"constraint": constraint, "group": g, "optimum": best, "bands": bands, "level": level,
-            "refits": len(boot.params), "refits_without_optimum": len(draws) - len(ok), "free": c.free,
-            "solved": c.solved, "law": rl.law.to_string()}
+    out = optimum_with_bands(rl.law, rl.params[0][g], [p[g] for p in boot.params], c, fixed, _train_range(rl, c),
+                             level)   # NoOptimum for the chosen law itself is the answer
+    return {"constraint": constraint, "group": g, **out, "level": level, "free": c.free, "solved": c.solved,
+            "law": rl.law.to_string()}
 
 
 def parse_over(text: str) -> np.ndarray:
