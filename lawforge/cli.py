@@ -599,7 +599,7 @@ def cmd_predict(args) -> int:
         at = ", ".join(f"{c}={fmt(r[c])}" for c in feats)
         print(f"  {r['target']} at {at}: {fmt(r['prediction'])}  parameter [{fmt(r['low'])}, {fmt(r['high'])}]  "
               f"model [{fmt(r['model_low'])}, {fmt(r['model_high'])}]  combined [{fmt(r['combined_low'])}, "
-              f"{fmt(r['combined_high'])}]")
+              f"{fmt(r['combined_high'])}]  observed [{fmt(r['observed_low'])}, {fmt(r['observed_high'])}]")
     for n in res.attrs["notes"]:
         print(f"  note: {n}")
     if args.csv:
@@ -668,7 +668,7 @@ def _add_predict_commands(sub, o) -> None:
     band.add_argument("--resamples", type=int, default=200, help="bootstrap refits (default 200)")
     band.add_argument("--seed", type=int, default=0)
     sp = sub.add_parser("predict", parents=[o["common"], band],
-                        help="the run's law at new points, with parameter, model and combined bands")
+                        help="the run's law at new points, with parameter, model, combined and observed bands")
     sp.add_argument("--at", help='points: "N=7e10,D=1.4e12" (several separated by ";")')
     sp.add_argument("--points", metavar="FILE", help="points from a CSV with a column per feature")
     sp.add_argument("--csv", metavar="FILE", help="also write the predictions to this CSV")

@@ -98,6 +98,7 @@ def test_predict_and_optimum_on_a_run(run_dir, capsys, tmp_path):
     for p in res["points"]:
         assert p["low"] <= p["prediction"] <= p["high"]
         assert p["combined_low"] <= p["combined_high"] and p["model_low"] <= p["prediction"] <= p["model_high"]
+        assert p["observed_low"] <= p["prediction"] <= p["observed_high"]
     assert len(pd.read_csv(out_csv)) == 2
     rc = main(["optimum", str(run_dir), "--constraint", "6*N*D = 1e22", "--resamples", "20", "--json"])
     out, err = capsys.readouterr()

@@ -10,7 +10,10 @@ Three kinds of band, reported side by side:
 * **model** (``model_low``/``model_high``): the range of the top laws' predictions (the chosen
   law and the runners-up of ``top_laws.json``, each fitted on the same split);
 * **combined** (``combined_low``/``combined_high``): the central interval of every top law's
-  bootstrap predictions pooled (each law weighted equally).
+  bootstrap predictions pooled (each law weighted equally);
+* **observed** (``observed_low``/``observed_high``): the combined draws each plus a residual of
+  the chosen law on its training rows: where a new run's measured value may land (the other
+  bands are about the law's mean, and a measurement carries its own noise).
 
 The run's data is read again (its card and data folder, as ``lawforge resume`` does); the
 training split is rebuilt from the recorded seed, so it is the one the law was fitted on.
@@ -239,6 +242,7 @@ def predict_run(rl: RunLaws, frame: pd.DataFrame, group: str | None = None, leve
     lo, hi = interval(samples[0], level)
     pooled = np.concatenate(samples, axis=0)
     clo, chi = interval(pooled, level)
+    olo, ohi = interval(_with_noise(pooled, rl, seed), level)
     out = []
     for j, t in enumerate(rl.law.target_names):
         part = frame.reset_index(drop=True).copy()
@@ -248,11 +252,23 @@ def predict_run(rl: RunLaws, frame: pd.DataFrame, group: str | None = None, leve
         part["low"], part["high"] = lo[:, j], hi[:, j]
         part["model_low"], part["model_high"] = np.nanmin(point[:, :, j], axis=0), np.nanmax(point[:, :, j], axis=0)
         part["combined_low"], part["combined_high"] = clo[:, j], chi[:, j]
+        part["observed_low"], part["observed_high"] = olo[:, j], ohi[:, j]
         out.append(part)
     res = pd.concat(out, ignore_index=True)
     res.attrs.update(level=level, resamples=resamples, laws=len(rl.laws),
                      refits=[len(b.params) for b in boots], notes=[n for b in boots for n in b.notes])
     return res
+
+
+def _with_noise(samples: np.ndarray, rl: RunLaws, seed: int) -> np.ndarray:
+    """``samples`` (draws, rows, targets) each plus a residual of the chosen law on its training
+    rows, drawn at random (per target, pooled over groups): where a new run's measurement may
+    land, not only the law's mean."""
+    resid = rl.train.y - predict(rl.law, rl.params[0], rl.train)                  # (n, d)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 1]))
+    idx = rng.integers(len(resid), size=samples.shape[:2])
+    noise = np.stack([resid[idx, j] for j in range(samples.shape[2])], axis=-1)
+    return samples + noise
 
 
 # ------------------------------------------------------------------------------ optimum
