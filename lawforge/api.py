@@ -100,14 +100,11 @@ class FittedLaw:
         with the whitelist): ``{"N": ..., "D": ..., target: ...}``; ``fixed`` gives any other
         feature. With ``interval``, ``"bands"`` holds each value's bootstrap interval. Raises
         :class:`~lawforge.laws.optimum.NoOptimum` when the law has no interior optimum."""
-        from lawforge.laws.optimum import Constraint, minimise, optimum_with_bands
+        from lawforge.laws.optimum import Constraint, minimise, optimum_with_bands, scan_range
 
         g = self._group(group)
         c = Constraint.parse(constraint, self.law)
-        span = None
-        if self.train is not None:
-            x = self.train.X[self.law.variables[c.free]]
-            span = (float(x[x > 0].min()), float(x[x > 0].max())) if np.any(x > 0) else None
+        span = scan_range(self.train.X[self.law.variables[c.free]]) if self.train is not None else None
         if interval is None:
             return minimise(self.law, self.params[g], c, fixed, span)
         draws = [p[g] for p in self.bootstrap(resamples, seed).params]

@@ -119,18 +119,30 @@ def minimise(law: Law, params: Mapping[str, float], c: Constraint, fixed: Mappin
     return {c.free: x, c.solved: y, law.target_names[0]: float(min(res.fun, vals[i]))}
 
 
+def scan_range(values: np.ndarray) -> tuple[float, float] | None:
+    """The positive training range of the scanned feature (the scan spans ``SPAN`` decades
+    around it); None when it has no positive value."""
+    x = np.asarray(values, dtype=np.float64)
+    x = x[x > 0]
+    return (float(x.min()), float(x.max())) if x.size else None
+
+
+def try_minimise(law: Law, params: Mapping[str, float], c: Constraint, fixed: Mapping[str, float] | None,
+                 train_range: tuple[float, float] | None) -> dict[str, float] | None:
+    """:func:`minimise`, or None where the law has no interior optimum (a bootstrap draw)."""
+    try:
+        return minimise(law, params, c, fixed, train_range)
+    except NoOptimum:
+        return None
+
+
 def optimum_with_bands(law: Law, params: Mapping[str, float], draws: list[Mapping[str, float]], c: Constraint,
                        fixed: Mapping[str, float] | None, train_range: tuple[float, float] | None,
                        level: float) -> dict:
     """:func:`minimise` for ``params``, and the central ``level`` interval of each value over the
     ``draws`` (bootstrap constants) that have an interior optimum; the others are counted."""
     best = minimise(law, params, c, fixed, train_range)
-    found = []
-    for p in draws:
-        try:
-            found.append(minimise(law, p, c, fixed, train_range))
-        except NoOptimum:
-            pass
+    found = [d for d in (try_minimise(law, p, c, fixed, train_range) for p in draws) if d is not None]
     q = (1 - level) / 2
     bands = {k: [float(np.quantile([d[k] for d in found], q)), float(np.quantile([d[k] for d in found], 1 - q))]
              for k in best} if found else {}

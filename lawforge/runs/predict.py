@@ -33,7 +33,7 @@ from lawforge.errors import ConfigError, DatasetError, LawforgeError
 from lawforge.fitting.bootstrap import RESAMPLES, Bootstrap, bootstrap, interval
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, predict
 from lawforge.laws.law import Law, law_from_text
-from lawforge.laws.optimum import Constraint, NoOptimum, minimise, optimum_with_bands
+from lawforge.laws.optimum import Constraint, minimise, optimum_with_bands, scan_range, try_minimise
 from lawforge.runs.folder import CARD, LAW, TOP_LAWS, RunFolder
 
 
@@ -194,7 +194,7 @@ def _checked(frame: pd.DataFrame, where: str) -> pd.DataFrame:
     return frame
 
 
-def _split(frame: pd.DataFrame, law: Law, group: str, rl: RunLaws):
+def _split(frame: pd.DataFrame, law: Law, group: str):
     from lawforge.datasets.loader import DataSplit
 
     cols = {c: frame[c].to_numpy(dtype=np.float64) for c in law.variables.values()}
@@ -235,7 +235,7 @@ def predict_run(rl: RunLaws, frame: pd.DataFrame, group: str | None = None, leve
         raise DatasetError(f"points outside the law's domain: {', '.join(bad)} must be positive, as in the "
                            f"training data")
     g = resolve_group(rl, group)
-    split = _split(frame, rl.law, g, rl)
+    split = _split(frame, rl.law, g)
     point = np.stack([predict(lw, p, split) for lw, p in zip(rl.laws, rl.params)])       # (laws, rows, d)
     boots = rl.bootstraps(resamples, seed, top=True)
     samples = [b.predictions(split) for b in boots]                                      # each (B, rows, d)
@@ -272,17 +272,8 @@ def _with_noise(samples: np.ndarray, rl: RunLaws, seed: int) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------ optimum
-def _train_range(rl: RunLaws, c: Constraint) -> tuple[float, float]:
-    x = rl.train.X[rl.law.variables[c.free]]
-    x = x[x > 0]
-    return (float(x.min()), float(x.max())) if x.size else (1.0, 1.0)
-
-
-def _one_optimum(law, params, c, fixed, rng_) -> dict | None:
-    try:
-        return minimise(law, params, c, fixed, rng_)
-    except NoOptimum:
-        return None
+def _train_range(rl: RunLaws, c: Constraint) -> tuple[float, float] | None:
+    return scan_range(rl.train.X[rl.law.variables[c.free]])
 
 
 def optimum_run(rl: RunLaws, constraint: str, group: str | None = None, fixed: Mapping[str, float] | None = None,
@@ -332,7 +323,7 @@ def frontier_run(rl: RunLaws, constraint: str, budgets: np.ndarray, group: str |
     boot = rl.bootstraps(resamples, seed, top=False)[0]
     draws = []
     for p in boot.params:
-        t = [_one_optimum(rl.law, p[g], c, fixed, rng_) for c in cs]
+        t = [try_minimise(rl.law, p[g], c, fixed, rng_) for c in cs]
         if all(d is not None for d in t):
             draws.append(slopes(t))
     bands = {k: [float(x) for x in interval(np.array([d[k] for d in draws]), level)] for k in exps} if draws else {}
