@@ -19,9 +19,9 @@ _FEATURE_KEYS = {"column", "symbol", "description", "unit", "role", "trend"}
 _TRENDS = ("decreasing", "increasing")
 _ROLES = ("scale", "hyperparameter")
 _TARGET_KEYS = {"column", "description", "unit", "higher_is_better"}
-_SPLIT_KEYS = {"train", "test", "file"}
+_SPLIT_KEYS = {"train", "test", "file", "keep"}
 _DATA_KEYS = {"source", "task"}
-_DATA_SOURCES = {"sldbench", "package", "path"}
+_DATA_SOURCES = {"sldbench", "package", "path", "catalogue"}
 _VALIDATION_KEYS = {"axis", "fraction", "combine"}
 _HUMAN_KEYS = {"name", "citation", "expr", "targets", "where", "params", "published"}
 
@@ -216,8 +216,10 @@ def _parse_split_and_data(split: Mapping, data: Mapping, where: str) -> tuple[di
     if src not in _DATA_SOURCES:
         raise DatasetError(f"{where}: data source {src!r} is not valid; valid sources are "
                            f"{', '.join(sorted(_DATA_SOURCES))}")
-    if src == "sldbench" and "task" not in data:
-        raise DatasetError(f"{where}: data source 'sldbench' needs a 'task'")
+    if src in ("sldbench", "catalogue") and "task" not in data:
+        raise DatasetError(f"{where}: data source {src!r} needs a 'task'")
+    if "keep" in split and "file" not in split:
+        raise DatasetError(f"{where}: split 'keep' (a rule for the rows used) needs a 'file' split")
     return ({k: str(v) for k, v in split.items()},
             {"source": src, **({"task": str(data["task"])} if "task" in data else {})})
 

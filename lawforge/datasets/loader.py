@@ -150,10 +150,15 @@ def find_sldbench_files(card: DatasetCard, data_dir=None) -> tuple[Path, Path] |
     return None
 
 
-def _hub_cache_dir() -> Path:
+def cache_root() -> Path:
+    """lawforge's download cache: $LAWFORGE_CACHE, else $XDG_CACHE_HOME/lawforge (~/.cache/lawforge)."""
     base = os.environ.get("LAWFORGE_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lawforge")
-    return Path(base) / "sldbench"
+    return Path(base)
+
+
+def _hub_cache_dir() -> Path:
+    return cache_root() / "sldbench"
 
 
 def download_from_hub(task: str) -> tuple[Path, Path]:
@@ -262,6 +267,13 @@ def load_dataset(name_or_card: str | Path | DatasetCard, data_dir: str | Path | 
         base = Path(str(resources.files("lawforge.datasets") / "synthetic_data"))
         paths = (base / card.split["file"],) if "file" in card.split else (
             base / card.split["train"], base / card.split["test"])
+    elif src == "catalogue":
+        from lawforge.datasets.catalogue import find_catalogue_file
+
+        found = find_catalogue_file(card.data["task"], data_dir)
+        if found is None:
+            raise _no_catalogue_error(card, data_dir)
+        paths = (found,)
     else:  # "path": relative to the card file
         base = card.path.parent if card.path else Path.cwd()
         paths = (base / card.split["file"],) if "file" in card.split else (
@@ -269,6 +281,12 @@ def load_dataset(name_or_card: str | Path | DatasetCard, data_dir: str | Path | 
     if "file" in card.split:
         df = validate_frame(_read_csv(paths[0], card), card, str(paths[0]))
         table = {c: df[c].to_numpy() for c in df.columns if isinstance(c, str) and c.isidentifier()}
+        if "keep" in card.split:  # the rows the card uses; the file itself is never changed
+            kept = evaluate_rule(card.split["keep"], table)
+            if not kept.any():
+                raise DatasetError(f"{card.name}: keep rule {card.split['keep']!r} matches no row of {paths[0]}")
+            df = df[kept].reset_index(drop=True)
+            table = {c: v[kept] for c, v in table.items()}
         mask = evaluate_rule(card.split["test"], table)
         if mask.all():
             raise DatasetError(f"{card.name}: test rule {card.split['test']!r} matches every row of {paths[0]}")
@@ -286,7 +304,19 @@ def load_dataset(name_or_card: str | Path | DatasetCard, data_dir: str | Path | 
 def data_available(card: DatasetCard, data_dir=None) -> bool:
     if card.data["source"] == "sldbench":
         return find_sldbench_files(card, data_dir) is not None
+    if card.data["source"] == "catalogue":
+        from lawforge.datasets.catalogue import find_catalogue_file
+
+        return find_catalogue_file(card.data["task"], data_dir) is not None
     return True
+
+
+def _no_catalogue_error(card: DatasetCard, data_dir) -> DatasetError:
+    task = card.data["task"]
+    root = data_root(data_dir)
+    where = f"under {root}" if root else f"(no data directory set: use --data-dir or {ENV_DATA})"
+    return DatasetError(f"{card.name}: data not found {where}. Run 'lawforge datasets fetch {task}' to download "
+                        f"it from its public source into the cache, or put it at <data-dir>/external/{task}/data.csv")
 
 
 # ------------------------------------------------------------------------- published constants

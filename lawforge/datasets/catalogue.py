@@ -1,0 +1,184 @@
+"""The catalogue of real public scaling datasets: where each table comes from, and fetching it.
+
+Each entry pins the public repository and commit its table was built from, the sha256 of every
+source file at that commit, and the sha256 of the tidy table (``data.csv``) the dataset card
+reads. :func:`fetch` works like ``sklearn.datasets.fetch_*``: it downloads the source files at the
+pinned commit (through ``pooch``), checks each hash, rebuilds the table, checks the table's hash
+and caches it under ``<cache>/catalogue/NAME/data.csv``. A mirror that hosts the tidy tables
+(``MIRROR/NAME/data.csv``, a lab's own copy for instance) can stand in for the sources; its
+tables are held to the same pinned hash.
+
+The cards find a table in this order: ``<data-dir>/external/NAME/data.csv``,
+``<data-dir>/NAME/data.csv``, then the cache. Nothing here is executed from a downloaded file:
+the sources are read as CSV or JSON lines.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pandas as pd
+
+from lawforge.datasets.loader import cache_root, data_root
+from lawforge.errors import DatasetError, did_you_mean
+from lawforge.fileio import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+GITHUB_RAW = "https://raw.githubusercontent.com"
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    path: str    # inside the repository
+    sha256: str  # of the file at the pinned commit
+
+
+@dataclass(frozen=True)
+class CatalogueEntry:
+    name: str
+    repo: str            # owner/name on GitHub
+    commit: str          # the pinned commit
+    license: str
+    files: tuple[SourceFile, ...]
+    data_sha256: str     # of the tidy data.csv the card reads
+    build: Callable[[dict[str, Path]], str] | None = None  # source paths -> data.csv text
+
+    def url(self, f: SourceFile, base: str = GITHUB_RAW) -> str:
+        return f"{base.rstrip('/')}/{self.repo}/{self.commit}/{f.path}"
+
+
+def _build_steplaw_moe(paths: dict[str, Path]) -> str:
+    src = pd.read_csv(paths["data/moe_lr_bs_loss.csv"])
+    out = pd.DataFrame({"D": src["D"], "lr": src["lr"], "bsz": src["bs"], "N_active": src["Na"], "N": src["N"],
+                        "experts": src["nume"], "topk": src["topk"], "loss": src["smooth loss"],
+                        "loss_raw": src["loss"]})
+    out = out.sort_values(["N_active", "D", "bsz", "lr"], kind="mergesort")
+    return out.to_csv(index=False, lineterminator="\n")
+
+
+def _build_gemstones(paths: dict[str, Path]) -> str:
+    src = pd.read_json(paths["wandb_dfs/wandb_df_for_fitting_hot_100b+.jsonl"], lines=True)
+    out = pd.DataFrame({"width": src["width"], "depth": src["depth"], "N": src["params_active_precise"],
+                        "D": src["tokens"], "loss": src["final_loss"],
+                        "shape": [f"w{w}_d{d}" for w, d in zip(src["width"], src["depth"])]})
+    out = out.sort_values(["N", "D"], kind="mergesort")
+    return out.to_csv(index=False, lineterminator="\n", float_format="%.10g")
+
+
+# Hashes of the source files are those of PROVENANCE.txt in each dataset's folder; the table
+# hashes are of the tidy tables those transformations produce.
+CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (
+    CatalogueEntry(
+        "steplaw_moe", "step-law/steplaw", "32a8f4cc50247695fb56cc6c9117abdf67c97763", "unstated (cite the paper)",
+        (SourceFile("data/moe_lr_bs_loss.csv", "653d585244a7b227423007e8b796bc16d76f6d24eb87b1919b8f048a91897b92"),),
+        "5a23a229df5705038197f73e72dec9b7ce1cd9601c75c2f1c8f2e34d298e2b2c", _build_steplaw_moe),
+    CatalogueEntry(
+        "gemstones", "mcleish7/gemstone-scaling-laws", "5f420478f6057b0cbb4d13405fb10ca64675bccb", "MIT",
+        (SourceFile("wandb_dfs/wandb_df_for_fitting_hot_100b+.jsonl",
+                    "1da97ce3d1394e0223826c8f5ca081cb0fb289ec65d2707fb5430721e92e9659"),),
+        "a3cd0e0ef7a9e513070cc0f4f197ec8734202e67add9e91476a4e0f91a175bb9", _build_gemstones),
+    CatalogueEntry(
+        "porian_resolving", "formll/resolving-scaling-law-discrepancies", "0dc60d91b8a525858a3067fc9e4a46ff5374cc6f",
+        "MIT", (SourceFile("data/summary_df.pickle.xz", "afbf07ec92d23182f56a44dd43599f2a7e9716fd70492fbc0a35f6093272b74f"),
+                SourceFile("data/summary_df_owt2.pickle.xz",
+                           "7aed67d1ad9bc1d7b0518e3814cee1129216b423b4538d4b724873dd670cff30"),
+                SourceFile("data/summary_df_att.pickle.xz",
+                           "40218b8320817bf3c34f82c57aaa28c53ccb5feb9bb3928ee6fc70868ac22af7"),
+                SourceFile("data/summary_df_kaplan_tuned_hparams.pickle.xz",
+                           "09b6b91c9c6fa0e4c2684dcbed82475ee62d6c4fc60db5ca2ce5653b08f0ae55")),
+        "a44b9d4920518463dc108c3d44e5cc89c5ce31efce752f43265cd2aed17b1a3c"),
+    CatalogueEntry(
+        "olmo_ladder", "allenai/OLMo-ladder", "67a3f440f787d020da35e3ca8eeae475fae754f5", "Apache-2.0",
+        (), "ec7000faace68cb0263f91193ecde3aa9f408a53f19137dfe7215609ce656fa6"),
+    CatalogueEntry(
+        "openclip", "LAION-AI/scaling-laws-openclip", "652b1e7471f7ccf372277f67cb680de5c9fa139d",
+        "none stated (published results of the paper)",
+        (SourceFile("zeroshot_results.csv", "a04786cfcde5d47436c8ddbca0f0bdbb39cc584c0d0776b4f99145ae430a6568"),
+         SourceFile("trained_models_info.csv", "6b084d4895ed83c0dc38a8f166b6164e1a70d0bcc42c75e2aae51a86bf9f678d"),
+         SourceFile("arch_info.csv", "44189a6d88685eb70a632fcf0db20e9944e7277d58c0a2d343ee9d9d6d5bcc08")),
+        "c75fac8ddb6d0603feb260cc0e0e915e790a942992ef10cf903bf91d178a167c"),
+    CatalogueEntry(
+        "obsscaling", "ryoungj/ObsScaling", "4d6e1e43fd2635d04654aa77d1df9d5266ea0382", "Apache-2.0",
+        (SourceFile("eval_results/base_llm_benchmark_eval.csv",
+                    "511996815735a4c46251dc585dcc525e370d148201f86561e6f927f9df2d0db8"),),
+        "eab57049f34ff4db0a3d45585190a043c2626a7935563894baab0d33c2e38ba6"),
+)}
+
+
+def entry(name: str) -> CatalogueEntry:
+    if name not in CATALOGUE:
+        raise DatasetError(f"unknown catalogue dataset {name!r}{did_you_mean(name, CATALOGUE)}; "
+                           f"the catalogue holds {', '.join(CATALOGUE)}")
+    return CATALOGUE[name]
+
+
+def catalogue_cache(name: str) -> Path:
+    return cache_root() / "catalogue" / name
+
+
+def find_catalogue_file(name: str, data_dir=None) -> Path | None:
+    """The table of catalogue dataset ``name``: in the data directory, else in the cache."""
+    root = data_root(data_dir)
+    cands = [root / "external" / name / "data.csv", root / name / "data.csv"] if root is not None else []
+    cands.append(catalogue_cache(name) / "data.csv")
+    return next((p for p in cands if p.is_file()), None)
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _retrieve(url: str, sha256: str, folder: Path, fname: str) -> Path:
+    import pooch  # the download, hash check and cache of one file
+
+    pooch.get_logger().setLevel(logging.WARNING)
+    try:
+        return Path(pooch.retrieve(url, known_hash=f"sha256:{sha256}", fname=fname, path=folder, progressbar=False))
+    except ValueError as exc:  # pooch: the hash does not match; the file is not kept
+        raise DatasetError(f"{url}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # network, HTTP status, disk: one clear error naming the URL
+        raise DatasetError(f"cannot download {url}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def fetch(name: str, *, mirror: str | None = None, base_url: str = GITHUB_RAW, force: bool = False,
+          spec: CatalogueEntry | None = None) -> Path:
+    """Download catalogue dataset ``name`` into the cache and return the path of its table.
+
+    ``mirror``: the base URL of a copy of the tidy tables (``MIRROR/NAME/data.csv``); without it
+    the source files are downloaded from ``base_url``/owner/repo/commit/path and the table is
+    rebuilt from them. Either way the table must have the pinned sha256. ``spec`` replaces the
+    pinned entry (tests). An existing cached table with the right hash is kept unless ``force``."""
+    e = spec or entry(name)
+    folder = catalogue_cache(e.name)
+    target = folder / "data.csv"
+    if target.is_file() and not force and sha256_file(target) == e.data_sha256:
+        return target
+    if mirror:
+        got = _retrieve(f"{mirror.rstrip('/')}/{e.name}/data.csv", e.data_sha256, folder / "mirror", "data.csv")
+        return atomic_write_bytes(target, got.read_bytes())
+    if e.build is None:
+        raise DatasetError(f"{e.name}: rebuilding its table from the sources ({e.repo} at {e.commit[:12]}) is not "
+                           f"implemented in lawforge; fetch the tidy table from a mirror with --mirror URL (it is "
+                           f"checked against the pinned sha256 {e.data_sha256[:16]}...), or put data.csv at "
+                           f"<data-dir>/external/{e.name}/")
+    paths = {f.path: _retrieve(e.url(f, base_url), f.sha256, folder / "source", f.path.replace("/", "__"))
+             for f in e.files}
+    try:
+        text = e.build(paths)
+    except (KeyError, ValueError, pd.errors.ParserError) as exc:
+        raise DatasetError(f"{e.name}: cannot build the table from its sources: {type(exc).__name__}: {exc}") from None
+    data = text.encode()
+    got = hashlib.sha256(data).hexdigest()
+    if got != e.data_sha256:
+        raise DatasetError(f"{e.name}: the table built from the sources has sha256 {got[:16]}..., not the pinned "
+                           f"{e.data_sha256[:16]}...; nothing was written to {target}")
+    return atomic_write_bytes(target, data)
