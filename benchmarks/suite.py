@@ -19,6 +19,7 @@ import json
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 import numpy as np
 
@@ -26,9 +27,12 @@ from lawforge.datasets import bundled_card_paths, data_available, get_card, load
 from lawforge.datasets.loader import holdout_dataset
 from lawforge.errors import ConfigError
 from lawforge.fitting.scoring import score_human, score_refit
-from lawforge.laws.law import Law
+from lawforge.fitting.lm import predict
+from lawforge.laws.law import Law, law_from_text
+from lawforge.laws.metrics import compute_metrics
 from lawforge.outputs import run_hooks
 from lawforge.runs.campaign import run_campaign
+from lawforge.search.contract import check_law
 from lawforge.search.settings import parse_budget, parse_settings
 
 SLDBENCH = ["parallel_scaling_law", "vocab_scaling_law", "sft_scaling_law", "domain_mixture_scaling_law",
@@ -60,6 +64,34 @@ def references(ds, data_dir) -> dict:
     return out
 
 
+def contract_of_run(run_dir, ds):
+    """The readable-law contract checked on a run's chosen law and its fitted constants."""
+    lj = json.loads((Path(run_dir) / "law.json").read_text())
+    law = law_from_text(lj["expression"], ds.card.variables, ds.card.target_columns)
+    return check_law(law, lj["params"], ds.train, ds.card)
+
+
+def ensemble_r2(run_dir, ds) -> float:
+    """Test R2 of the run's top forms (top_laws.json: the chosen law and the runners-up, each
+    refit on train) averaged with weights 1 / validation NMSE: a model ensemble beside the one
+    chosen law. Forms whose predictions are not finite are left out."""
+    top = json.loads((Path(run_dir) / "top_laws.json").read_text())
+    preds, weights = [], []
+    for t in top:
+        if not t.get("params") or t.get("val_r2") is None:
+            continue
+        law = law_from_text(t["expression"], ds.card.variables, ds.card.target_columns)
+        with np.errstate(all="ignore"):
+            p = predict(law, t["params"], ds.test)
+        if np.isfinite(p).all():
+            preds.append(p)
+            weights.append(1.0 / max(1.0 - float(t["val_r2"]), 1e-12))
+    if not preds:
+        return float("nan")
+    w = np.asarray(weights) / np.sum(weights)
+    return float(compute_metrics(ds.test.y, np.tensordot(w, np.stack(preds), axes=1)).r2)
+
+
 def pick(only: str | None, data_dir) -> list[str]:
     groups = {"sldbench": SLDBENCH, "catalogue": CATALOGUE, "synthetic": SYNTHETIC}
     if not only:
@@ -87,6 +119,8 @@ def main(argv=None):
     ap.add_argument("--out", help="folder for the run folders (default: a temporary one)")
     ap.add_argument("--inner", action="store_true", help="score on the inner holdout of train, not on test")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a search setting")
+    ap.add_argument("--from", dest="from_dir", metavar="DIR",
+                    help="report a finished campaign folder (its leaderboard.csv) instead of running one")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     budget = parse_budget(args.budget)
@@ -102,11 +136,17 @@ def main(argv=None):
             print(f"  {r['dataset']} seed {r['seed']}: test R2 {r.get('test_r2')} {r.get('seconds')}s "
                   f"{r.get('law') or r['status']}", file=sys.stderr, flush=True)
 
-    camp = run_campaign(names, args.seeds, out_root, budget_s=budget, data_dir=args.data_dir, workers=args.workers,
-                        report=False, on_row=on_row, inner=args.inner, search=search or None,
-                        seed_start=args.seed_start, hooks=run_hooks(report=False))
-    from lawforge.search.contract import check_run_law
+    if args.from_dir:
+        import pandas as pd
 
+        out_root = args.from_dir
+        board = pd.read_csv(Path(args.from_dir) / "leaderboard.csv")
+        camp = {"rows": [{k: v for k, v in r.items()} for r in board.to_dict("records") if r["dataset"] in names]}
+        names = [n for n in names if n in set(board["dataset"])]
+    else:
+        camp = run_campaign(names, args.seeds, out_root, budget_s=budget, data_dir=args.data_dir,
+                            workers=args.workers, report=False, on_row=on_row, inner=args.inner,
+                            search=search or None, seed_start=args.seed_start, hooks=run_hooks(report=False))
     rows = []
     for name in names:
         ds = load_dataset(name, args.data_dir)
@@ -122,10 +162,11 @@ def main(argv=None):
         best_ref = np.nanmax([max(human) if human else np.nan, refs["chinchilla_form"]])
         laws = []
         for r in runs:
-            c = check_run_law(r["run_dir"], ds)
+            c = contract_of_run(r["run_dir"], ds)
             laws.append({"seed": r["seed"], "law": r["law"], "n_params": r["n_params"], "blocks": c.blocks,
                          "contract": c.ok, "why": c.reasons})
-        rows.append({"dataset": name, "test_r2": r2, "mean": float(np.mean(r2)), "worst": float(np.min(r2)),
+        ens = [ensemble_r2(r["run_dir"], ds) for r in runs]
+        rows.append({"dataset": name, "test_r2": r2, "ensemble_r2": ens, "ensemble_mean": float(np.mean(ens)), "mean": float(np.mean(r2)), "worst": float(np.min(r2)),
                      "best": float(np.max(r2)), "human_refit": max(human) if human else float("nan"),
                      "chinchilla_refit": refs["chinchilla_form"], "references": refs, "reference": float(best_ref),
                      "at_or_above": bool(np.mean(r2) >= best_ref - 1e-12),
@@ -137,16 +178,17 @@ def main(argv=None):
     if args.json:
         print(json.dumps(result))
         return
-    print(f"{'dataset':30s} {'lf mean':>8s} {'worst':>8s} {'best':>8s} {'human':>8s} {'chinch':>8s} "
+    print(f"{'dataset':30s} {'lf mean':>8s} {'worst':>8s} {'best':>8s} {'ens':>8s} {'human':>8s} {'chinch':>8s} "
           f"{'>= ref':>6s} {'sec':>5s}  seeds")
     for r in rows:
-        print(f"{r['dataset']:30s} {r['mean']:8.4f} {r['worst']:8.4f} {r['best']:8.4f} {r['human_refit']:8.4f} "
-              f"{r['chinchilla_refit']:8.4f} {'yes' if r['at_or_above'] else 'NO':>6s} {r['seconds_max']:5.0f}  "
-              + " ".join(f"{v:.4f}" for v in r["test_r2"]))
+        print(f"{r['dataset']:30s} {r['mean']:8.4f} {r['worst']:8.4f} {r['best']:8.4f} {r['ensemble_mean']:8.4f} "
+              f"{r['human_refit']:8.4f} {r['chinchilla_refit']:8.4f} {'yes' if r['at_or_above'] else 'NO':>6s} "
+              f"{r['seconds_max']:5.0f}  " + " ".join(f"{v:.4f}" for v in r["test_r2"]))
     for group, members in (("sldbench", SLDBENCH), ("catalogue", CATALOGUE), ("synthetic", SYNTHETIC)):
         sel = [r for r in rows if r["dataset"] in members]
         if sel:
-            print(f"MEAN {group:25s} {np.mean([r['mean'] for r in sel]):8.4f}")
+            print(f"MEAN {group:25s} {np.mean([r['mean'] for r in sel]):8.4f} (ensemble "
+                  f"{np.mean([r['ensemble_mean'] for r in sel]):.4f})")
     print("\nchosen laws (seed, parameters, contract, building blocks):")
     for r in rows:
         for lw in r["laws"]:

@@ -97,6 +97,10 @@ def _load(args):
 def cmd_datasets(args) -> int:
     from lawforge.datasets import bundled_card_paths, data_available, get_card, load_dataset
 
+    if args.action == "fetch":
+        return _fetch_dataset(args)
+    if args.name:
+        raise ConfigError(f"unexpected argument {args.name!r}; to download a dataset: lawforge datasets fetch NAME")
     rows = []
     for name in bundled_card_paths():
         card = get_card(name)
@@ -119,6 +123,20 @@ def cmd_datasets(args) -> int:
                  r["param_limit"] if r["param_limit"] is not None else "none",
                  "yes" if r["available"] is True else ("no" if r["available"] is False else r["available"])]
                 for r in rows], width=150)
+    return 0
+
+
+def _fetch_dataset(args) -> int:
+    from lawforge.datasets.catalogue import CATALOGUE, GITHUB_RAW, fetch, sha256_file
+
+    if not args.name:
+        raise ConfigError(f"name the dataset to fetch: one of {', '.join(CATALOGUE)}")
+    path = fetch(args.name, mirror=args.mirror, base_url=args.source_url or GITHUB_RAW, force=args.force)
+    info = {"dataset": args.name, "path": str(path), "sha256": sha256_file(path)}
+    if args.json:
+        _print_json(info)
+    else:
+        print(f"{args.name}: {path} (sha256 {info['sha256'][:16]}..., verified)")
     return 0
 
 
@@ -549,7 +567,17 @@ def _add_campaign(sub, o) -> None:
 
 
 def _add_data_commands(sub, o) -> None:
-    sp = sub.add_parser("datasets", parents=[o["common"]], help="list the known datasets")
+    sp = sub.add_parser("datasets", parents=[o["common"]], help="list the known datasets, or fetch a catalogue dataset",
+                        description="Without arguments: the known datasets and whether their data is here. "
+                                    "'lawforge datasets fetch NAME': download a catalogue dataset from its public "
+                                    "source at the pinned commit, check its sha256 and cache it.")
+    sp.add_argument("action", nargs="?", choices=["fetch"], help="fetch a catalogue dataset")
+    sp.add_argument("name", nargs="?", help="the catalogue dataset to fetch")
+    sp.add_argument("--mirror", metavar="URL", help="fetch the tidy table from a mirror (URL/NAME/data.csv) instead "
+                                                    "of rebuilding it from the sources; same pinned sha256")
+    sp.add_argument("--source-url", metavar="URL", help="base URL for the sources (default: "
+                                                        "https://raw.githubusercontent.com)")
+    sp.add_argument("--force", action="store_true", help="download again even if the cache holds the table")
     sp.set_defaults(func=cmd_datasets)
     sp = sub.add_parser("bench", parents=[o["common"], o["fit"]], help="score a set of laws over datasets")
     sp.add_argument("--laws", default="human", help="law set to score (default: human)")

@@ -160,6 +160,7 @@ def fetch(name: str, *, mirror: str | None = None, base_url: str = GITHUB_RAW, f
     e = spec or entry(name)
     folder = catalogue_cache(e.name)
     target = folder / "data.csv"
+    folder.mkdir(parents=True, exist_ok=True)
     if target.is_file() and not force and sha256_file(target) == e.data_sha256:
         return target
     if mirror:

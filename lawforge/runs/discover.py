@@ -344,13 +344,16 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
     run.write_json(LAW, {"expression": law.to_string(), "form": sp.sstr(best.expr), "latex": law.to_latex(),
                                 "python": law.to_python(), "n_params": law.n_params, "params": params,
                                 "shared_params": [p.name for p in law.params if p.shared], "origin": best.origin,
-                                "fit_status": {g: gf.status for g, gf in fit.groups.items()}}, default=float)
+                                "fit_status": {g: gf.status for g, gf in fit.groups.items()},
+                                "contract": choice.contract.to_dict() if choice.contract is not None else None},
+                   default=float)
     run.write_json(TOP_LAWS, top, default=float)
     summary = {"dataset": full.name, "law": law.to_string(), "n_params": law.n_params,
                "val_r2": best.rec["val_r2"], "test_r2": tm.get("r2"), "test_r2_raw": tm.get("r2_raw"),
                "test_nmse": tm.get("nmse"), "test_nmae": tm.get("nmae"), "train_r2": trm.r2,
                "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
                "stopped": res.stopped, "fallbacks": choice.fallbacks, "select": cfg.selection.rule,
+               "contract_ok": choice.contract.ok if choice.contract is not None else None,
                "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
                "run_dir": str(run.path), "timings": {k: round(v, 2) for k, v in st.timings.items()}}
     if st.proposer is not None:

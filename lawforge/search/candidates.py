@@ -46,6 +46,7 @@ class CandidateContext:
     scale_starts: bool = True  # scale parameters start at the fit data's scale (space.scale_specs)
     cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
     domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
+    readable_form: bool = False  # forms with an excluded construct (contract.form_issues) are 'invalid'
 
     @property
     def checks(self) -> bool:
@@ -110,6 +111,13 @@ def _prepare(text: str, ctx: CandidateContext, inits) -> tuple[dict, Any]:
     except LawforgeError as exc:
         rec["error"] = str(exc)
         return rec, None
+    if ctx.readable_form:
+        from lawforge.search.contract import form_issues
+
+        issues = form_issues(law)
+        if issues:
+            rec["error"] = f"not a readable law: {issues[0]}"
+            return rec, None
     return rec, law
 
 

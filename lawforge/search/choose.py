@@ -14,6 +14,7 @@ from lawforge.laws.law import Law
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.checks import passes_checks
+from lawforge.search.contract import check_law
 from lawforge.search.settings import RANK_RESTARTS, SearchConfig
 
 
@@ -92,6 +93,7 @@ class Choice:
     ranked: list               # ok members, best first (after the shift re-ranking when it applies)
     shift: dict[str, float]    # member key -> extrapolation shift (the re-ranked ones)
     fallbacks: int             # forms skipped because their refit failed the checks
+    contract: Any = None       # the chosen law's ContractResult (None when the contract is off)
 
 
 def law_of(member, card, train, cfg: SearchConfig, name: str = "discovered") -> Law:
@@ -116,14 +118,44 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig)
                                         restarts=cfg.fitting.rank_restarts)
         shift = {by_score[i].key: s for i, s in by_pos.items()}
     fallback, first = 0, None
+    contract, screened = None, set()
+    if cfg.checks.contract:
+        ranked, screened = _contract_first(ranked, card, train, cfg)
     for best in ranked[:10]:
         law = law_of(best, card, train, cfg)
         fit = fit_split(law, train, restarts=cfg.fitting.final_restarts, seed=cfg.seed, device=ctx.device)
         first = first or (best, law, fit)
         tcols = [train.target_columns.index(t) for t in law.target_names]
         if fit.ok and (not ctx.checks or passes_checks(law, fit.params(), ctx, tcols)):
+            if cfg.checks.contract:
+                contract = check_law(law, fit.params(), train, card)
+                if not contract.ok and best.key in screened:
+                    fallback += 1   # kept it on the search fit, not on the refit: the next
+                    continue
             break
         fallback += 1
     else:  # none passes: keep the top-ranked form (already refit)
         best, law, fit = first
-    return Choice(best, law, fit, ranked, shift, fallback)
+        contract = check_law(law, fit.params(), train, card) if cfg.checks.contract and fit.ok else None
+    return Choice(best, law, fit, ranked, shift, fallback, contract)
+
+
+CONTRACT_TOP = 30
+
+
+def _contract_first(ranked: list, card, train, cfg: SearchConfig) -> tuple[list, set]:
+    """``ranked`` with the forms of its first :data:`CONTRACT_TOP` that keep the readable-law
+    contract on their search fit moved ahead of those that do not (each group in rank order),
+    and the keys of those that keep it. Screening on the search fit costs no refit; the choice
+    checks the refit again."""
+    keep, drop = [], []
+    for m in ranked[:CONTRACT_TOP]:
+        params = m.rec.get("params")
+        ok = False
+        if params:
+            try:
+                ok = check_law(law_of(m, card, train, cfg), params, train, card).ok
+            except Exception:  # a law that cannot be evaluated does not keep the contract
+                ok = False
+        (keep if ok else drop).append(m)
+    return keep + drop + ranked[CONTRACT_TOP:], {m.key for m in keep}

@@ -28,7 +28,8 @@ def build_space(ds: SealedDataset, cfg: SearchConfig | None = None) -> S.Space:
         infos.append(S.VarInfo(f.symbol, bool(np.all(v > 0)), bool(np.max(np.abs(v)) <= 50),
                                f.role == "hyperparameter"))
     grouped = (cfg is None or cfg.grammar.shared_params) and 1 < len(np.unique(ds.train.groups)) <= MAX_SHARED_GROUPS
-    return S.Space(infos, n_targets=len(ds.card.targets), param_limit=ds.card.param_limit, grouped=grouped)
+    return S.Space(infos, n_targets=len(ds.card.targets), param_limit=ds.card.param_limit, grouped=grouped,
+                   readable=cfg is None or cfg.checks.readable_form)
 
 
 def seeds_for(ds: SealedDataset, space: S.Space) -> list[tuple[sp.Expr, str]]:
@@ -75,7 +76,8 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             batch=cfg.fitting.batch, device=resolve_device(cfg.fitting.device), probe=probe,
                             probe_tol=probe_tol, probe_center=center, probe_span=span, folds=folds,
                             trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
-                            scale_starts=cfg.grammar.scale_starts, domain=domain)
+                            scale_starts=cfg.grammar.scale_starts, domain=domain,
+                            readable_form=checks.readable_form)
 
 
 def final_train(sealed: SealedDataset, cfg: SearchConfig):

@@ -77,6 +77,12 @@ class Checks:
                                            "points stay within a few group ranges")
     finite_on_domain: bool = _doc(True, "no scale axis: predictions are finite over the whole feature domain "
                                         "(simplex or box)")
+    readable_form: bool = _doc(True, "forms with a construct researchers do not publish are not fitted: a "
+                                     "variable rescaled by a number, a non-integer or fitted power of a log, a "
+                                     "polynomial of degree above 2 in logs")
+    contract: bool = _doc(True, "the chosen law keeps the readable-law contract: along each trend, finite, "
+                                "monotone, in the target's range and levelling off out to 1000x the data; the "
+                                "best-ranked form that keeps it is chosen (of the top 30)")
 
 
 @dataclass
@@ -258,11 +264,16 @@ def config_of_run(conf: dict) -> SearchConfig:
     started take the value that run used: every row (``replicates``), unit starts
     (``scale_starts``), the trend on every row (``trend_best``), the final choice by validation
     score (``select``), per-group parameters only (``scope``), no probe without a scale axis
-    (``between``), no finiteness check over the feature domain (``domain``)."""
+    (``between``), no finiteness check over the feature domain (``domain``), no readable-law
+    filter or contract (``checks.readable_form``, ``checks.contract``)."""
     if isinstance(conf.get("settings"), dict):
-        return SearchConfig.from_dict(conf["settings"])
+        settings = {k: dict(v) if isinstance(v, dict) else v for k, v in conf["settings"].items()}
+        checks = settings.setdefault("checks", {})
+        for k in ("readable_form", "contract"):   # added after such runs were written
+            checks.setdefault(k, False)
+        return SearchConfig.from_dict(settings)
     legacy = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", "scope": False,
-              "between": False, "domain": False, **conf}
+              "between": False, "domain": False, "checks.readable_form": False, "checks.contract": False, **conf}
     flat = {k: legacy[k] for k in _LEGACY_FLAT if k in legacy}
     for k in ("final_restarts", "top_k"):
         if k in conf:
@@ -272,4 +283,5 @@ def config_of_run(conf: dict) -> SearchConfig:
 
 _LEGACY_FLAT = ("max_evals", "budget_s", "seed", "population", "offspring", "tournament", "crossover_rate",
                 "parsimony", "restarts", "max_iter", "workers", "val_folds", "trend", "returns", "cross_trend",
-                "replicates", "scale_starts", "trend_best", "select", "scope", "between", "domain")
+                "replicates", "scale_starts", "trend_best", "select", "scope", "between", "domain",
+                "checks.readable_form", "checks.contract")

@@ -59,13 +59,14 @@ class Space:
     """The variables of one dataset and the random generators over them."""
 
     def __init__(self, variables: Sequence[VarInfo], n_targets: int = 1, param_limit: int | None = None,
-                 grouped: bool = False):
+                 grouped: bool = False, readable: bool = False):
         self.vars = list(variables)
         self.grouped = grouped  # several groups: parameters may be shared across them
         self.n_targets = n_targets
         self.param_limit = param_limit
         self.syms = {v.symbol: make_symbol(v.symbol) for v in self.vars}
         self.max_nodes = MAX_NODES
+        self.readable = readable  # forms with an excluded construct (contract.expr_issues) are not valid
 
     # ------------------------------------------------------------------ random pieces
     def atom(self, rng: np.random.Generator, k: int) -> sp.Expr:
@@ -392,6 +393,11 @@ def valid(expr: sp.Expr, space: Space) -> bool:
         return False
     if space.param_limit is not None and n_params(expr) * space.n_targets > space.param_limit:
         return False
+    if space.readable:
+        from lawforge.search.contract import expr_issues
+
+        if expr_issues(expr, space.syms):
+            return False
     return True
 
 

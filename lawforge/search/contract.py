@@ -1,0 +1,237 @@
+"""The readable-law contract: what a law lawforge returns must satisfy, on every dataset.
+
+Two parts, both generic (no rule names a dataset):
+
+- **Form** (:func:`form_issues`): none of the constructs a researcher would not publish: a
+  variable rescaled by a bare number (``(N/2)**p``, ``log(3*D)``: the number only shifts a fitted
+  constant), a non-integer or fitted power of a logarithm (``log(D)**1.5``), a polynomial of
+  degree above 2 in logarithms (degree 2 is a hyperparameter bowl).
+- **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
+  declared trend, the law is evaluated at the group's train rows with that feature pushed from
+  its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
+  together. It must stay finite, move with the trend (never against it by more than ``tol`` of
+  the group's target range), stay within the target's natural range (non-negative when every
+  train value is positive, within [0, 1] when every train value is), and a loss law (a positive
+  target that falls along a trend) must level off towards a floor: its fall over the last decade
+  of the push is at most ``FLATTEN`` of its fall over the first.
+
+:func:`building_blocks` names what a law is made of, for reports.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+import numpy as np
+import sympy as sp
+
+REACH = 1000.0
+TOL = 1e-3        # of the group's target range
+FLATTEN = 0.9     # last decade's fall / first decade's fall, for a loss law
+_STEPS = 13       # points from 1x to REACH (quarter decades)
+
+
+@dataclass
+class ContractResult:
+    ok: bool
+    reasons: list[str] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"ok": self.ok, "reasons": list(self.reasons), "blocks": list(self.blocks)}
+
+
+def _variables(law) -> set[sp.Symbol]:
+    names = set(law.variables)
+    return {s for e in law.exprs.values() for s in e.free_symbols if s.name in names}
+
+
+def _has_var(e: sp.Expr, vars_: set[sp.Symbol]) -> bool:
+    return bool(e.free_symbols & vars_)
+
+
+def _is_log_of_var(e, vars_) -> bool:
+    return isinstance(e, sp.log) and _has_var(e, vars_)
+
+
+def form_issues(law) -> list[str]:
+    """The excluded constructs found in ``law``'s expressions (empty when it has none)."""
+    return list(dict.fromkeys(i for e in law.exprs.values() for i in expr_issues(e, law.variables)))
+
+
+def expr_issues(expr: sp.Expr, variables) -> list[str]:
+    """:func:`form_issues` of one expression over the variable names ``variables``."""
+    names = set(variables)
+    vars_ = {s for s in expr.free_symbols if s.name in names}
+    out: list[str] = []
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Pow):
+            base, ex = node.args
+            if _is_log_of_var(base, vars_):
+                if not (ex.is_Integer or (ex.is_Number and float(ex).is_integer())):
+                    out.append(f"a non-integer or fitted power of a log: {node}")
+                elif abs(int(ex)) > 2:
+                    out.append(f"a power above 2 of a log: {node}")
+            if _rescaled(base, vars_):
+                out.append(f"a variable rescaled by a number: {node}")
+        elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
+            out.append(f"a variable rescaled by a number: {node}")
+        elif isinstance(node, sp.Mul):
+            logs = 0
+            for f in node.args:
+                b, e = f.as_base_exp()
+                if _is_log_of_var(b, vars_) and e.is_Integer and e > 0:
+                    logs += int(e)
+            if logs > 2:
+                out.append(f"a polynomial of degree {logs} in logs: {node}")
+    return list(dict.fromkeys(out))
+
+
+def _rescaled(e, vars_) -> bool:
+    """``e`` is a single variable times a bare number other than 1 (``N/2``, ``3*D``)."""
+    if not isinstance(e, sp.Mul):
+        return False
+    nums = [a for a in e.args if a.is_Number]
+    rest = [a for a in e.args if not a.is_Number]
+    return bool(nums) and len(rest) == 1 and rest[0] in vars_ and abs(float(sp.Mul(*nums))) != 1.0
+
+
+def building_blocks(law) -> list[str]:
+    """How each variable enters the law (``N^p``, ``log N``, ``(log N)^2``, ``exp``...) and
+    whether it has an additive constant (``floor``)."""
+    vars_ = _variables(law)
+    out = []
+    for expr in law.exprs.values():
+        for node in sp.preorder_traversal(expr):
+            if isinstance(node, sp.Pow):
+                base, ex = node.args
+                if base in vars_ and not ex.is_Integer:
+                    out.append(f"{base}^p")
+                elif base in vars_:
+                    out.append(f"{base}^{ex}")
+                elif _is_log_of_var(base, vars_):
+                    out.append(f"(log {_name(base.args[0])})^{ex}")
+            elif isinstance(node, sp.log) and _has_var(node, vars_):
+                out.append(f"log {_name(node.args[0])}")
+            elif isinstance(node, sp.exp) and _has_var(node, vars_):
+                out.append("exp")
+        if isinstance(expr, sp.Add) and any(not _has_var(a, vars_) for a in expr.args):
+            out.append("floor")
+        for v in sorted(vars_ & expr.free_symbols, key=str):
+            if not any(v in b.free_symbols for b in _nonlinear_nodes(expr)):
+                out.append(f"{v} (linear)")
+    return sorted(dict.fromkeys(out))
+
+
+def _nonlinear_nodes(expr):
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, (sp.Pow, sp.log, sp.exp)) or (isinstance(node, sp.Function)):
+            yield node
+
+
+def _name(e) -> str:
+    return str(e)
+
+
+def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, reach: float = REACH,
+              tol: float = TOL) -> ContractResult:
+    """Check ``law`` with fitted ``params`` (group -> name -> value) against the contract, on the
+    card's declared trends beyond ``train`` (a :class:`~lawforge.datasets.DataSplit`).
+
+    With hyperparameter features (learning rate, batch size), a trend is a statement about the
+    best setting: each pushed point is scored at the best of the train grid's settings. A feature
+    never larger than another on any train row, and equal to it on some (unique tokens and tokens),
+    stays so when pushed."""
+    reasons = form_issues(law)
+    trends = {f.column: f.trend for f in card.features if f.trend}
+    hyper = [f.column for f in card.features if f.role == "hyperparameter"]
+    better = np.array([1.0 if t.higher_is_better else -1.0 for t in card.targets])
+    loss_like = {t.column: not t.higher_is_better for t in card.targets}
+    for g in train.group_names:
+        if g not in params:
+            continue
+        rows = train.group_rows(g)
+        X = {c: v[rows] for c, v in train.X.items()}
+        y = train.y[rows]
+        span = np.maximum(y.max(axis=0) - y.min(axis=0), 1e-12 * np.maximum(np.abs(y).max(axis=0), 1e-300))
+        pushes = [[c] for c in trends] + ([list(trends)] if len(trends) > 1 else [])
+        for cols in pushes:
+            preds = _push(law, params[g], X, cols, reach, hyper, better)   # (steps, n_points, n_targets)
+            label = f"group {g!r}, pushing {' and '.join(cols)} to {reach:g}x"
+            if not np.isfinite(preds).all():
+                reasons.append(f"{label}: not finite")
+                continue
+            sign = _sign(trends, cols)
+            for j, tcol in enumerate(card.target_columns):
+                p = preds[:, :, j]
+                moves = np.diff(p, axis=0) * sign            # > 0: with the trend
+                if sign and (moves < -tol * span[j]).any():
+                    reasons.append(f"{label}: {tcol} moves against the trend")
+                if (y[:, j] > 0).all() and (p < -tol * span[j]).any():
+                    reasons.append(f"{label}: {tcol} falls below 0")
+                if ((y[:, j] >= 0) & (y[:, j] <= 1)).all() and (p > 1 + tol * span[j]).any():
+                    reasons.append(f"{label}: {tcol} rises above 1")
+                if sign < 0 and loss_like.get(tcol) and (y[:, j] > 0).all():
+                    q = (_STEPS - 1) // 3                       # points per decade
+                    falls = np.stack([p[i] - p[i + q] for i in range(0, _STEPS - q, q)])
+                    if (falls[-1] > FLATTEN * falls[:-1].max(axis=0) + tol * span[j]).any():
+                        reasons.append(f"{label}: {tcol} does not level off towards a floor")
+    reasons = list(dict.fromkeys(reasons))
+    return ContractResult(not reasons, reasons, building_blocks(law))
+
+
+def _sign(trends, cols) -> int:
+    dirs = {trends[c] for c in cols}
+    if len(dirs) != 1:
+        return 0
+    return -1 if dirs == {"decreasing"} else 1
+
+
+_HYPER_VALUES = 49   # settings per hyperparameter (a log grid of 7 decades)
+
+
+def _push(law, params, X, cols, reach, hyper, better) -> np.ndarray:
+    """Predictions at ``_STEPS`` points pushing ``cols`` from each one's largest value out to
+    ``reach`` times it (or, for a feature with non-positive values, by up to 3 train ranges),
+    at the distinct train cells of the other features; with hyperparameters, at the best
+    setting of the train grid for each cell."""
+    factors = np.logspace(0, np.log10(reach), _STEPS)
+    others = [c for c in X if c not in hyper]
+    keys = np.stack([X[c] for c in others], axis=1) if others else np.zeros((len(next(iter(X.values()))), 1))
+    _, first = np.unique(keys, axis=0, return_index=True)
+    cells = {c: X[c][np.sort(first)] for c in others}
+    n = len(first)
+    # the hyperparameter settings: the train range widened 1000x each way (a law's optimum
+    # moves with scale), on a log grid for positive values
+    axes = []
+    for h in hyper:
+        lo, hi = X[h].min(), X[h].max()
+        axes.append(np.geomspace(lo / 1e3, hi * 1e3, _HYPER_VALUES) if lo > 0
+                    else np.linspace(lo - 3 * (hi - lo), hi + 3 * (hi - lo), _HYPER_VALUES))
+    combos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(hyper)) if hyper else np.zeros((1, 0))
+    m = len(combos)
+    # a bound the data reach (unique tokens <= tokens, equal for single-epoch runs) is kept
+    below = {c: [d for d in others if d != c and (X[c] <= X[d]).all() and (X[c] == X[d]).any()] for c in cols}
+    out = []
+    for k, f in enumerate(factors):
+        Xk = dict(cells)
+        for c in cols:
+            v = X[c]
+            if (v > 0).all():
+                Xk[c] = np.full(n, v.max() * f)
+            else:
+                Xk[c] = np.full(n, v.max() + 3 * (v.max() - v.min() + 1e-12) * k / (_STEPS - 1))
+        for c in cols:
+            for d in below[c]:
+                Xk[d] = np.maximum(Xk[d], Xk[c])
+        Xg = {c: np.repeat(v, m) for c, v in Xk.items()}
+        for i, h in enumerate(hyper):
+            Xg[h] = np.tile(combos[:, i], n)
+        pk = law.predict(Xg, params).reshape(n, m, -1)      # (cells, settings, targets)
+        if m > 1:   # the best finite setting per cell (a non-finite law stays non-finite)
+            score = np.where(np.isfinite(pk), pk * better, -np.inf)
+            pick = np.argmax(score, axis=1)                 # (cells, targets)
+            pk = np.take_along_axis(pk, pick[:, None, :], axis=1)
+        out.append(pk[:, 0, :])
+    return np.stack(out)

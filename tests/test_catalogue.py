@@ -1,0 +1,150 @@
+"""The catalogue of real datasets: cards, the keep rule, and `lawforge datasets fetch` served by a
+local HTTP server on 127.0.0.1 (no network)."""
+
+import dataclasses
+import functools
+import hashlib
+import http.server
+import os
+import threading
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lawforge.cli import main
+from lawforge.datasets import get_card, load_dataset
+from lawforge.datasets.catalogue import CATALOGUE, SourceFile, fetch
+from lawforge.errors import DatasetError
+
+EXTERNAL = Path(os.environ.get("LAWFORGE_DATA", "")) / "external"
+needs_catalogue = pytest.mark.skipif(not all((EXTERNAL / n / "data.csv").is_file() for n in CATALOGUE),
+                                     reason="catalogue data not found (LAWFORGE_DATA/external/<name>/data.csv)")
+
+
+@pytest.fixture
+def serve():
+    """serve(folder) -> base URL of an HTTP server on 127.0.0.1 for that folder; stopped after the test."""
+    servers = []
+
+    def start(folder: Path) -> str:
+        handler = functools.partial(_QuietHandler, directory=str(folder))
+        srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=srv.serve_forever, daemon=True).start()
+        servers.append(srv)
+        return f"http://127.0.0.1:{srv.server_address[1]}"
+
+    yield start
+    for srv in servers:
+        srv.shutdown()
+        srv.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("LAWFORGE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "catalogue"
+
+
+def test_every_catalogue_dataset_has_a_card():
+    for name in CATALOGUE:
+        card = get_card(name)
+        assert card.data == {"source": "catalogue", "task": name}
+        assert card.human_laws and card.citation and card.provenance
+        assert all(f.trend or f.role == "hyperparameter" for f in card.features)
+
+
+@needs_catalogue
+def test_catalogue_splits_as_the_cards_say():
+    sizes = {"steplaw_moe": (533, 175), "gemstones": (665, 105), "olmo_ladder": (250, 20), "openclip": (24, 5),
+             "porian_resolving": (1189, 189), "obsscaling": (538, 302)}
+    for name, (n_train, n_test) in sizes.items():
+        ds = load_dataset(name)
+        assert (ds.train.n, ds.test.n) == (n_train, n_test), name
+    # the keep rules: no warmup-dominated point (D < N) in porian, no TruthfulQA in obsscaling
+    ds = load_dataset("porian_resolving")
+    assert (ds.train.X["D"] >= ds.train.X["N"]).all() and len(ds.train.group_names) == 15
+    assert "TruthfulQA" not in load_dataset("obsscaling").train.group_names
+
+
+@needs_catalogue
+def test_fetch_from_a_mirror_checks_the_pinned_hash(serve, cache, monkeypatch):
+    base = serve(EXTERNAL)
+    path = fetch("olmo_ladder", mirror=base)
+    assert path == cache / "olmo_ladder" / "data.csv"
+    assert path.read_bytes() == (EXTERNAL / "olmo_ladder" / "data.csv").read_bytes()
+    # the card now finds its data in the cache, with no data directory
+    monkeypatch.delenv("LAWFORGE_DATA")
+    assert load_dataset("olmo_ladder").test.n == 20
+
+
+@needs_catalogue
+def test_a_tampered_table_is_refused_and_nothing_is_written(serve, cache, tmp_path):
+    bad = tmp_path / "mirror" / "openclip"
+    bad.mkdir(parents=True)
+    text = (EXTERNAL / "openclip" / "data.csv").read_text()
+    (bad / "data.csv").write_text(text.replace("0.4288", "0.4289", 1))
+    with pytest.raises(DatasetError, match="openclip/data.csv.*(hash|SHA256)"):
+        fetch("openclip", mirror=serve(tmp_path / "mirror"))
+    assert not (cache / "openclip" / "data.csv").exists()
+
+
+def _steplaw_source(table: Path, out: Path) -> None:
+    df = pd.read_csv(table)
+    src = df.rename(columns={"bsz": "bs", "N_active": "Na", "experts": "nume", "loss": "smooth loss",
+                             "loss_raw": "loss"}).assign(seq_len=2048).sample(frac=1, random_state=0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src.to_csv(out, index=False)
+
+
+def _gemstones_source(table: Path, out: Path) -> None:
+    g = pd.read_csv(table)
+    src = pd.DataFrame({"run_name": [f"PyGemma-{w}x{d}_pretrain" for w, d in zip(g.width, g.depth)],
+                        "step": g.D // (2048 * 2048), "width": g.width, "depth": g.depth,
+                        "params_active_precise": g.N, "tokens": g.D, "final_loss": g.loss}).sample(frac=1, random_state=1)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    src.to_json(out, orient="records", lines=True)
+
+
+@needs_catalogue
+@pytest.mark.parametrize("name,make", [("steplaw_moe", _steplaw_source), ("gemstones", _gemstones_source)])
+def test_fetch_rebuilds_the_table_from_its_sources(name, make, serve, cache, tmp_path):
+    """The sources here are made from the tidy table (the real ones are not held), so their own
+    hashes are replaced; the rebuilt table must still have the pinned hash, byte for byte."""
+    e = CATALOGUE[name]
+    root = tmp_path / "github"
+    files = []
+    for f in e.files:
+        p = root / e.repo / e.commit / f.path
+        make(EXTERNAL / name / "data.csv", p)
+        files.append(SourceFile(f.path, hashlib.sha256(p.read_bytes()).hexdigest()))
+    spec = dataclasses.replace(e, files=tuple(files))
+    path = fetch(name, base_url=serve(root), spec=spec)
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == e.data_sha256
+    # a source that differs from its pinned hash is refused before anything is built
+    wrong = dataclasses.replace(e, files=(SourceFile(e.files[0].path, "0" * 64),))
+    with pytest.raises(DatasetError, match="hash|SHA256"):
+        fetch(name, base_url=serve(root), spec=wrong, force=True)
+
+
+def test_fetch_errors_are_clear(serve, cache, tmp_path):
+    with pytest.raises(DatasetError, match="unknown catalogue dataset 'gemstone'.*gemstones"):
+        fetch("gemstone")
+    with pytest.raises(DatasetError, match="not implemented.*--mirror"):
+        fetch("porian_resolving")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DatasetError, match=r"cannot download http://127\.0\.0\.1:\d+/obsscaling/data\.csv"):
+        fetch("obsscaling", mirror=serve(tmp_path / "empty"))
+
+
+@needs_catalogue
+def test_cli_fetch(serve, cache, capsys):
+    assert main(["datasets", "fetch", "gemstones", "--mirror", serve(EXTERNAL)]) == 0
+    assert "gemstones" in capsys.readouterr().out and (cache / "gemstones" / "data.csv").is_file()
+    assert main(["datasets", "fetch"]) != 0
+    assert "name the dataset" in capsys.readouterr().err

@@ -1,0 +1,102 @@
+"""The readable-law contract (lawforge.search.contract) on laws that pass and laws that fail."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lawforge.datasets import load_dataset
+from lawforge.datasets.byo import load_csv_dataset
+from lawforge.fitting.lm import FitJob, fit_many
+from lawforge.laws.law import law_from_text
+from lawforge.search.contract import building_blocks, check_law, form_issues
+
+
+@pytest.fixture(scope="module")
+def chinchilla():
+    return load_dataset("synthetic_chinchilla")
+
+
+def _law(text, ds):
+    return law_from_text(text, ds.card.variables, ds.card.target_columns)
+
+
+def _fitted(text, ds):
+    law = _law(text, ds)
+    fit = fit_many([FitJob(law, ds.train, 8, 0)])[0]
+    return law, fit.params()
+
+
+def test_the_chinchilla_form_passes(chinchilla):
+    law, params = _fitted("p0 + p1/N**p2 + p3/D**p4", chinchilla)
+    res = check_law(law, params, chinchilla.train, chinchilla.card)
+    assert res.ok, res.reasons
+    assert res.blocks == ["D^p", "N^p", "floor"]
+
+
+def test_a_law_without_a_floor_fails(chinchilla):
+    """Linear in log N and log D: it fits the grid but never levels off, and goes below 0."""
+    law, params = _fitted("p0 - p1*log(N) - p2*log(D)", chinchilla)
+    res = check_law(law, params, chinchilla.train, chinchilla.card)
+    assert not res.ok
+    assert any("level off" in r for r in res.reasons)
+
+
+def test_a_law_against_the_trend_fails(chinchilla):
+    law = _law("p0 + p1*N**p2", chinchilla)
+    res = check_law(law, {"all": {"p0": 2.0, "p1": 0.01, "p2": 0.1}}, chinchilla.train, chinchilla.card)
+    assert any("moves against the trend" in r for r in res.reasons)
+    ok = check_law(law, {"all": {"p0": 2.0, "p1": 100.0, "p2": -0.3}}, chinchilla.train, chinchilla.card)
+    assert ok.ok, ok.reasons
+
+
+def test_a_law_that_overflows_fails(chinchilla):
+    law = _law("p0 + p1*exp(-p2*D) + p3/N**p4", chinchilla)
+    good = {"p0": 1.7, "p1": 1.0, "p2": 1e-10, "p3": 400.0, "p4": 0.34}
+    assert check_law(law, {"all": good}, chinchilla.train, chinchilla.card).ok
+    bad = check_law(law, {"all": dict(good, p2=-1e-9, p1=-1e-9)}, chinchilla.train, chinchilla.card)
+    assert any("not finite" in r for r in bad.reasons)
+
+
+@pytest.mark.parametrize("text,why", [
+    ("D**s0*p0 + (N/2)**p1*log(D)", "rescaled by a number"),
+    ("p0 + p1*log(3*D) + p2/N**p3", "rescaled by a number"),
+    ("p0 + p1*log(D)**1.5 + p2/N**p3", "non-integer or fitted power"),
+    ("p0 + p1*log(D)**p4 + p2/N**p3", "non-integer or fitted power"),
+    ("p0 + p1*log(N)**3 + p2/D**p3", "power above 2"),
+    ("p0 + p1*log(N)*log(D)*log(N) + p2/D**p3", "power above 2|degree 3"),
+])
+def test_excluded_constructs(chinchilla, text, why):
+    import re
+
+    issues = form_issues(_law(text, chinchilla))
+    assert issues and any(re.search(why, i) for i in issues), issues
+
+
+def test_allowed_constructs(chinchilla):
+    for text in ("p0 + p1/N**p2 + p3/D**p4", "p0 + p1*log(N)**2 + p2*log(N)", "p0 + p1/(N/p2 + 1)**p3",
+                 "p0 + p1*(log(D) - p2)**2 + p3/N**p4"):
+        assert form_issues(_law(text, chinchilla)) == [], text
+
+
+def test_a_bowl_is_judged_at_its_best_setting(tmp_path):
+    """With a hyperparameter, the trend is a statement about the best setting: a law whose lr
+    optimum moves with D passes, though at a fixed lr its loss rises with D."""
+    rng = np.random.default_rng(0)
+    D = np.repeat(np.geomspace(1e9, 1e11, 6), 7)
+    lr = np.tile(np.geomspace(1e-4, 1e-2, 7), 6)
+    loss = 2 + 400 / D ** 0.3 + 0.05 * (np.log(lr) + 9 - 0.3 * np.log(D / 1e9)) ** 2
+    path = tmp_path / "bowl.csv"
+    pd.DataFrame({"D": D, "lr": lr, "loss": loss * (1 + rng.normal(0, 1e-3, len(D)))}).to_csv(path, index=False)
+    ds = load_csv_dataset(path, ["D", "lr"], "loss", "D >= 5e10", hyperparameters=["lr"], decreasing=["D"])
+    law, params = _fitted("p0 + p1/D**p2 + p3*(log(lr) - p4 - p5*log(D))**2", ds)
+    res = check_law(law, params, ds.train, ds.card)
+    assert res.ok, res.reasons
+    assert "(log lr)^2" not in res.blocks and "floor" in res.blocks
+    # the same law with a floor that rises with D at the optimum fails
+    rising = _law("p0 + p1/D**p2 + p3*(log(lr) - p4 - p5*log(D))**2 + p6*log(D)", ds)
+    bad = check_law(rising, {g: dict(v, p6=0.1) for g, v in params.items()}, ds.train, ds.card)
+    assert any("against the trend" in r for r in bad.reasons)
+
+
+def test_building_blocks(chinchilla):
+    assert building_blocks(_law("p0 + p1*exp(-p2*log(N)) + p3*log(D)", chinchilla)) == ["exp", "floor", "log D", "log N"]
