@@ -9,6 +9,7 @@ import os
 import threading
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -148,3 +149,21 @@ def test_cli_fetch(serve, cache, capsys):
     assert "gemstones" in capsys.readouterr().out and (cache / "gemstones" / "data.csv").is_file()
     assert main(["datasets", "fetch"]) != 0
     assert "name the dataset" in capsys.readouterr().err
+
+
+def test_a_validation_carve_of_one_row_is_a_clear_error(tmp_path):
+    """A corner carve that holds a single run cannot rank laws (R2 undefined): one clear error at
+    the start, not a crash in the middle of the search."""
+    from lawforge.datasets.loader import SealedDataset
+
+    rng = np.random.default_rng(0)
+    a = np.repeat([1.0, 2.0, 4.0, 8.0], 3)
+    b = np.tile([10.0, 20.0, 40.0], 4) * (1 + rng.uniform(0, 0.01, 12))  # no two runs share b exactly
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"a": a, "b": b, "y": 1 + 1 / a + 1 / b}).to_csv(path, index=False)
+    (tmp_path / "card.yaml").write_text(
+        "name: corner\nfeatures: [a, b]\ntargets: [y]\nsplit: {file: runs.csv, test: 'a >= 8'}\n"
+        "data: {source: path}\nvalidation: {axis: [a, b]}\n")
+    ds = load_dataset(tmp_path / "card.yaml")
+    with pytest.raises(DatasetError, match="validation carve .* holds 1 row"):
+        SealedDataset(ds)

@@ -382,6 +382,11 @@ class SealedDataset:
         self.name = dataset.name
         self.train = dataset.train
         self.fit, self.val = carve_validation(dataset.train, dataset.card, seed)
+        if _constant_target(self.val):
+            v = dataset.card.validation
+            raise DatasetError(f"{self.name}: the validation carve (axis {v.get('axis')}, fraction {v.get('fraction')}) "
+                               f"holds {self.val.n} row(s) with the same target, so no law can be ranked on it; "
+                               f"choose a validation axis or fraction that holds out more rows")
         self._seed = seed
 
     def extra_folds(self, n: int) -> list[tuple[DataSplit, DataSplit]]:
@@ -402,7 +407,7 @@ class SealedDataset:
                 fit2, val2 = carve_validation(fit, self.card, self._seed)
             except DatasetError:
                 break
-            if fit2.n < 2 or val2.n < 1 or any(len(np.unique(fit2.X[a])) < 2 for a in axes):
+            if fit2.n < 2 or val2.n < 1 or _constant_target(val2) or any(len(np.unique(fit2.X[a])) < 2 for a in axes):
                 break
             out.append((fit2, val2))
             fit = fit2
@@ -421,6 +426,11 @@ class SealedDataset:
     def unseal(self) -> Dataset:
         self._sealed = False
         return self._ds
+
+
+def _constant_target(split: DataSplit) -> bool:
+    """A split on which R2 is undefined: some target has one value on all its rows."""
+    return bool(np.any(np.ptp(split.y, axis=0) <= 0)) if split.n else True
 
 
 def _top(vals: np.ndarray, idx: np.ndarray, frac: float) -> np.ndarray:
