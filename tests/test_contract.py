@@ -64,6 +64,7 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + p1*log(D)**p4 + p2/N**p3", "non-integer or fitted power"),
     ("p0 + p1*log(N)**3 + p2/D**p3", "power above 2"),
     ("p0 + p1*log(N)*log(D)*log(N) + p2/D**p3", "power above 2|degree 3"),
+    ("2*log(log(p0*log(C)))".replace("C", "N"), "log of a log"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re
@@ -100,3 +101,5 @@ def test_a_bowl_is_judged_at_its_best_setting(tmp_path):
 
 def test_building_blocks(chinchilla):
     assert building_blocks(_law("p0 + p1*exp(-p2*log(N)) + p3*log(D)", chinchilla)) == ["exp", "floor", "log D", "log N"]
+    assert building_blocks(_law("p0 + p1*(N + p2*D)**p3 + log(N*D)", chinchilla)) == [
+        "floor", "log of a compound", "power of a compound"]

@@ -5,7 +5,7 @@ Two parts, both generic (no rule names a dataset):
 - **Form** (:func:`form_issues`): none of the constructs a researcher would not publish: a
   variable rescaled by a bare number (``(N/2)**p``, ``log(3*D)``: the number only shifts a fitted
   constant), a non-integer or fitted power of a logarithm (``log(D)**1.5``), a polynomial of
-  degree above 2 in logarithms (degree 2 is a hyperparameter bowl).
+  degree above 2 in logarithms (degree 2 is a hyperparameter bowl), a log of a log.
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -77,6 +77,9 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                 out.append(f"a variable rescaled by a number: {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
             out.append(f"a variable rescaled by a number: {node}")
+        elif isinstance(node, sp.log) and any(isinstance(a, sp.log) and _has_var(a, vars_)
+                                              for a in sp.preorder_traversal(node.args[0])):
+            out.append(f"a log of a log: {node}")
         elif isinstance(node, sp.Mul):
             logs = 0
             for f in node.args:
@@ -98,22 +101,22 @@ def _rescaled(e, vars_) -> bool:
 
 
 def building_blocks(law) -> list[str]:
-    """How each variable enters the law (``N^p``, ``log N``, ``(log N)^2``, ``exp``...) and
-    whether it has an additive constant (``floor``)."""
+    """How each variable enters the law (``N^p``, ``log N``, ``(log N)^2``, ``exp``, a power or
+    log of a compound of variables) and whether it has an additive constant (``floor``)."""
     vars_ = _variables(law)
     out = []
     for expr in law.exprs.values():
         for node in sp.preorder_traversal(expr):
-            if isinstance(node, sp.Pow):
+            if isinstance(node, sp.Pow) and _has_var(node.args[0], vars_):
                 base, ex = node.args
-                if base in vars_ and not ex.is_Integer:
-                    out.append(f"{base}^p")
-                elif base in vars_:
-                    out.append(f"{base}^{ex}")
-                elif _is_log_of_var(base, vars_):
-                    out.append(f"(log {_name(base.args[0])})^{ex}")
+                if base in vars_:
+                    out.append(f"{base}^{ex}" if ex.is_Integer else f"{base}^p")
+                elif _is_log_of_var(base, vars_) and base.args[0] in vars_:
+                    out.append(f"(log {base.args[0]})^{ex}")
+                elif not ex.is_Integer or ex > 1:
+                    out.append("power of a compound")
             elif isinstance(node, sp.log) and _has_var(node, vars_):
-                out.append(f"log {_name(node.args[0])}")
+                out.append(f"log {node.args[0]}" if node.args[0] in vars_ else "log of a compound")
             elif isinstance(node, sp.exp) and _has_var(node, vars_):
                 out.append("exp")
         if isinstance(expr, sp.Add) and any(not _has_var(a, vars_) for a in expr.args):
