@@ -64,7 +64,9 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + p1*log(D)**p4 + p2/N**p3", "non-integer or fitted power"),
     ("p0 + p1*log(N)**3 + p2/D**p3", "power above 2"),
     ("p0 + p1*log(N)*log(D)*log(N) + p2/D**p3", "power above 2|degree 3"),
-    ("2*log(log(p0*log(C)))".replace("C", "N"), "log of a log"),
+    ("2*log(log(p0*log(N)))", "log of a log"),
+    ("p0 + D**(p1*log(N))*p2", "exponent depends on a variable"),
+    ("p0 + p1*N**(D**p2)", "exponent depends on a variable"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re
@@ -103,3 +105,14 @@ def test_building_blocks(chinchilla):
     assert building_blocks(_law("p0 + p1*exp(-p2*log(N)) + p3*log(D)", chinchilla)) == ["exp", "floor", "log D", "log N"]
     assert building_blocks(_law("p0 + p1*(N + p2*D)**p3 + log(N*D)", chinchilla)) == [
         "floor", "log of a compound", "power of a compound"]
+
+
+def test_a_discovered_law_keeps_the_contract_and_records_it(run_dir):
+    import json
+
+    lj = json.loads((run_dir / "law.json").read_text())
+    assert lj["contract"]["ok"], lj["contract"]
+    assert "floor" in lj["contract"]["blocks"]
+    card_vars = {"N": "N", "D": "D"}
+    assert form_issues(law_from_text(lj["expression"], card_vars, ["loss"])) == []
+    assert json.loads((run_dir / "metrics.json").read_text())["contract_ok"] is True

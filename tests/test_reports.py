@@ -21,6 +21,7 @@ def test_report_files(run_dir):
     md = (run_dir / "report.md").read_text()
     law = json.loads((run_dir / "law.json").read_text())
     assert law["latex"] in md
+    assert "Building blocks: " in md and "Readable-law contract: kept." in md
     for section in ("Chosen law", "Constants per group", "Law against the data", "Pareto front", "Residuals",
                     "Top candidates", "Settings", "LLM"):
         assert section in md and section in html

@@ -329,8 +329,12 @@ def render_markdown(rep) -> str:
     if rep["images"].get("law"):
         out += [f"![law]({_img_md('law')})", ""]
     out += ["```latex", lj["latex"], "```", "", f"Plain text: `{lj['expression']}` ({lj['n_params']} parameters "
-            "per group, fitted separately per group).", "",
-            "| split | R² |", "|---|---|",
+            "per group, fitted separately per group).", ""]
+    if lj.get("contract"):
+        c = lj["contract"]
+        out += [f"Building blocks: {', '.join(c['blocks']) or 'none'}. Readable-law contract: "
+                + ("kept." if c["ok"] else "broken: " + "; ".join(c["reasons"][:5]) + "."), ""]
+    out += ["| split | R² |", "|---|---|",
             f"| validation (search) | {fmt_number(m.get('val_r2'))} |", f"| train (refit) | {fmt_number(m.get('train_r2'))} |",
             f"| test (read once) | {fmt_number(m.get('test_r2'))} |"]
     for mode, r2 in rep["human_scores"].items():

@@ -5,7 +5,8 @@ Two parts, both generic (no rule names a dataset):
 - **Form** (:func:`form_issues`): none of the constructs a researcher would not publish: a
   variable rescaled by a bare number (``(N/2)**p``, ``log(3*D)``: the number only shifts a fitted
   constant), a non-integer or fitted power of a logarithm (``log(D)**1.5``), a polynomial of
-  degree above 2 in logarithms (degree 2 is a hyperparameter bowl), a log of a log.
+  degree above 2 in logarithms (degree 2 is a hyperparameter bowl), a log of a log, a power
+  whose exponent depends on a variable (``D**(p*log(lr))``; ``exp`` of a variable is kept).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -75,6 +76,8 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                     out.append(f"a power above 2 of a log: {node}")
             if _rescaled(base, vars_):
                 out.append(f"a variable rescaled by a number: {node}")
+            if _has_var(ex, vars_):
+                out.append(f"a power whose exponent depends on a variable: {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
             out.append(f"a variable rescaled by a number: {node}")
         elif isinstance(node, sp.log) and any(isinstance(a, sp.log) and _has_var(a, vars_)
