@@ -47,6 +47,8 @@ class CandidateContext:
     cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
     domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
     readable_form: bool = False  # forms with an excluded construct (contract.form_issues) are 'invalid'
+    contract_card: Any = None    # a DatasetCard: a fitted form must keep the readable-law contract (contract.check_law)
+    contract_train: Any = None   # the DataSplit the contract pushes beyond (train)
 
     @property
     def checks(self) -> bool:
@@ -151,10 +153,24 @@ def _finish_primary(rec: dict, law, res, ctx: CandidateContext) -> bool:
     if ctx.checks and not passes_checks(law, params, ctx, tcols):
         rec["status"] = "unstable"
         return False
+    if ctx.contract_card is not None and not _keeps_contract(law, params, ctx):
+        rec["status"] = "unstable"
+        return False
     mf = compute_metrics(ctx.fit.y[:, tcols], pf)
     rec.update(status="ok", val_r2=1.0 - mv.nmse, val_nmse=mv.nmse, val_nmae=mv.nmae,
                fit_r2=mf.r2_raw if mf.status == "ok" else None, _tcols=tcols)
     return True
+
+
+def _keeps_contract(law, params, ctx: CandidateContext) -> bool:
+    from lawforge.search.contract import check_law
+
+    with np.errstate(all="ignore"):
+        return check_law(law, params, ctx.contract_train, ctx.contract_card, hyper_values=SEARCH_HYPER_VALUES,
+                         first_only=True).ok
+
+
+SEARCH_HYPER_VALUES = 13  # settings per hyperparameter when the search checks the contract (49 at the choice)
 
 
 def _fold_nmse(law, res, val, tcols, primary: float) -> float:

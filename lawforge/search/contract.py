@@ -69,7 +69,7 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
     for node in sp.preorder_traversal(expr):
         if isinstance(node, sp.Pow):
             base, ex = node.args
-            if _is_log_of_var(base, vars_):
+            if _log_like(base, vars_):
                 if not (ex.is_Integer or (ex.is_Number and float(ex).is_integer())):
                     out.append(f"a non-integer or fitted power of a log: {node}")
                 elif abs(int(ex)) > 2:
@@ -92,6 +92,16 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
             if logs > 2:
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
     return list(dict.fromkeys(out))
+
+
+def _log_like(e, vars_) -> bool:
+    """A log of a variable, alone or times constants (``log(D)``, ``s1*log(D)``)."""
+    if _is_log_of_var(e, vars_):
+        return True
+    if isinstance(e, sp.Mul):
+        logs = [a for a in e.args if _is_log_of_var(a, vars_)]
+        return len(logs) == 1 and all(a is logs[0] or not _has_var(a, vars_) for a in e.args)
+    return False
 
 
 def _rescaled(e, vars_) -> bool:
@@ -141,15 +151,18 @@ def _name(e) -> str:
 
 
 def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, reach: float = REACH,
-              tol: float = TOL) -> ContractResult:
+              tol: float = TOL, hyper_values: int = 49, first_only: bool = False) -> ContractResult:
     """Check ``law`` with fitted ``params`` (group -> name -> value) against the contract, on the
     card's declared trends beyond ``train`` (a :class:`~lawforge.datasets.DataSplit`).
 
     With hyperparameter features (learning rate, batch size), a trend is a statement about the
     best setting: each pushed point is scored at the best of the train grid's settings. A feature
     never larger than another on any train row, and equal to it on some (unique tokens and tokens),
-    stays so when pushed."""
+    stays so when pushed. ``hyper_values``: settings per hyperparameter in the grid;
+    ``first_only``: stop at the first broken rule (the search's screen; no building blocks)."""
     reasons = form_issues(law)
+    if first_only and reasons:
+        return ContractResult(False, reasons)
     trends = {f.column: f.trend for f in card.features if f.trend}
     hyper = [f.column for f in card.features if f.role == "hyperparameter"]
     better = np.array([1.0 if t.higher_is_better else -1.0 for t in card.targets])
@@ -163,7 +176,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
         span = np.maximum(y.max(axis=0) - y.min(axis=0), 1e-12 * np.maximum(np.abs(y).max(axis=0), 1e-300))
         pushes = [[c] for c in trends] + ([list(trends)] if len(trends) > 1 else [])
         for cols in pushes:
-            preds = _push(law, params[g], X, cols, reach, hyper, better)   # (steps, n_points, n_targets)
+            preds = _push(law, params[g], X, cols, reach, hyper, better, hyper_values)  # (steps, points, targets)
             label = f"group {g!r}, pushing {' and '.join(cols)} to {reach:g}x"
             if not np.isfinite(preds).all():
                 reasons.append(f"{label}: not finite")
@@ -183,6 +196,8 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                     falls = np.stack([p[i] - p[i + q] for i in range(0, _STEPS - q, q)])
                     if (falls[-1] > FLATTEN * falls[:-1].max(axis=0) + tol * span[j]).any():
                         reasons.append(f"{label}: {tcol} does not level off towards a floor")
+            if first_only and reasons:   # the search only needs to know that it fails
+                return ContractResult(False, reasons)
     reasons = list(dict.fromkeys(reasons))
     return ContractResult(not reasons, reasons, building_blocks(law))
 
@@ -194,10 +209,7 @@ def _sign(trends, cols) -> int:
     return -1 if dirs == {"decreasing"} else 1
 
 
-_HYPER_VALUES = 49   # settings per hyperparameter (a log grid of 7 decades)
-
-
-def _push(law, params, X, cols, reach, hyper, better) -> np.ndarray:
+def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49) -> np.ndarray:
     """Predictions at ``_STEPS`` points pushing ``cols`` from each one's largest value out to
     ``reach`` times it (or, for a feature with non-positive values, by up to 3 train ranges),
     at the distinct train cells of the other features; with hyperparameters, at the best
@@ -213,8 +225,8 @@ def _push(law, params, X, cols, reach, hyper, better) -> np.ndarray:
     axes = []
     for h in hyper:
         lo, hi = X[h].min(), X[h].max()
-        axes.append(np.geomspace(lo / 1e3, hi * 1e3, _HYPER_VALUES) if lo > 0
-                    else np.linspace(lo - 3 * (hi - lo), hi + 3 * (hi - lo), _HYPER_VALUES))
+        axes.append(np.geomspace(lo / 1e3, hi * 1e3, n_values) if lo > 0
+                    else np.linspace(lo - 3 * (hi - lo), hi + 3 * (hi - lo), n_values))
     combos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(hyper)) if hyper else np.zeros((1, 0))
     m = len(combos)
     # a bound the data reach (unique tokens <= tokens, equal for single-epoch runs) is kept
@@ -238,6 +250,41 @@ def _push(law, params, X, cols, reach, hyper, better) -> np.ndarray:
         if m > 1:   # the best finite setting per cell (a non-finite law stays non-finite)
             score = np.where(np.isfinite(pk), pk * better, -np.inf)
             pick = np.argmax(score, axis=1)                 # (cells, targets)
-            pk = np.take_along_axis(pk, pick[:, None, :], axis=1)
-        out.append(pk[:, 0, :])
+            best = np.take_along_axis(pk, pick[:, None, :], axis=1)[:, 0, :]
+            pk = _refine(law, params, Xk, hyper, axes, score, pick, best, better)
+        else:
+            pk = pk[:, 0, :]
+        out.append(pk)
     return np.stack(out)
+
+
+def _refine(law, params, Xk, hyper, axes, score, pick, best, better) -> np.ndarray:
+    """The best grid setting of each cell moved to the vertex of the parabola through it and
+    its grid neighbours along each hyperparameter (in grid steps, at most one), kept where it
+    is better: the optimum between grid points, so that a moving optimum reads as smooth."""
+    shape = tuple(len(a) for a in axes)
+    strides = np.cumprod((1,) + shape[::-1])[:-1][::-1]
+    out = best.copy()
+    for j in range(best.shape[1]):
+        b = pick[:, j]
+        idx = np.stack(np.unravel_index(b, shape), axis=1)          # (cells, hypers)
+        X = dict(Xk)
+        for h, name in enumerate(hyper):
+            i = idx[:, h]
+            lo, hi = np.clip(i - 1, 0, shape[h] - 1), np.clip(i + 1, 0, shape[h] - 1)
+            rows = np.arange(len(b))
+            f0 = score[rows, b, j]
+            fm = score[rows, b - (i - lo) * strides[h], j]
+            fp = score[rows, b + (hi - i) * strides[h], j]
+            curv = fm - 2 * f0 + fp                                   # < 0 at a maximum of the score
+            ok = (i > 0) & (i < shape[h] - 1) & np.isfinite(fm) & np.isfinite(fp) & (curv < 0)
+            delta = np.where(ok, np.clip(0.5 * (fm - fp) / np.where(ok, curv, -1.0), -1, 1), 0.0)
+            a = axes[h]
+            grid = np.log(a) if (a > 0).all() else a
+            pos = np.interp(i + delta, np.arange(len(a)), grid)
+            X[name] = np.exp(pos) if (a > 0).all() else pos
+        with np.errstate(all="ignore"):
+            ref = law.predict(X, params)[:, j]
+        better_here = np.isfinite(ref) & (ref * better[j] > best[:, j] * better[j])
+        out[:, j] = np.where(better_here, ref, best[:, j])
+    return out

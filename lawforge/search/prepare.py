@@ -77,7 +77,9 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             probe_tol=probe_tol, probe_center=center, probe_span=span, folds=folds,
                             trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
                             scale_starts=cfg.grammar.scale_starts, domain=domain,
-                            readable_form=checks.readable_form)
+                            readable_form=checks.readable_form,
+                            contract_card=card if checks.contract else None,
+                            contract_train=sealed.train if checks.contract else None)
 
 
 def final_train(sealed: SealedDataset, cfg: SearchConfig):

@@ -80,9 +80,9 @@ class Checks:
     readable_form: bool = _doc(True, "forms with a construct researchers do not publish are not fitted: a "
                                      "variable rescaled by a number, a non-integer or fitted power of a log, a "
                                      "polynomial of degree above 2 in logs")
-    contract: bool = _doc(True, "the chosen law keeps the readable-law contract: along each trend, finite, "
-                                "monotone, in the target's range and levelling off out to 1000x the data; the "
-                                "best-ranked form that keeps it is chosen (of the top 30)")
+    contract: bool = _doc(True, "laws keep the readable-law contract: along each trend, finite, monotone, in "
+                                "the target's range and levelling off out to 1000x the data; forms that break "
+                                "it are 'unstable' in the search, and the choice checks the refit again")
 
 
 @dataclass
