@@ -117,3 +117,23 @@ def test_a_discovered_law_keeps_the_contract_and_records_it(run_dir):
     card_vars = {"N": "N", "D": "D"}
     assert form_issues(law_from_text(lj["expression"], card_vars, ["loss"])) == []
     assert json.loads((run_dir / "metrics.json").read_text())["contract_ok"] is True
+
+
+def test_the_grammar_does_not_make_exp_of_a_raw_large_variable(chinchilla):
+    from lawforge.datasets.loader import SealedDataset
+    from lawforge.laws.expr import parse_expression
+    from lawforge.search import space as S
+    from lawforge.search.prepare import build_space, seeds_for
+
+    space = build_space(SealedDataset(chinchilla))
+    assert space.readable
+    bad = ["p0 + p1*exp(p2*D)", "p0 + p1*exp(p2*N*D**p3) + p4/N**p5", "p0 + D**(p1*log(N))*p2", "p0 + p1*log(D)**1.5"]
+    good = ["p0 + p1*exp(p2*log(D))", "p0 + p1*exp(-(D/N - 1)/p2)", "p0 + p1*exp(p2*D**p3)", "p0 + p1/N**p2 + p3/D**p4"]
+    for text in bad:
+        assert not S.valid(parse_expression(text, None, what="t"), space), text
+    for text in good:
+        assert S.valid(parse_expression(text, None, what="t"), space), text
+    seeds = [e for e, _ in seeds_for(SealedDataset(chinchilla), space)]
+    plain = build_space(SealedDataset(chinchilla))
+    plain.readable = False
+    assert [S.valid(e, space) for e in seeds] == [S.valid(e, plain) for e in seeds]  # no seed is excluded

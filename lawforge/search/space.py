@@ -396,9 +396,28 @@ def valid(expr: sp.Expr, space: Space) -> bool:
     if space.readable:
         from lawforge.search.contract import expr_issues
 
-        if expr_issues(expr, space.syms):
+        if expr_issues(expr, space.syms) or _exp_of_large(expr, space):
             return False
     return True
+
+
+def _exp_of_large(expr: sp.Expr, space: Space) -> bool:
+    """An ``exp`` whose exponent has a term growing like a raw large-valued variable
+    (``exp(p*D)`` with D ~ 1e10: flat across the data, a cliff beyond it). Variables with small
+    values (``exp(-p*x)``, |x| <= 50), logs, power laws (``exp(p*D**q)``) and ratios of
+    variables (``exp(-(D/U - 1)/p)``) in the exponent stay."""
+    large = {space.syms[v.symbol] for v in space.vars if not v.small}
+    if not large:
+        return False
+    for n in sp.preorder_traversal(expr):
+        if isinstance(n, sp.exp):
+            for term in sp.Add.make_args(n.args[0]):
+                pw = term.as_powers_dict()
+                up = any(b in large and ex.is_Number and ex > 0 for b, ex in pw.items())
+                down = any(ex.is_Number and ex < 0 and (b.free_symbols & large) for b, ex in pw.items())
+                if up and not down:
+                    return True
+    return False
 
 
 def to_law(expr: sp.Expr, variables: dict[str, str], targets: Sequence[str], name: str = "candidate",
