@@ -153,9 +153,8 @@ def _finish_primary(rec: dict, law, res, ctx: CandidateContext) -> bool:
     if ctx.checks and not passes_checks(law, params, ctx, tcols):
         rec["status"] = "unstable"
         return False
-    if ctx.contract_card is not None and not _keeps_contract(law, params, ctx):
-        rec["status"] = "unstable"
-        return False
+    if ctx.contract_card is not None:
+        rec["contract"] = _keeps_contract(law, params, ctx)
     mf = compute_metrics(ctx.fit.y[:, tcols], pf)
     rec.update(status="ok", val_r2=1.0 - mv.nmse, val_nmse=mv.nmse, val_nmae=mv.nmae,
                fit_r2=mf.r2_raw if mf.status == "ok" else None, _tcols=tcols)

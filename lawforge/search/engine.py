@@ -20,6 +20,12 @@ from lawforge.search.settings import SearchConfig
 log = logging.getLogger(__name__)
 
 
+#: A form that breaks the readable-law contract competes with its validation error times this:
+#: rejecting such forms outright left some datasets with no fitted seed at all (obsscaling, where
+#: every saturating form's fitted asymptote passed 1 somewhere beyond the data). Not tuned.
+CONTRACT_PENALTY = 3.0
+
+
 @dataclass
 class Member:
     expr: sp.Expr
@@ -32,9 +38,12 @@ class Member:
         return self.rec["status"] == "ok"
 
     def score(self, parsimony: float) -> float:
+        """Validation NMSE times the parsimony factor, times :data:`CONTRACT_PENALTY` for a form
+        that breaks the readable-law contract on its search fit (it can still win, by a lot)."""
         if not self.ok:
             return float("inf")
-        return max(self.rec["val_nmse"], 0.0) * (1 + parsimony * self.rec["complexity"])
+        pen = CONTRACT_PENALTY if self.rec.get("contract") is False else 1.0
+        return max(self.rec["val_nmse"], 0.0) * (1 + parsimony * self.rec["complexity"]) * pen
 
 
 @dataclass

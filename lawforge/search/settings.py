@@ -81,8 +81,8 @@ class Checks:
                                      "variable rescaled by a number, a non-integer or fitted power of a log, a "
                                      "polynomial of degree above 2 in logs")
     contract: bool = _doc(True, "laws keep the readable-law contract: along each trend, finite, monotone, in "
-                                "the target's range and levelling off out to 1000x the data; forms that break "
-                                "it are 'unstable' in the search, and the choice checks the refit again")
+                                "the target's range and levelling off out to 1000x the data; a form that breaks "
+                                "it ranks with 3x its validation error, and the choice prefers forms that keep it")
 
 
 @dataclass
