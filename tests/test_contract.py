@@ -63,6 +63,7 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + p1*log(D)**1.5 + p2/N**p3", "non-integer or fitted power"),
     ("p0 + p1*log(D)**p4 + p2/N**p3", "non-integer or fitted power"),
     ("p0 + (p1*log(D))**p4 + p2/N**p3", "non-integer or fitted power"),
+    ("p0*log(D)/(p1 + Abs(log(D))**p2)", "non-integer or fitted power"),
     ("p0 + p1*log(N)**3 + p2/D**p3", "power above 2"),
     ("p0 + p1*log(N)*log(D)*log(N) + p2/D**p3", "power above 2|degree 3"),
     ("2*log(log(p0*log(N)))", "log of a log"),

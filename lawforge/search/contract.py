@@ -95,9 +95,12 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
 
 
 def _log_like(e, vars_) -> bool:
-    """A log of a variable, alone or times constants (``log(D)``, ``s1*log(D)``)."""
+    """A log of a variable, alone, in an absolute value or times constants (``log(D)``,
+    ``Abs(log(D))``, ``s1*log(D)``)."""
     if _is_log_of_var(e, vars_):
         return True
+    if isinstance(e, sp.Abs):
+        return _log_like(e.args[0], vars_)
     if isinstance(e, sp.Mul):
         logs = [a for a in e.args if _is_log_of_var(a, vars_)]
         return len(logs) == 1 and all(a is logs[0] or not _has_var(a, vars_) for a in e.args)
