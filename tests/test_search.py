@@ -281,15 +281,20 @@ def _card_with_validation(tmp_path, validation: str):
 def test_validation_corner_and_union(tmp_path):
     import numpy as np
 
-    from lawforge.datasets.loader import SealedDataset
+    from lawforge.datasets.loader import SealedDataset, carve_validation
+    from lawforge.errors import DatasetError
 
     _card_with_validation(tmp_path, "validation: {axis: [N, D]}\n")
     with pytest.raises(Exception):
         load_dataset(str(tmp_path / "c.yaml"))  # test rule matches nothing: a clear error
     (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text().replace("N > 5e9", "D > 7e9 and N > 5e8"))
-    s = SealedDataset(load_dataset(str(tmp_path / "c.yaml")))
+    ds = load_dataset(str(tmp_path / "c.yaml"))
     # corner: the largest-D row of the largest N (in train, D=4e9 at N=1e9)
-    assert s.val.n == 1 and s.val.X["N"][0] == 1e9 and s.val.X["D"][0] == 4e9
+    _fit, val = carve_validation(ds.train, ds.card)
+    assert val.n == 1 and val.X["N"][0] == 1e9 and val.X["D"][0] == 4e9
+    # one row cannot rank laws (R2 is undefined on it): a clear error before any search
+    with pytest.raises(DatasetError, match="validation carve"):
+        SealedDataset(ds)
     (tmp_path / "c.yaml").write_text((tmp_path / "c.yaml").read_text().replace(
         "validation: {axis: [N, D]}", "validation: {axis: [N, D], fraction: 0.34, combine: any}"))
     s = SealedDataset(load_dataset(str(tmp_path / "c.yaml")))
