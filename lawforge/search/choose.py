@@ -146,16 +146,17 @@ CONTRACT_TOP = 30
 def _contract_first(ranked: list, card, train, cfg: SearchConfig) -> tuple[list, set]:
     """``ranked`` with the forms of its first :data:`CONTRACT_TOP` that keep the readable-law
     contract on their search fit moved ahead of those that do not (each group in rank order),
-    and the keys of those that keep it. Screening on the search fit costs no refit; the choice
-    checks the refit again."""
+    and the keys of those that keep it. The search recorded the check on each form's fit
+    (``rec["contract"]``); forms without it (fitted with the contract off) are checked here. No
+    refit: the choice checks the refit again."""
     keep, drop = [], []
     for m in ranked[:CONTRACT_TOP]:
         params = m.rec.get("params")
-        ok = False
-        if params:
+        ok = m.rec.get("contract")
+        if ok is None and params:
             try:
                 ok = check_law(law_of(m, card, train, cfg), params, train, card).ok
             except Exception:  # a law that cannot be evaluated does not keep the contract
                 ok = False
-        (keep if ok else drop).append(m)
+        (keep if ok is True else drop).append(m)
     return keep + drop + ranked[CONTRACT_TOP:], {m.key for m in keep}

@@ -145,12 +145,8 @@ def building_blocks(law) -> list[str]:
 
 def _nonlinear_nodes(expr):
     for node in sp.preorder_traversal(expr):
-        if isinstance(node, (sp.Pow, sp.log, sp.exp)) or (isinstance(node, sp.Function)):
+        if isinstance(node, (sp.Pow, sp.Function)):
             yield node
-
-
-def _name(e) -> str:
-    return str(e)
 
 
 def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, reach: float = REACH,
