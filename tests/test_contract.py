@@ -34,11 +34,43 @@ def test_the_chinchilla_form_passes(chinchilla):
 
 
 def test_a_law_without_a_floor_fails(chinchilla):
-    """Linear in log N and log D: it fits the grid but never levels off, and goes below 0."""
+    """Linear in log N and log D: it fits the grid but has no floor and goes below 0."""
     law, params = _fitted("p0 - p1*log(N) - p2*log(D)", chinchilla)
     res = check_law(law, params, chinchilla.train, chinchilla.card)
     assert not res.ok
-    assert any("level off" in r for r in res.reasons)
+    assert any("falls below 0" in r for r in res.reasons)
+
+
+def test_a_slow_power_law_keeps_its_floor_a_slow_log_law_does_not(chinchilla):
+    """A power law with a tiny exponent hardly levels off within 1000x, yet approaches its floor;
+    a log law with a gentle slope stays positive within 1000x but crosses 0 further out."""
+    law = _law("p0 + p1/N**p2 + p3/D**p4", chinchilla)
+    slow = {"p0": 0.0, "p1": 3.0, "p2": 0.01, "p3": 400.0, "p4": 0.3}
+    assert check_law(law, {"all": slow}, chinchilla.train, chinchilla.card).ok
+    log_law = _law("p0 - p1*log(N) + p3/D**p4", chinchilla)
+    ymin = float(chinchilla.train.y.min())
+    n_max = float(chinchilla.train.X["N"].max())
+    gentle = {"p0": ymin + 0.1 * np.log(n_max), "p1": 0.1, "p3": 400.0, "p4": 0.3}
+    res = check_law(log_law, {"all": gentle}, chinchilla.train, chinchilla.card)
+    assert not res.ok
+    assert any("further: loss falls below 0 (no floor)" in r for r in res.reasons), res.reasons
+    assert not any("to 1000x: loss falls below 0" in r for r in res.reasons), res.reasons
+
+
+def test_an_accuracy_law_needs_a_ceiling(tmp_path):
+    """A line in log C stays below 1 within 1000x of this grid but crosses it further out; a
+    sigmoid in log C keeps its ceiling."""
+    C = np.geomspace(1e18, 1e21, 12)
+    acc = 0.3 + 0.4 / (1 + np.exp(-(np.log(C) - np.log(1e20))))
+    p = tmp_path / "acc.csv"
+    pd.DataFrame({"C": C, "acc": acc}).to_csv(p, index=False)
+    ds = load_csv_dataset(p, features=["C"], target="acc", test="C > 5e20", increasing=["C"])
+    line = _law("p0 + p1*log(C)", ds)
+    res = check_law(line, {"all": {"p0": 0.3 - 0.02 * np.log(1e18), "p1": 0.02}}, ds.train, ds.card)
+    assert any("further: acc rises above 1 (no ceiling)" in r for r in res.reasons), res.reasons
+    sig = _law("p0 + p1/(1 + exp(p2 - log(C)))", ds)
+    ok = check_law(sig, {"all": {"p0": 0.3, "p1": 0.4, "p2": float(np.log(1e20))}}, ds.train, ds.card)
+    assert ok.ok, ok.reasons
 
 
 def test_a_law_against_the_trend_fails(chinchilla):
@@ -93,7 +125,8 @@ def test_a_bowl_is_judged_at_its_best_setting(tmp_path):
     path = tmp_path / "bowl.csv"
     pd.DataFrame({"D": D, "lr": lr, "loss": loss * (1 + rng.normal(0, 1e-3, len(D)))}).to_csv(path, index=False)
     ds = load_csv_dataset(path, ["D", "lr"], "loss", "D >= 5e10", hyperparameters=["lr"], decreasing=["D"])
-    law, params = _fitted("p0 + p1/D**p2 + p3*(log(lr) - p4 - p5*log(D))**2", ds)
+    law = _law("p0 + p1/D**p2 + p3*(log(lr) - p4 - p5*log(D))**2", ds)
+    params = {"all": {"p0": 2.0, "p1": 400.0, "p2": 0.3, "p3": 0.05, "p4": -9 - 0.3 * np.log(1e9), "p5": 0.3}}
     res = check_law(law, params, ds.train, ds.card)
     assert res.ok, res.reasons
     assert "(log lr)^2" not in res.blocks and "floor" in res.blocks

@@ -734,3 +734,35 @@ def test_device_option_and_stage_times(tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["settings"]["fitting"]["device"] == "auto"
     assert set(s["timings"]) == {"prepare", "search", "choose", "score", "outputs"}
     assert s["wall_s"] >= s["timings"]["search"] > 0
+
+
+def test_a_human_law_seed_keeps_its_own_inits_and_bounds():
+    """The card's human law is fitted in the search and refit at the choice with its published
+    parameterisation (Chinchilla's exponents bounded to [0, 3]), not the generic starts."""
+    from lawforge.search.candidates import score_candidates
+    from lawforge.search.choose import law_of
+    from lawforge.search.prepare import make_context, seed_specs
+
+    ds = load_dataset("synthetic_chinchilla")
+    law, _ = ds.card.human_law("chinchilla")
+    form, specs = S.from_law_specs(law)
+    assert S.from_law(law) == form
+    bounded = {p.name for p in law.params if p.lower == 0}
+    assert bounded and sum(s["lower"] == 0 for s in specs.values()) == len(bounded)
+    text = sp.sstr(form)
+    assert seed_specs(ds.card)[text] == specs
+    cfg = SearchConfig()
+    sealed = SealedDataset(ds)
+    ctx = make_context(sealed, cfg)
+    assert ctx.seed_specs[text] == specs
+    rec = score_candidates([text], ctx)[0]
+    assert rec["status"] == "ok"
+    member = type("M", (), {"expr": form})()
+    built = law_of(member, ds.card, sealed.train, cfg)
+    lowers = {p.name: p.lower for p in built.params}
+    assert all(lowers[n] == s["lower"] or (s["lower"] is None and lowers[n] == -np.inf) for n, s in specs.items())
+    # a form the card does not hold keeps the generic starts
+    from lawforge.laws.expr import parse_expression
+
+    other = S.to_law(parse_expression("p0 + p1/N**p2", None), dict(ds.card.variables), ds.card.target_columns)
+    assert all(p.lower == -np.inf for p in other.params)

@@ -49,6 +49,7 @@ class CandidateContext:
     readable_form: bool = False  # forms with an excluded construct (contract.form_issues) are 'invalid'
     contract_card: Any = None    # a DatasetCard: a fitted form must keep the readable-law contract (contract.check_law)
     contract_train: Any = None   # the DataSplit the contract pushes beyond (train)
+    seed_specs: Any = None       # {form text: {param: spec}}: human-law seeds keep their own inits and bounds
 
     @property
     def checks(self) -> bool:
@@ -107,7 +108,8 @@ def _prepare(text: str, ctx: CandidateContext, inits) -> tuple[dict, Any]:
                            "fit_r2": None, "n_params": None, "complexity": None, "params": None}
     try:
         expr = parse_expression(text, None, what="candidate")
-        law = to_law(expr, ctx.variables, ctx.targets, inits=inits, data=ctx.fit if ctx.scale_starts else None)
+        law = to_law(expr, ctx.variables, ctx.targets, inits=inits, data=ctx.fit if ctx.scale_starts else None,
+                     specs=(ctx.seed_specs or {}).get(text))
         rec["n_params"] = law.n_params
         rec["complexity"] = complexity(expr)
     except LawforgeError as exc:

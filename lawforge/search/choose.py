@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import sympy as sp
 
 from lawforge.errors import ConfigError
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, fit_split, predict
@@ -15,6 +16,7 @@ from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.checks import passes_checks
 from lawforge.search.contract import check_law
+from lawforge.search.prepare import seed_specs
 from lawforge.search.settings import RANK_RESTARTS, SearchConfig
 
 
@@ -97,9 +99,11 @@ class Choice:
 
 
 def law_of(member, card, train, cfg: SearchConfig, name: str = "discovered") -> Law:
-    """A searched form as a law over the card's variables, its scale parameters started on ``train``."""
+    """A searched form as a law over the card's variables, its scale parameters started on
+    ``train``; a human law's own form keeps its inits and bounds (:func:`seed_specs`)."""
     return S.to_law(member.expr, dict(card.variables), card.target_columns, name=name,
-                    data=train if cfg.grammar.scale_starts else None)
+                    data=train if cfg.grammar.scale_starts else None,
+                    specs=seed_specs(card).get(sp.sstr(member.expr)))
 
 
 def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig) -> Choice:

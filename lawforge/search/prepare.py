@@ -49,6 +49,18 @@ def seeds_for(ds: SealedDataset, space: S.Space) -> list[tuple[sp.Expr, str]]:
     return out
 
 
+def seed_specs(card) -> dict[str, dict[str, dict]]:
+    """The card's single-target human laws as ``{form text: {p-name: parameter spec}}``: the
+    search and the final choice fit these forms with the law's own inits and bounds
+    (:func:`~lawforge.search.space.from_law_specs`)."""
+    out = {}
+    for h in card.human_laws:
+        got = S.from_law_specs(card.human_law(h.name)[0])
+        if got is not None:
+            out[sp.sstr(got[0])] = got[1]
+    return out
+
+
 def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
     """What every candidate is scored with: the fit/validation parts, the rolling-origin folds,
     and the probe and trend points beyond the train range (all from train)."""
@@ -77,7 +89,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             probe_tol=probe_tol, probe_center=center, probe_span=span, folds=folds,
                             trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
                             scale_starts=cfg.grammar.scale_starts, domain=domain,
-                            readable_form=checks.readable_form,
+                            readable_form=checks.readable_form, seed_specs=seed_specs(card),
                             contract_card=card if checks.contract else None,
                             contract_train=sealed.train if checks.contract else None)
 

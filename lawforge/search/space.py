@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import sympy as sp
@@ -421,16 +421,23 @@ def _exp_of_large(expr: sp.Expr, space: Space) -> bool:
 
 
 def to_law(expr: sp.Expr, variables: dict[str, str], targets: Sequence[str], name: str = "candidate",
-           inits: dict[str, float] | None = None, data=None) -> Law:
+           inits: dict[str, float] | None = None, data=None, specs: dict[str, dict] | None = None) -> Law:
     """A :class:`Law` applying ``expr`` to every target with its own parameters.
 
     With ``data`` (the split it will be fitted on), scale parameters start at the data's scale
-    (see :func:`scale_specs`); ``inits`` (name -> value) take precedence over both."""
+    (see :func:`scale_specs`); ``specs`` (name -> full parameter spec: a human law's own inits and
+    bounds, see :func:`from_law_specs`) take precedence over that, and ``inits`` (name -> value)
+    over both."""
     params = sorted((s.name for s in expr.free_symbols if is_param(s)), key=lambda n: (n[0], int(n[1:])))
     text = sp.sstr(expr)
     scaled = scale_specs(expr, data, variables) if data is not None else {}
 
     def spec_of(p: str) -> dict:
+        if specs and p in specs:
+            spec = dict(specs[p])
+            if inits and p in inits:
+                spec["init"] = inits[p]
+            return spec
         spec = {"init": inits[p]} if inits and p in inits else dict(scaled.get(p) or {"init": _default_init(expr, p)})
         if p[0] == SHARED_PREFIX:
             spec["shared"] = True
@@ -539,6 +546,15 @@ def _default_init(expr: sp.Expr, p: str) -> float:
 def from_law(law: Law) -> sp.Expr | None:
     """The single-target form of a law with its parameters renamed p0.. (s0.. for the ones it
     shares across groups), for seeding."""
+    out = from_law_specs(law)
+    return None if out is None else out[0]
+
+
+def from_law_specs(law: Law) -> tuple[sp.Expr, dict[str, dict]] | None:
+    """:func:`from_law` and the law's own parameter specs (init, bounds, restart scale, shared)
+    under the new names: a human law seeded into the search is fitted with its published
+    parameterisation, not the generic starts (a Chinchilla exponent bounded to [0, 3] cannot
+    wander negative and bend the law upwards beyond the data)."""
     if len(law.exprs) != 1:
         return None
     e = next(iter(law.exprs.values()))
@@ -547,7 +563,16 @@ def from_law(law: Law) -> sp.Expr | None:
     shared = [p for p in law.params if p.shared]
     final = {make_symbol(f"_h{i}"): (SP(shared.index(p)) if p.shared else P(per.index(p)))
              for i, p in enumerate(law.params)}
-    return e.xreplace(ren).xreplace(final)
+    specs = {}
+    for i, p in enumerate(law.params):
+        spec: dict[str, Any] = {"init": p.init, "lower": None if math.isinf(p.lower) else p.lower,
+                                "upper": None if math.isinf(p.upper) else p.upper}
+        if p.scale is not None:
+            spec["scale"] = p.scale
+        if p.shared:
+            spec["shared"] = True
+        specs[final[make_symbol(f"_h{i}")].name] = spec
+    return e.xreplace(ren).xreplace(final), specs
 
 
 def finite_number(x) -> bool:
