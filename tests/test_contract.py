@@ -101,6 +101,9 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("2*log(log(p0*log(N)))", "log of a log"),
     ("p0 + D**(p1*log(N))*p2", "exponent depends on a variable"),
     ("p0 + p1*N**(D**p2)", "exponent depends on a variable"),
+    ("s0*(p0 + exp(exp(s1*exp(p1/N**p2))))", "exp of an exp"),
+    ("p0 + exp(p1*log(p2 + exp(p3*log(N))))", "nested more than 2 deep"),
+    ("exp(p0*((D**p2*p1 + p3/N**p4)**p5)**p6)", "power of a power"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re
@@ -111,7 +114,8 @@ def test_excluded_constructs(chinchilla, text, why):
 
 def test_allowed_constructs(chinchilla):
     for text in ("p0 + p1/N**p2 + p3/D**p4", "p0 + p1*log(N)**2 + p2*log(N)", "p0 + p1/(N/p2 + 1)**p3",
-                 "p0 + p1*(log(D) - p2)**2 + p3/N**p4"):
+                 "p0 + p1*(log(D) - p2)**2 + p3/N**p4", "p0 + p1/(exp(p2 - p3*log(N)) + 1)",
+                 "p0 + (p1*N**p2 + p3)**p4"):
         assert form_issues(_law(text, chinchilla)) == [], text
 
 
@@ -171,3 +175,14 @@ def test_the_grammar_does_not_make_exp_of_a_raw_large_variable(chinchilla):
     plain = build_space(SealedDataset(chinchilla))
     plain.readable = False
     assert [S.valid(e, space) for e in seeds] == [S.valid(e, plain) for e in seeds]  # no seed is excluded
+
+
+def test_every_cards_own_law_has_a_readable_form():
+    """The form rules are drawn so that every human law on the bundled cards keeps them."""
+    from lawforge.datasets.card import bundled_card_paths, read_card
+
+    for name, path in bundled_card_paths().items():
+        card = read_card(path)
+        for h in card.human_laws:
+            law, _ = card.human_law(h.name)
+            assert form_issues(law) == [], (name, h.name, form_issues(law))

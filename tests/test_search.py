@@ -766,3 +766,30 @@ def test_a_human_law_seed_keeps_its_own_inits_and_bounds():
 
     other = S.to_law(parse_expression("p0 + p1/N**p2", None), dict(ds.card.variables), ds.card.target_columns)
     assert all(p.lower == -np.inf for p in other.params)
+
+
+def test_the_cards_law_is_the_incumbent(tmp_path):
+    """The discovered law replaces the card's own law only when its validation NMSE is at most
+    ``selection.incumbent`` times the human law's (both refit on the same folds)."""
+    from lawforge.search.settings import config_of_run
+
+    ds = load_dataset("synthetic_chinchilla")
+    out = discover(ds, SearchConfig.build(max_evals=40, seed=0), tmp_path / "a", report=False)
+    law = json.loads((tmp_path / "a" / "law.json").read_text())
+    inc = law["incumbent"]
+    if inc is None:
+        assert law["origin"].startswith("human:")   # the search chose it: nothing to compare
+    else:
+        assert inc["human"] == "chinchilla" and inc["folds"] >= 1 and out["incumbent"] == inc["chosen"]
+        wins = inc["discovered_nmse"] <= inc["margin"] * inc["human_nmse"]
+        assert (inc["chosen"] == "discovered") == (wins or "why_not" in inc)
+        assert law["origin"].startswith("human:") == (inc["chosen"] == "human")
+    # a discovered law can never reach a margin of 1e-9: the card's law is chosen
+    strict = discover(ds, SearchConfig.build(max_evals=40, seed=0, incumbent=1e-9), tmp_path / "b", report=False)
+    law_b = json.loads((tmp_path / "b" / "law.json").read_text())
+    assert law_b["origin"] == "human:chinchilla" and strict["test_r2"] > 0.9
+    assert law_b["incumbent"] is None or law_b["incumbent"]["chosen"] == "human"
+    # turned off, and for runs written before the rule
+    off = discover(ds, SearchConfig.build(max_evals=40, seed=0, incumbent=0), tmp_path / "c", report=False)
+    assert off["incumbent"] is None
+    assert config_of_run({"settings": {"seed": 0}}).selection.incumbent == 0.0

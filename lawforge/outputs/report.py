@@ -334,6 +334,14 @@ def render_markdown(rep) -> str:
         c = lj["contract"]
         out += [f"Building blocks: {', '.join(c['blocks']) or 'none'}. Readable-law contract: "
                 + ("kept." if c["ok"] else "broken: " + "; ".join(c["reasons"][:5]) + "."), ""]
+    if lj.get("incumbent"):
+        inc = lj["incumbent"]
+        verdict = ("the card's law was kept" if inc["chosen"] == "human" else
+                   "the discovered law was kept" + (f" ({inc['why_not']})" if inc.get("why_not") else ""))
+        out += [f"Against the card's law `{inc['human']}` (validation NMSE, mean of {inc['folds']} fold(s), both "
+                f"refit there): discovered {fmt_number(inc['discovered_nmse'])}, card's law "
+                f"{fmt_number(inc['human_nmse'])}; a discovered law must reach {inc['margin']:g}x the card's: "
+                f"{verdict}.", ""]
     out += ["| split | R² |", "|---|---|",
             f"| validation (search) | {fmt_number(m.get('val_r2'))} |", f"| train (refit) | {fmt_number(m.get('train_r2'))} |",
             f"| test (read once) | {fmt_number(m.get('test_r2'))} |"]

@@ -345,7 +345,8 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                                 "python": law.to_python(), "n_params": law.n_params, "params": params,
                                 "shared_params": [p.name for p in law.params if p.shared], "origin": best.origin,
                                 "fit_status": {g: gf.status for g, gf in fit.groups.items()},
-                                "contract": choice.contract.to_dict() if choice.contract is not None else None},
+                                "contract": choice.contract.to_dict() if choice.contract is not None else None,
+                                "incumbent": choice.incumbent},
                    default=float)
     run.write_json(TOP_LAWS, top, default=float)
     summary = {"dataset": full.name, "law": law.to_string(), "n_params": law.n_params,
@@ -354,6 +355,7 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                "evaluations": res.evaluations, "seconds": round(res.seconds, 2), "generations": res.generations,
                "stopped": res.stopped, "fallbacks": choice.fallbacks, "select": cfg.selection.rule,
                "contract_ok": choice.contract.ok if choice.contract is not None else None,
+               "incumbent": (choice.incumbent or {}).get("chosen"),
                "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
                "run_dir": str(run.path), "timings": {k: round(v, 2) for k, v in st.timings.items()}}
     if st.proposer is not None:

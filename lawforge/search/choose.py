@@ -12,6 +12,7 @@ import sympy as sp
 from lawforge.errors import ConfigError
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, fit_split, predict
 from lawforge.laws.law import Law
+from lawforge.laws.metrics import compute_metrics
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.checks import passes_checks
@@ -96,6 +97,7 @@ class Choice:
     shift: dict[str, float]    # member key -> extrapolation shift (the re-ranked ones)
     fallbacks: int             # forms skipped because their refit failed the checks
     contract: Any = None       # the chosen law's ContractResult (None when the contract is off)
+    incumbent: dict | None = None  # the comparison with the card's own law (selection.incumbent)
 
 
 def law_of(member, card, train, cfg: SearchConfig, name: str = "discovered") -> Law:
@@ -141,7 +143,72 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig)
     else:  # none passes: keep the top-ranked form (already refit)
         best, law, fit = first
         contract = check_law(law, fit.params(), train, card) if cfg.checks.contract and fit.ok else None
-    return Choice(best, law, fit, ranked, shift, fallback, contract)
+    incumbent = None
+    if cfg.selection.incumbent > 0 and not _is_human(best):
+        swap, incumbent = _incumbent(best, members, ctx, card, train, cfg)
+        if swap is not None:
+            best, law, fit, contract = swap
+    return Choice(best, law, fit, ranked, shift, fallback, contract, incumbent)
+
+
+def _is_human(member) -> bool:
+    return str(getattr(member, "origin", "")).startswith("human:")
+
+
+def validation_nmse(laws: list, ctx: CandidateContext, restarts: int, seed: int = 0) -> list[list[float]]:
+    """Per law, its validation NMSE on the validation carve and on each extra fold, each fit
+    made on that fold's fit part with ``restarts`` restarts (one batched fit); inf where a fit
+    fails or predicts non-finite values. Train only."""
+    splits = [(ctx.fit, ctx.val)] + list(ctx.folds or [])
+    jobs = [FitJob(law, f, restarts, seed) for law in laws for f, _ in splits]
+    fits = iter(fit_many(jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return"))
+    out = []
+    for law in laws:
+        row = []
+        for _f, v in splits:
+            res = next(fits)
+            nmse = np.inf
+            if isinstance(res, FitResult) and res.ok:
+                tcols = [v.target_columns.index(t) for t in law.target_names]
+                with np.errstate(all="ignore"):
+                    m = compute_metrics(v.y[:, tcols], predict(law, res.params(), v))
+                if m.status == "ok" and np.isfinite(m.nmse):
+                    nmse = float(m.nmse)
+            row.append(nmse)
+        out.append(row)
+    return out
+
+
+def _incumbent(best, members: list, ctx: CandidateContext, card, train, cfg: SearchConfig):
+    """The card's own (human) law is the incumbent: the discovered law replaces it only when
+    its validation NMSE (mean over the validation carve and the extra folds, both laws refit
+    there with ``fitting.final_restarts``) is at most ``selection.incumbent`` times the human
+    law's. Otherwise the human law, refit on all of train, is chosen, provided it passes the
+    checks and the contract there. Returns ``(swap or None, record)``; train only."""
+    parsimony = cfg.evolution.parsimony
+    humans = sorted((m for m in members if m.ok and _is_human(m)), key=lambda m: m.score(parsimony))
+    if not humans:
+        return None, None
+    h = humans[0]
+    laws = [law_of(best, card, train, cfg), law_of(h, card, train, cfg, name=h.origin.split(":", 1)[1])]
+    ev = validation_nmse(laws, ctx, cfg.fitting.final_restarts, cfg.seed)
+    chosen_nmse, human_nmse = (float(np.mean(r)) for r in ev)
+    rec = {"human": laws[1].name, "human_nmse": human_nmse, "discovered_nmse": chosen_nmse,
+           "margin": cfg.selection.incumbent, "folds": len(ev[0]), "chosen": "discovered"}
+    if not np.isfinite(human_nmse) or chosen_nmse <= cfg.selection.incumbent * human_nmse:
+        return None, rec
+    law = laws[1]
+    fit = fit_split(law, train, restarts=cfg.fitting.final_restarts, seed=cfg.seed, device=ctx.device)
+    tcols = [train.target_columns.index(t) for t in law.target_names]
+    if not fit.ok or (ctx.checks and not passes_checks(law, fit.params(), ctx, tcols)):
+        rec["why_not"] = "its refit on train fails the checks"
+        return None, rec
+    contract = check_law(law, fit.params(), train, card) if cfg.checks.contract else None
+    if contract is not None and not contract.ok:
+        rec["why_not"] = "its refit on train breaks the contract"
+        return None, rec
+    rec["chosen"] = "human"
+    return (h, law, fit, contract), rec
 
 
 CONTRACT_TOP = 30

@@ -6,7 +6,8 @@ Two parts, both generic (no rule names a dataset):
   variable rescaled by a bare number (``(N/2)**p``, ``log(3*D)``: the number only shifts a fitted
   constant), a non-integer or fitted power of a logarithm (``log(D)**1.5``), a polynomial of
   degree above 2 in logarithms (degree 2 is a hyperparameter bowl), a log of a log, a power
-  whose exponent depends on a variable (``D**(p*log(lr))``; ``exp`` of a variable is kept).
+  whose exponent depends on a variable (``D**(p*log(lr))``; ``exp`` of a variable is kept), an
+  exp of an exp, exp and log nested more than two deep, a fitted power of a fitted power.
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -80,11 +81,16 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                 out.append(f"a variable rescaled by a number: {node}")
             if _has_var(ex, vars_):
                 out.append(f"a power whose exponent depends on a variable: {node}")
+            if isinstance(base, sp.Pow) and _fractional(ex) and _fractional(base.exp) and _has_var(base.base, vars_):
+                out.append(f"a power of a power (one exponent is enough): {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
             out.append(f"a variable rescaled by a number: {node}")
         elif isinstance(node, sp.log) and any(isinstance(a, sp.log) and _has_var(a, vars_)
                                               for a in sp.preorder_traversal(node.args[0])):
             out.append(f"a log of a log: {node}")
+        elif isinstance(node, sp.exp) and any(isinstance(a, sp.exp) and _has_var(a, vars_)
+                                              for a in sp.preorder_traversal(node.args[0])):
+            out.append(f"an exp of an exp: {node}")
         elif isinstance(node, sp.Mul):
             logs = 0
             for f in node.args:
@@ -93,7 +99,22 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                     logs += int(e)
             if logs > 2:
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
+    if _depth(expr, vars_) > MAX_DEPTH:
+        out.append(f"exp and log nested more than {MAX_DEPTH} deep: {expr}")
     return list(dict.fromkeys(out))
+
+
+MAX_DEPTH = 2   # exp/log nesting: a sigmoid in log C (exp of a log) is the deepest a card's law goes
+
+
+def _depth(e: sp.Expr, vars_) -> int:
+    """How deep ``exp`` and ``log`` of the variables nest in ``e``."""
+    inner = max((_depth(a, vars_) for a in e.args), default=0)
+    return inner + 1 if isinstance(e, (sp.exp, sp.log)) and _has_var(e, vars_) else inner
+
+
+def _fractional(e: sp.Expr) -> bool:
+    return not (e.is_Number and float(e).is_integer())
 
 
 def _log_like(e, vars_) -> bool:

@@ -80,8 +80,9 @@ class Checks:
     readable_form: bool = _doc(True, "forms with a construct researchers do not publish are not fitted: a "
                                      "variable rescaled by a number, a non-integer or fitted power of a log, a "
                                      "polynomial of degree above 2 in logs")
-    contract: bool = _doc(True, "laws keep the readable-law contract: along each trend, finite, monotone, in "
-                                "the target's range and levelling off out to 1000x the data; a form that breaks "
+    contract: bool = _doc(True, "laws keep the readable-law contract: along each trend, finite and monotone "
+                                "out to 1000x the data and in the target's range out to 1e30x (a floor, a "
+                                "ceiling); a form that breaks "
                                 "it ranks with 3x its validation error, and the choice prefers forms that keep it")
 
 
@@ -91,6 +92,9 @@ class Selection:
                               "score, the one whose extrapolation moves least when the validation rows join "
                               "its fit) or 'score' (the best validation score)", choices=("shift", "score"))
     top_k: int = _doc(5, "runners-up refit and scored for the top-laws table")
+    incumbent: float = _doc(0.75, "the card's own (human) law is kept unless the discovered law's validation "
+                                  "NMSE (mean over the folds, both refit with final_restarts) is at most this "
+                                  "fraction of the human law's; 0 turns the comparison off")
 
 
 @dataclass
@@ -265,15 +269,18 @@ def config_of_run(conf: dict) -> SearchConfig:
     (``scale_starts``), the trend on every row (``trend_best``), the final choice by validation
     score (``select``), per-group parameters only (``scope``), no probe without a scale axis
     (``between``), no finiteness check over the feature domain (``domain``), no readable-law
-    filter or contract (``checks.readable_form``, ``checks.contract``)."""
+    filter or contract (``checks.readable_form``, ``checks.contract``), no incumbent human law
+    (``selection.incumbent``)."""
     if isinstance(conf.get("settings"), dict):
         settings = {k: dict(v) if isinstance(v, dict) else v for k, v in conf["settings"].items()}
         checks = settings.setdefault("checks", {})
         for k in ("readable_form", "contract"):   # added after such runs were written
             checks.setdefault(k, False)
+        settings.setdefault("selection", {}).setdefault("incumbent", 0.0)
         return SearchConfig.from_dict(settings)
     legacy = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", "scope": False,
-              "between": False, "domain": False, "checks.readable_form": False, "checks.contract": False, **conf}
+              "between": False, "domain": False, "checks.readable_form": False, "checks.contract": False,
+              "selection.incumbent": 0.0, **conf}
     flat = {k: legacy[k] for k in _LEGACY_FLAT if k in legacy}
     for k in ("final_restarts", "top_k"):
         if k in conf:
@@ -284,4 +291,4 @@ def config_of_run(conf: dict) -> SearchConfig:
 _LEGACY_FLAT = ("max_evals", "budget_s", "seed", "population", "offspring", "tournament", "crossover_rate",
                 "parsimony", "restarts", "max_iter", "workers", "val_folds", "trend", "returns", "cross_trend",
                 "replicates", "scale_starts", "trend_best", "select", "scope", "between", "domain",
-                "checks.readable_form", "checks.contract")
+                "checks.readable_form", "checks.contract", "selection.incumbent")
