@@ -627,7 +627,8 @@ def cmd_predict(args) -> int:
         at = ", ".join(f"{c}={fmt(r[c])}" for c in feats)
         print(f"  {r['target']} at {at}: {fmt(r['prediction'])}  parameter [{fmt(r['low'])}, {fmt(r['high'])}]  "
               f"model [{fmt(r['model_low'])}, {fmt(r['model_high'])}]  combined [{fmt(r['combined_low'])}, "
-              f"{fmt(r['combined_high'])}]  observed [{fmt(r['observed_low'])}, {fmt(r['observed_high'])}]")
+              f"{fmt(r['combined_high'])}]  observed [{fmt(r['observed_low'])}, {fmt(r['observed_high'])}]"
+              + (f"  ensemble {fmt(r['ensemble'])}" if "ensemble" in r else ""))
     for n in res.attrs["notes"]:
         print(f"  note: {n}")
     if args.csv:

@@ -32,10 +32,10 @@ from lawforge.errors import ConfigError
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, predict, resolve_device
 from lawforge.laws.metrics import compute_metrics
 from lawforge.procs import FolderLock
-from lawforge.runs.folder import LAW, LLM_USAGE, METRICS, TOP_LAWS, RunFolder
+from lawforge.runs.folder import ENSEMBLE, LAW, LLM_USAGE, METRICS, TOP_LAWS, RunFolder
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
-from lawforge.search.choose import Choice, choose, law_of
+from lawforge.search.choose import Choice, build_ensemble, choose, ensemble_predict, law_of
 from lawforge.search.engine import SearchResult, run_search
 from lawforge.search.prepare import build_space, final_train, make_context, seeds_for
 from lawforge.search.settings import SearchConfig
@@ -113,11 +113,12 @@ def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, h
                           sp.sstr(m.expr)] for m in res.front])
     train = final_train(st.sealed, cfg)
     choice = choose(res.members, st.ctx, dataset.card, train, cfg)
+    ensemble = build_ensemble(choice, st.ctx, dataset.card, train, cfg)
     st.timings["choose"] = clock.lap()
     full = st.sealed.unseal()
     top = score_top_laws(choice, full, train, cfg)
     st.timings["score"] = clock.lap()
-    summary = write_results(st, res, choice, full, top)
+    summary = write_results(st, res, choice, full, top, ensemble)
     for hook in hooks:
         try:
             hook(st.run, full, top)
@@ -335,8 +336,10 @@ def test_metrics(law, params, full: Dataset) -> dict:
 
 
 # ------------------------------------------------------------------------------ write
-def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, top: list[dict]) -> dict:
-    """law.json, top_laws.json and metrics.json; the checkpoint marked done. Returns the summary."""
+def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, top: list[dict],
+                  ensemble: list | None = None) -> dict:
+    """law.json, top_laws.json, ensemble.json (when there is one) and metrics.json; the checkpoint
+    marked done. Returns the summary."""
     cfg, run, best, law, fit = st.cfg, st.run, choice.member, choice.law, choice.fit
     params = fit.params()
     tm = top[0].pop("_test")
@@ -349,6 +352,15 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                                 "incumbent": choice.incumbent},
                    default=float)
     run.write_json(TOP_LAWS, top, default=float)
+    ens_test = None
+    if ensemble:
+        run.write_json(ENSEMBLE, {"weights": "1 / validation NMSE (validation carve and extra folds, refit there)",
+                                  "members": [{"expression": m.law.to_string(), "origin": m.origin,
+                                               "n_params": m.law.n_params, "val_nmse": m.val_nmse,
+                                               "weight": m.weight, "params": m.params} for m in ensemble]},
+                       default=float)
+        if full.test.n:
+            ens_test = compute_metrics(full.test.y, ensemble_predict(ensemble, full.test)).r2
     summary = {"dataset": full.name, "law": law.to_string(), "n_params": law.n_params,
                "val_r2": best.rec["val_r2"], "test_r2": tm.get("r2"), "test_r2_raw": tm.get("r2_raw"),
                "test_nmse": tm.get("nmse"), "test_nmae": tm.get("nmae"), "train_r2": trm.r2,
@@ -356,6 +368,7 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                "stopped": res.stopped, "fallbacks": choice.fallbacks, "select": cfg.selection.rule,
                "contract_ok": choice.contract.ok if choice.contract is not None else None,
                "incumbent": (choice.incumbent or {}).get("chosen"),
+               "ensemble_size": len(ensemble or []), "ensemble_test_r2": ens_test,
                "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
                "run_dir": str(run.path), "timings": {k: round(v, 2) for k, v in st.timings.items()}}
     if st.proposer is not None:

@@ -7,7 +7,7 @@
     candidates.pending.jsonl   candidates evaluated after the last checkpoint (while resuming)
     checkpoint.json    the search state after each generation; status running/searched/done
     llm_usage.json, llm_calls.jsonl, llm_cache/   the LLM ledger, request log and reply cache
-    pareto.csv, law.json, top_laws.json, metrics.json   the results
+    pareto.csv, law.json, top_laws.json, ensemble.json, metrics.json   the results
     laws.tex, report.html, report.md, report_files/      outputs for people and papers
     predictions.tex    the chosen law beyond the data (10x, 100x) with bootstrap intervals
     lawforge.lock      present while a process runs in the folder (see RunFolder.lock)
@@ -34,7 +34,7 @@ CANDIDATES, PENDING, CHECKPOINT = "candidates.jsonl", "candidates.pending.jsonl"
 LLM_USAGE, LLM_CALLS, LLM_CACHE = "llm_usage.json", "llm_calls.jsonl", "llm_cache"
 PARETO, LAW, TOP_LAWS, METRICS = "pareto.csv", "law.json", "top_laws.json", "metrics.json"
 LAWS_TEX, REPORT_HTML, REPORT_MD, REPORT_FILES = "laws.tex", "report.html", "report.md", "report_files"
-LOCK, PREDICTIONS_TEX = "lawforge.lock", "predictions.tex"
+LOCK, PREDICTIONS_TEX, ENSEMBLE = "lawforge.lock", "predictions.tex", "ensemble.json"
 PARETO_COLUMNS = ["complexity", "n_params", "val_r2", "val_nmse", "expression"]
 
 

@@ -15,6 +15,11 @@ Three kinds of band, reported side by side:
   the chosen law on its training rows: where a new run's measured value may land (the other
   bands are about the law's mean, and a measurement carries its own noise).
 
+Beside the chosen law's ``prediction``, ``ensemble`` is the run's model ensemble's point
+prediction (``ensemble.json``: the top forms and the card's laws weighted by 1 / validation
+NMSE), for runs that wrote one. On the catalogue's inner holdouts it extrapolated better than
+the one chosen law (``benchmarks/RESULTS.md``).
+
 The run's data is read again (its card and data folder, as ``lawforge resume`` does); the
 training split is rebuilt from the recorded seed, so it is the one the law was fitted on.
 """
@@ -34,7 +39,7 @@ from lawforge.fitting.bootstrap import RESAMPLES, Bootstrap, bootstrap, interval
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, predict
 from lawforge.laws.law import Law, law_from_text
 from lawforge.laws.optimum import Constraint, minimise, optimum_with_bands, scan_range, try_minimise
-from lawforge.runs.folder import CARD, LAW, TOP_LAWS, RunFolder
+from lawforge.runs.folder import CARD, ENSEMBLE, LAW, TOP_LAWS, RunFolder
 
 
 @dataclass
@@ -48,6 +53,7 @@ class RunLaws:
     ranks: list[int]
     device: str = "cpu"
     boots: dict = field(default_factory=dict)
+    ensemble: list = field(default_factory=list)   # [(law, params, weight)] from ensemble.json
 
     @property
     def law(self) -> Law:
@@ -103,7 +109,15 @@ def load_run_laws(run_dir: str | Path, data_dir: str | None = None) -> RunLaws:
             laws.append(lw)
             params.append(p)
             ranks.append(int(t["rank"]))
-    return RunLaws(run, train, laws, params, ranks, resolve_device(cfg.fitting.device))
+    ensemble = []
+    for m in run.read_json(ENSEMBLE, {}).get("members", []):
+        try:
+            ensemble.append((law_from_text(m["expression"], card.variables, card.target_columns), m["params"],
+                             float(m["weight"])))
+        except (LawforgeError, KeyError, TypeError, ValueError) as exc:
+            raise ConfigError(f"{run.file(ENSEMBLE)}: a member cannot be read ({exc}); rerun the choice with "
+                              f"'lawforge resume {run.path}' or delete the file") from None
+    return RunLaws(run, train, laws, params, ranks, resolve_device(cfg.fitting.device), ensemble=ensemble)
 
 
 def final_split(ds, conf: dict):
@@ -249,6 +263,9 @@ def predict_run(rl: RunLaws, frame: pd.DataFrame, group: str | None = None, leve
         part.insert(0, "group", g)
         part["target"] = t
         part["prediction"] = point[0, :, j]
+        if rl.ensemble:
+            with np.errstate(all="ignore"):
+                part["ensemble"] = sum(w * predict(lw, p, split)[:, j] for lw, p, w in rl.ensemble)
         part["low"], part["high"] = lo[:, j], hi[:, j]
         part["model_low"], part["model_high"] = np.nanmin(point[:, :, j], axis=0), np.nanmax(point[:, :, j], axis=0)
         part["combined_low"], part["combined_high"] = clo[:, j], chi[:, j]

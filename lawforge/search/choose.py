@@ -231,3 +231,69 @@ def _contract_first(ranked: list, card, train, cfg: SearchConfig) -> tuple[list,
                 ok = False
         (keep if ok is True else drop).append(m)
     return keep + drop + ranked[CONTRACT_TOP:], {m.key for m in keep}
+
+
+@dataclass
+class EnsembleMember:
+    law: Law
+    params: dict
+    origin: str
+    val_nmse: float   # mean over the validation carve and the extra folds (refit there)
+    weight: float
+
+
+def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: SearchConfig) -> list[EnsembleMember]:
+    """A model ensemble beside the chosen law: the chosen form, the next ``selection.top_k``
+    ranked forms and the card's own laws, weighted by 1 / validation NMSE (each refit on the
+    validation carve and the extra folds with ``fitting.final_restarts``, as the incumbent
+    comparison does), each refit on all of ``train``. Members whose evidence or refit fails are
+    left out. Train only; empty when ``selection.ensemble`` is off."""
+    if not cfg.selection.ensemble:
+        return []
+    from lawforge.laws.expr import parse_expression
+
+    members = [(choice.member.origin, choice.law, choice.fit)]
+    seen = {S.key(choice.member.expr)}
+    for m in choice.ranked:
+        if len(members) > cfg.selection.top_k:
+            break
+        if m.key not in seen:
+            seen.add(m.key)
+            members.append((m.origin, law_of(m, card, train, cfg, f"member{len(members)}"), None))
+    for text in seed_specs(card):
+        e = parse_expression(text, None, what="human law")
+        if S.key(e) not in seen:
+            seen.add(S.key(e))
+            h = next((n for n in card.human_laws if sp.sstr(S.from_law(card.human_law(n.name)[0])) == text), None)
+            members.append((f"human:{h.name}" if h else "human", law_of(_Form(e), card, train, cfg,
+                                                                       h.name if h else "human"), None))
+    laws = [lw for _, lw, _ in members]
+    evidence = [float(np.mean(r)) for r in validation_nmse(laws, ctx, cfg.fitting.final_restarts, cfg.seed)]
+    need = [i for i, (_, _, f) in enumerate(members) if f is None and np.isfinite(evidence[i])]
+    fits = dict(zip(need, fit_many([FitJob(laws[i], train, cfg.fitting.final_restarts, cfg.seed) for i in need],
+                                   device=ctx.device, errors="return")))
+    out = []
+    for i, (origin, law, fit) in enumerate(members):
+        fit = fit if fit is not None else fits.get(i)
+        if not (isinstance(fit, FitResult) and fit.ok and np.isfinite(evidence[i]) and evidence[i] > 0):
+            continue
+        with np.errstate(all="ignore"):
+            ok = np.isfinite(predict(law, fit.params(), train)).all()
+        if ok:
+            out.append(EnsembleMember(law, fit.params(), origin, evidence[i], 1.0 / evidence[i]))
+    total = sum(m.weight for m in out)
+    for m in out:
+        m.weight /= total
+    return out
+
+
+def ensemble_predict(members: list[EnsembleMember], split) -> np.ndarray:
+    """The weighted mean of the members' predictions (rows, targets)."""
+    with np.errstate(all="ignore"):
+        return np.tensordot(np.array([m.weight for m in members]),
+                            np.stack([predict(m.law, m.params, split) for m in members]), axes=1)
+
+
+@dataclass
+class _Form:
+    expr: Any
