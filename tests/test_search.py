@@ -774,7 +774,7 @@ def test_the_cards_law_is_the_incumbent(tmp_path):
     from lawforge.search.settings import config_of_run
 
     ds = load_dataset("synthetic_chinchilla")
-    out = discover(ds, SearchConfig.build(max_evals=40, seed=0), tmp_path / "a", report=False)
+    out = discover(ds, SearchConfig.build(max_evals=40, seed=0, incumbent=0.75), tmp_path / "a", report=False)
     law = json.loads((tmp_path / "a" / "law.json").read_text())
     inc = law["incumbent"]
     if inc is None:
@@ -789,7 +789,42 @@ def test_the_cards_law_is_the_incumbent(tmp_path):
     law_b = json.loads((tmp_path / "b" / "law.json").read_text())
     assert law_b["origin"] == "human:chinchilla" and strict["test_r2"] > 0.9
     assert law_b["incumbent"] is None or law_b["incumbent"]["chosen"] == "human"
-    # turned off, and for runs written before the rule
-    off = discover(ds, SearchConfig.build(max_evals=40, seed=0, incumbent=0), tmp_path / "c", report=False)
+    # off (the default), and for runs written before the rule
+    assert SearchConfig().selection.incumbent == 0
+    off = discover(ds, SearchConfig.build(max_evals=40, seed=0), tmp_path / "c", report=False)
     assert off["incumbent"] is None
     assert config_of_run({"settings": {"seed": 0}}).selection.incumbent == 0.0
+
+
+def test_a_run_writes_a_model_ensemble_and_predict_reports_it(tmp_path):
+    """ensemble.json: the chosen form, the runners-up and the card's laws weighted by 1 / their
+    refit validation NMSE; metrics.json scores it on test, predict prints its point prediction."""
+    import pandas as pd
+
+    from lawforge.laws.law import law_from_text
+    from lawforge.laws.metrics import compute_metrics
+    from lawforge.runs.predict import load_run_laws, predict_run
+    from lawforge.search.settings import config_of_run
+
+    ds = load_dataset("synthetic_chinchilla")
+    out = discover(ds, SearchConfig.build(max_evals=40, seed=0), tmp_path / "a", report=False)
+    ens = json.loads((tmp_path / "a" / "ensemble.json").read_text())["members"]
+    assert out["ensemble_size"] == len(ens) >= 2
+    assert abs(sum(m["weight"] for m in ens) - 1) < 1e-9
+    assert any(m["origin"] == "human:chinchilla" for m in ens)
+    w = np.array([1 / m["val_nmse"] for m in ens])
+    assert np.allclose([m["weight"] for m in ens], w / w.sum())
+    laws = [law_from_text(m["expression"], ds.card.variables, ds.card.target_columns) for m in ens]
+    pred = sum(m["weight"] * predict(lw, m["params"], ds.test) for m, lw in zip(ens, laws))
+    assert out["ensemble_test_r2"] == pytest.approx(compute_metrics(ds.test.y, pred).r2)
+    rl = load_run_laws(tmp_path / "a")
+    frame = pd.DataFrame({"N": [7e10], "D": [1.4e12]})
+    res = predict_run(rl, frame, resamples=20)
+    at = {"N": np.array([7e10]), "D": np.array([1.4e12])}
+    want = sum(m["weight"] * lw.predict(at, m["params"]["all"])[0, 0] for m, lw in zip(ens, laws))
+    assert res["ensemble"].iloc[0] == pytest.approx(want)
+    off = discover(ds, SearchConfig.build(max_evals=40, seed=0, ensemble=False), tmp_path / "b", report=False)
+    assert off["ensemble_size"] == 0 and off["ensemble_test_r2"] is None
+    assert not (tmp_path / "b" / "ensemble.json").exists()
+    assert "ensemble" not in predict_run(load_run_laws(tmp_path / "b"), frame, resamples=20)
+    assert config_of_run({"settings": {"seed": 0}}).selection.ensemble is False
