@@ -104,6 +104,9 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("s0*(p0 + exp(exp(s1*exp(p1/N**p2))))", "exp of an exp"),
     ("p0 + exp(p1*log(p2 + exp(p3*log(N))))", "nested more than 2 deep"),
     ("exp(p0*((D**p2*p1 + p3/N**p4)**p5)**p6)", "power of a power"),
+    ("p0*(N*log(N))**p3 + p1/D**19", "fixed exponent"),
+    ("p0 + p1*log(N**(17/2) + p2)", "fixed exponent"),
+    ("p0 + p1/N**(2/7)", "fixed exponent"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re
@@ -115,7 +118,7 @@ def test_excluded_constructs(chinchilla, text, why):
 def test_allowed_constructs(chinchilla):
     for text in ("p0 + p1/N**p2 + p3/D**p4", "p0 + p1*log(N)**2 + p2*log(N)", "p0 + p1/(N/p2 + 1)**p3",
                  "p0 + p1*(log(D) - p2)**2 + p3/N**p4", "p0 + p1/(exp(p2 - p3*log(N)) + 1)",
-                 "p0 + (p1*N**p2 + p3)**p4"):
+                 "p0 + (p1*N**p2 + p3)**p4", "p0 + p1/N**(3/2) + p2*D**5 + p3/D**(1/3)"):
         assert form_issues(_law(text, chinchilla)) == [], text
 
 
@@ -165,7 +168,7 @@ def test_the_grammar_does_not_make_exp_of_a_raw_large_variable(chinchilla):
 
     space = build_space(SealedDataset(chinchilla))
     assert space.readable
-    bad = ["p0 + p1*exp(p2*D)", "p0 + p1*exp(p2*N*D**p3) + p4/N**p5", "p0 + D**(p1*log(N))*p2", "p0 + p1*log(D)**1.5"]
+    bad = ["p0 + p1*exp(p2*D)", "p0 + 1/(exp(s0*(D + s1)) + 2)", "p0 + p1*exp(p2*N*D**p3) + p4/N**p5", "p0 + D**(p1*log(N))*p2", "p0 + p1*log(D)**1.5"]
     good = ["p0 + p1*exp(p2*log(D))", "p0 + p1*exp(-(D/N - 1)/p2)", "p0 + p1*exp(p2*D**p3)", "p0 + p1/N**p2 + p3/D**p4"]
     for text in bad:
         assert not S.valid(parse_expression(text, None, what="t"), space), text

@@ -7,7 +7,8 @@ Two parts, both generic (no rule names a dataset):
   constant), a non-integer or fitted power of a logarithm (``log(D)**1.5``), a polynomial of
   degree above 2 in logarithms (degree 2 is a hyperparameter bowl), a log of a log, a power
   whose exponent depends on a variable (``D**(p*log(lr))``; ``exp`` of a variable is kept), an
-  exp of an exp, exp and log nested more than two deep, a fitted power of a fitted power.
+  exp of an exp, exp and log nested more than two deep, a fitted power of a fitted power, a
+  fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a researcher fits it).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -81,6 +82,8 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                 out.append(f"a variable rescaled by a number: {node}")
             if _has_var(ex, vars_):
                 out.append(f"a power whose exponent depends on a variable: {node}")
+            if ex.is_Rational and _has_var(base, vars_) and (abs(ex) > MAX_FIXED_POWER or ex.q > 3):
+                out.append(f"a fixed exponent no researcher would write (fit it instead): {node}")
             if isinstance(base, sp.Pow) and _fractional(ex) and _fractional(base.exp) and _has_var(base.base, vars_):
                 out.append(f"a power of a power (one exponent is enough): {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
@@ -104,6 +107,7 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
     return list(dict.fromkeys(out))
 
 
+MAX_FIXED_POWER = 5   # a literal exponent beyond +-5 or with a denominator above 3 (U**19, G**(17/2))
 MAX_DEPTH = 2   # exp/log nesting: a sigmoid in log C (exp of a log) is the deepest a card's law goes
 
 

@@ -411,7 +411,7 @@ def _exp_of_large(expr: sp.Expr, space: Space) -> bool:
         return False
     for n in sp.preorder_traversal(expr):
         if isinstance(n, sp.exp):
-            for term in sp.Add.make_args(n.args[0]):
+            for term in sp.Add.make_args(sp.expand_mul(n.args[0])):   # exp(s0*(C + s1)) holds s0*C
                 pw = term.as_powers_dict()
                 up = any(b in large and ex.is_Number and ex > 0 for b, ex in pw.items())
                 down = any(ex.is_Number and ex < 0 and (b.free_symbols & large) for b, ex in pw.items())
