@@ -98,3 +98,17 @@ def test_pareto_plot_survives_non_finite_errors():
            "pareto": [{"complexity": "5", "val_nmse": "inf"}, {"complexity": "9", "val_nmse": "0.01"}]}
     png = _pareto_plot(run)
     assert png[:4] == b"\x89PNG"
+
+
+def test_the_report_states_the_comparison_with_the_cards_law():
+    from lawforge.outputs.report import _law_notes
+
+    lj = {"contract": {"ok": True, "reasons": [], "blocks": ["N^p", "floor"]},
+          "incumbent": {"human": "chinchilla", "human_nmse": 0.01, "discovered_nmse": 0.02, "margin": 0.75,
+                        "folds": 3, "chosen": "human"}}
+    text = " ".join(_law_notes(lj))
+    assert "Building blocks: N^p, floor. Readable-law contract: kept." in text
+    assert "`chinchilla`" in text and "mean of 3 fold(s)" in text and "the card's law was kept" in text
+    lj["incumbent"].update(chosen="discovered", why_not="its refit on train breaks the contract")
+    assert "the discovered law was kept (its refit on train breaks the contract)" in " ".join(_law_notes(lj))
+    assert _law_notes({}) == []

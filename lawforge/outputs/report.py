@@ -330,18 +330,7 @@ def render_markdown(rep) -> str:
         out += [f"![law]({_img_md('law')})", ""]
     out += ["```latex", lj["latex"], "```", "", f"Plain text: `{lj['expression']}` ({lj['n_params']} parameters "
             "per group, fitted separately per group).", ""]
-    if lj.get("contract"):
-        c = lj["contract"]
-        out += [f"Building blocks: {', '.join(c['blocks']) or 'none'}. Readable-law contract: "
-                + ("kept." if c["ok"] else "broken: " + "; ".join(c["reasons"][:5]) + "."), ""]
-    if lj.get("incumbent"):
-        inc = lj["incumbent"]
-        verdict = ("the card's law was kept" if inc["chosen"] == "human" else
-                   "the discovered law was kept" + (f" ({inc['why_not']})" if inc.get("why_not") else ""))
-        out += [f"Against the card's law `{inc['human']}` (validation NMSE, mean of {inc['folds']} fold(s), both "
-                f"refit there): discovered {fmt_number(inc['discovered_nmse'])}, card's law "
-                f"{fmt_number(inc['human_nmse'])}; a discovered law must reach {inc['margin']:g}x the card's: "
-                f"{verdict}.", ""]
+    out += _law_notes(lj)
     out += ["| split | R² |", "|---|---|",
             f"| validation (search) | {fmt_number(m.get('val_r2'))} |", f"| train (refit) | {fmt_number(m.get('train_r2'))} |",
             f"| test (read once) | {fmt_number(m.get('test_r2'))} |"]
@@ -402,6 +391,24 @@ def render_markdown(rep) -> str:
             f"| LLM | {spend} |", ""]
     return "\n".join(out)
 
+
+
+def _law_notes(lj: dict) -> list[str]:
+    """The chosen law's building blocks, contract and comparison with the card's law."""
+    out: list[str] = []
+    if lj.get("contract"):
+        c = lj["contract"]
+        out += [f"Building blocks: {', '.join(c['blocks']) or 'none'}. Readable-law contract: "
+                + ("kept." if c["ok"] else "broken: " + "; ".join(c["reasons"][:5]) + "."), ""]
+    if lj.get("incumbent"):
+        inc = lj["incumbent"]
+        verdict = ("the card's law was kept" if inc["chosen"] == "human" else
+                   "the discovered law was kept" + (f" ({inc['why_not']})" if inc.get("why_not") else ""))
+        out += [f"Against the card's law `{inc['human']}` (validation NMSE, mean of {inc['folds']} fold(s), both "
+                f"refit there): discovered {fmt_number(inc['discovered_nmse'])}, card's law "
+                f"{fmt_number(inc['human_nmse'])}; a discovered law must reach {inc['margin']:g}x the card's: "
+                f"{verdict}.", ""]
+    return out
 
 def _flat_settings(settings: dict) -> dict:
     out = {}
