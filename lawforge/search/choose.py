@@ -17,7 +17,7 @@ from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.checks import passes_checks
 from lawforge.search.contract import check_law
-from lawforge.search.prepare import seed_specs
+from lawforge.search.prepare import human_forms, seed_specs
 from lawforge.search.settings import RANK_RESTARTS, SearchConfig
 
 
@@ -250,8 +250,6 @@ def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: Sear
     left out. Train only; empty when ``selection.ensemble`` is off."""
     if not cfg.selection.ensemble:
         return []
-    from lawforge.laws.expr import parse_expression
-
     members = [(choice.member.origin, choice.law, choice.fit)]
     seen = {S.key(choice.member.expr)}
     for m in choice.ranked:
@@ -260,13 +258,10 @@ def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: Sear
         if m.key not in seen:
             seen.add(m.key)
             members.append((m.origin, law_of(m, card, train, cfg, f"member{len(members)}"), None))
-    for text in seed_specs(card):
-        e = parse_expression(text, None, what="human law")
+    for name, e, _specs in human_forms(card):
         if S.key(e) not in seen:
             seen.add(S.key(e))
-            h = next((n for n in card.human_laws if sp.sstr(S.from_law(card.human_law(n.name)[0])) == text), None)
-            members.append((f"human:{h.name}" if h else "human", law_of(_Form(e), card, train, cfg,
-                                                                       h.name if h else "human"), None))
+            members.append((f"human:{name}", law_of(_Form(e), card, train, cfg, name), None))
     laws = [lw for _, lw, _ in members]
     evidence = [float(np.mean(r)) for r in validation_nmse(laws, ctx, cfg.fitting.final_restarts, cfg.seed)]
     need = [i for i, (_, _, f) in enumerate(members) if f is None and np.isfinite(evidence[i])]

@@ -49,16 +49,28 @@ def seeds_for(ds: SealedDataset, space: S.Space) -> list[tuple[sp.Expr, str]]:
     return out
 
 
-def seed_specs(card) -> dict[str, dict[str, dict]]:
-    """The card's single-target human laws as ``{form text: {p-name: parameter spec}}``: the
-    search and the final choice fit these forms with the law's own inits and bounds
-    (:func:`~lawforge.search.space.from_law_specs`)."""
-    out = {}
+def human_forms(card) -> list[tuple[str, sp.Expr, dict[str, dict]]]:
+    """The card's single-target human laws as ``(name, form over p-names, parameter specs)``
+    (:func:`~lawforge.search.space.from_law_specs`), computed once per card object."""
+    hit = _HUMAN_FORMS.get(id(card))
+    if hit is not None and hit[0] is card:
+        return hit[1]
+    out = []
     for h in card.human_laws:
         got = S.from_law_specs(card.human_law(h.name)[0])
         if got is not None:
-            out[sp.sstr(got[0])] = got[1]
+            out.append((h.name, got[0], got[1]))
+    _HUMAN_FORMS[id(card)] = (card, out)
     return out
+
+
+_HUMAN_FORMS: dict[int, tuple] = {}
+
+
+def seed_specs(card) -> dict[str, dict[str, dict]]:
+    """The card's single-target human laws as ``{form text: {p-name: parameter spec}}``: the
+    search and the final choice fit these forms with the law's own inits and bounds."""
+    return {sp.sstr(e): specs for _, e, specs in human_forms(card)}
 
 
 def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
