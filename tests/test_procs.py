@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from conftest import needs_sldbench
 
 from lawforge.errors import ConfigError
 from lawforge.procs import FolderLock
@@ -81,6 +82,7 @@ def _discover(tmp_path: Path) -> tuple[subprocess.Popen, Path]:
     return proc, out
 
 
+@needs_sldbench
 @pytest.mark.slow
 @pytest.mark.parametrize("how", ["SIGKILL", "SIGINT"])
 def test_no_worker_outlives_a_discover(tmp_path, how):
@@ -98,6 +100,7 @@ def test_no_worker_outlives_a_discover(tmp_path, how):
         _end(proc, kids)
 
 
+@needs_sldbench
 @pytest.mark.slow
 def test_no_worker_outlives_a_crash(tmp_path):
     """An exception in the main loop (here raised by the progress callback) ends the run and its
@@ -127,6 +130,7 @@ def test_no_worker_outlives_a_crash(tmp_path):
     assert proc.returncode != 0 and "a crash in the main loop" in err
 
 
+@needs_sldbench
 @pytest.mark.slow
 def test_a_run_folder_takes_one_process_and_a_killed_ones_lock_does_not_block(tmp_path):
     proc, out = _discover(tmp_path)

@@ -11,11 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import needs_sldbench
 
 ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'lawforge[ray]')")
 psutil = pytest.importorskip("psutil")
 
 pytestmark = pytest.mark.slow
+
+# the campaigns and runs here read SLDBench tasks (parallel, moe) from the data directory
 
 DATASETS = ["synthetic_chinchilla", "parallel_scaling_law"]
 KEYS = ("dataset", "seed", "status", "test_r2", "val_r2", "n_params", "evaluations", "law")
@@ -60,6 +63,7 @@ def _complete(out: Path, rows: list[dict]) -> None:
         assert not list(out.rglob("*.lock"))
 
 
+@needs_sldbench
 def test_a_campaign_on_ray_gives_the_local_pools_leaderboard(cluster, local_board, tmp_path):
     proc = _campaign(cluster, tmp_path)
     stdout, stderr = proc.communicate(timeout=300)
@@ -69,6 +73,7 @@ def test_a_campaign_on_ray_gives_the_local_pools_leaderboard(cluster, local_boar
     _complete(tmp_path, rows)
 
 
+@needs_sldbench
 def test_a_campaign_on_ray_survives_a_killed_worker(cluster, local_board, tmp_path):
     proc = _campaign(cluster, tmp_path)
     killed = None
@@ -93,6 +98,7 @@ def test_a_campaign_on_ray_survives_a_killed_worker(cluster, local_board, tmp_pa
     _complete(tmp_path, rows)
 
 
+@needs_sldbench
 def test_discover_on_ray_gives_the_local_law(cluster, tmp_path):
     from lawforge.cli import main
 
