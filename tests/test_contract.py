@@ -107,6 +107,13 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0*(N*log(N))**p3 + p1/D**19", "fixed exponent"),
     ("p0 + p1*log(N**(17/2) + p2)", "fixed exponent"),
     ("p0 + p1/N**(2/7)", "fixed exponent"),
+    ("2 + p0/N**p1 + p2/D**p3", "bare number as the law's offset"),
+    ("p0 + 2*N**p1 + p2/D**p3", "bare number as a term's coefficient"),
+    ("p0 + p1/N**p2 + 1/(2*D)", "bare number as a term's coefficient"),
+    ("2*N**p0*(p1 + p2/D**p3)", "bare number as the law's coefficient"),
+    ("p0 + N**p1 + p2/D**p3", "without a fitted coefficient"),
+    ("p0 + p1/N**p2 + log(D)", "without a fitted coefficient"),
+    ("p0 + p1*log(D**(9/2)) + p2/N**p3", "bare number hidden in a log"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re
@@ -118,7 +125,9 @@ def test_excluded_constructs(chinchilla, text, why):
 def test_allowed_constructs(chinchilla):
     for text in ("p0 + p1/N**p2 + p3/D**p4", "p0 + p1*log(N)**2 + p2*log(N)", "p0 + p1/(N/p2 + 1)**p3",
                  "p0 + p1*(log(D) - p2)**2 + p3/N**p4", "p0 + p1/(exp(p2 - p3*log(N)) + 1)",
-                 "p0 + (p1*N**p2 + p3)**p4", "p0 + p1/N**(3/2) + p2*D**5 + p3/D**(1/3)"):
+                 "p0 + (p1*N**p2 + p3)**p4", "p0 + p1/N**(3/2) + p2*D**5 + p3/D**(1/3)",
+                 "1 - p0/N**p1 - p2/D**p3", "p0 - p1*log(N) + p2/D**p3", "(p0/N)**p1 + (p2/D)**p3 + p4",
+                 "-p0/(1 + exp(p1*log(N) + p2)) + p3"):
         assert form_issues(_law(text, chinchilla)) == [], text
 
 

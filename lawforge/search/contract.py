@@ -8,7 +8,9 @@ Two parts, both generic (no rule names a dataset):
   degree above 2 in logarithms (degree 2 is a hyperparameter bowl), a log of a log, a power
   whose exponent depends on a variable (``D**(p*log(lr))``; ``exp`` of a variable is kept), an
   exp of an exp, exp and log nested more than two deep, a fitted power of a fitted power, a
-  fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a researcher fits it).
+  fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a researcher fits it),
+  a bare number as the law's offset or as a coefficient (``2 + A/N**a``, ``2*N**p``: they carry
+  the target's units) and a term with no fitted coefficient (``S**p``).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -88,6 +90,9 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                 out.append(f"a power of a power (one exponent is enough): {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
             out.append(f"a variable rescaled by a number: {node}")
+        elif (isinstance(node, sp.log) and isinstance(node.args[0], sp.Pow) and node.args[0].args[0] in vars_
+              and node.args[0].args[1].is_Number):
+            out.append(f"a bare number hidden in a log (log(x**k) is k*log(x)): {node}")
         elif isinstance(node, sp.log) and any(isinstance(a, sp.log) and _has_var(a, vars_)
                                               for a in sp.preorder_traversal(node.args[0])):
             out.append(f"a log of a log: {node}")
@@ -104,7 +109,48 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
     if _depth(expr, vars_) > MAX_DEPTH:
         out.append(f"exp and log nested more than {MAX_DEPTH} deep: {expr}")
+    out += _bare_numbers(expr, vars_)
     return list(dict.fromkeys(out))
+
+
+def _bare_numbers(expr: sp.Expr, vars_) -> list[str]:
+    """Bare numbers where a law has fitted constants: the law's offset (its floor, ``2 + ...``)
+    and the coefficient of the law or of one of its terms (``2*N**p``, ``1/(2*w)``). They carry
+    the target's units (nats, bits, percent): a researcher fits them. An offset of 1 (a ceiling
+    or a floor of a probability) and a sign are kept. A term that is only a variable's power or
+    log (``S**p``, ``log(D)``) has no fitted coefficient at all: the same issue."""
+    out: list[str] = []
+    if isinstance(expr, sp.Mul):
+        nums = [a for a in expr.args if a.is_Number]
+        if nums and abs(float(sp.Mul(*nums))) != 1.0:
+            out.append(f"a bare number as the law's coefficient (fit it): {sp.Mul(*nums)}")
+        return out
+    if not isinstance(expr, sp.Add):
+        return out
+    for t in expr.args:
+        if t.is_Number:
+            if abs(float(t)) != 1.0:
+                out.append(f"a bare number as the law's offset (fit it): {t}")
+            continue
+        if not _has_var(t, vars_):
+            continue
+        factors = sp.Mul.make_args(t)
+        nums = [f for f in factors if f.is_Number]
+        rest = [f for f in factors if not f.is_Number]
+        if nums and abs(float(sp.Mul(*nums))) != 1.0:
+            out.append(f"a bare number as a term's coefficient (fit it): {t}")
+        elif len(rest) == 1 and _bare_var_term(rest[0], vars_):
+            out.append(f"a term without a fitted coefficient: {t}")
+    return out
+
+
+def _bare_var_term(f: sp.Expr, vars_) -> bool:
+    """``x``, ``x**k``, ``x**p`` or ``log(x)`` of one variable, nothing else."""
+    if f in vars_:
+        return True
+    if isinstance(f, sp.log):
+        return f.args[0] in vars_
+    return isinstance(f, sp.Pow) and f.args[0] in vars_
 
 
 MAX_FIXED_POWER = 5   # a literal exponent beyond +-5 or with a denominator above 3 (U**19, G**(17/2))
