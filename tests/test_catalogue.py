@@ -112,8 +112,48 @@ def _gemstones_source(table: Path, out: Path) -> None:
     src.to_json(out, orient="records", lines=True)
 
 
+def _obsscaling_source(table: Path, out: Path) -> None:
+    """The wide source: one row per model, a column per benchmark; with the two metadata errors
+    PROVENANCE.txt fixes put back, and a model without FLOPs (dropped by the build)."""
+    t = pd.read_csv(table)
+    wide = t.pivot_table(index=["model", "family", "N", "D", "C"], columns="benchmark", values="score",
+                         aggfunc="first").reset_index()
+    src = pd.DataFrame({"Model": wide["model"], "Model Family": wide["family"], "Model Size (B)": wide["N"] / 1e9,
+                        "Pretraining Data Size (T)": wide["D"] / 1e12, "FLOPs (1E21)": wide["C"] / 1e21})
+    for b in ("MMLU", "ARC-C", "HellaSwag", "Winograd", "TruthfulQA", "GSM8K", "XWinograd", "HumanEval"):
+        src[b] = wide[b]
+    btlm, llama = src["Model"] == "cerebras/btlm-3b-8k-base", src["Model"] == "openlm-research/open_llama_7b_v2"
+    assert btlm.sum() == 1 and llama.sum() == 1
+    src.loc[btlm, ["Pretraining Data Size (T)", "FLOPs (1E21)"]] = [627.0, 11286.0]
+    src.loc[llama, ["Model Size (B)", "FLOPs (1E21)"]] = [13.0, 78.0]
+    extra = src.iloc[:1].assign(**{"Model": "mistralai/Mistral-7B-v0.1", "Model Family": "Mistral",
+                                   "Pretraining Data Size (T)": np.nan, "FLOPs (1E21)": np.nan})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.concat([src, extra]).sample(frac=1, random_state=2).to_csv(out, index=False)
+
+
+def _openclip_source(table: Path, out: Path) -> None:
+    """zeroshot_results.csv (ImageNet rows, plus rows the build leaves out: other downstream
+    sets, OpenAI's CLIP-WIT), arch_info.csv and trained_models_info.csv."""
+    t = pd.read_csv(table)
+    size = {8e7: "LAION-80M", 4e8: "LAION-400M", 2e9: "LAION-2B"}
+    names = [f"Model-{a}_Data-{size[d]}_Samples-{s}.pt" for a, d, s in zip(t.arch, t.data_size, t.samples_seen)]
+    z = pd.DataFrame({"arch": t.arch, "samples_seen": t.samples_seen.astype(float), "gmacs_total": t.compute,
+                      "gmacs": t.gmacs, "upstream_dataset": t.data_size.map(size), "downstream_dataset": "imagenet1k",
+                      "acc1": 1 - t.error, "name": names})
+    others = pd.concat([z.assign(downstream_dataset="vtab", acc1=0.4),
+                        z.iloc[:3].assign(upstream_dataset="CLIP-WIT", name="openai")])
+    root = out.parent
+    root.mkdir(parents=True, exist_ok=True)
+    pd.concat([z, others]).sample(frac=1, random_state=3).to_csv(root / "zeroshot_results.csv", index=False)
+    arch = t.drop_duplicates("arch")[["arch", "gmacs"]].rename(columns={"arch": "model"})
+    pd.concat([arch, pd.DataFrame({"model": ["RN50"], "gmacs": [9.12]})]).to_csv(root / "arch_info.csv", index=False)
+    pd.DataFrame({"name": names, "arch": t.arch}).to_csv(root / "trained_models_info.csv", index=False)
+
+
 @needs_catalogue
-@pytest.mark.parametrize("name,make", [("steplaw_moe", _steplaw_source), ("gemstones", _gemstones_source)])
+@pytest.mark.parametrize("name,make", [("steplaw_moe", _steplaw_source), ("gemstones", _gemstones_source),
+                                       ("obsscaling", _obsscaling_source), ("openclip", _openclip_source)])
 def test_fetch_rebuilds_the_table_from_its_sources(name, make, serve, cache, tmp_path):
     """The sources here are made from the tidy table (the real ones are not held), so their own
     hashes are replaced; the rebuilt table must still have the pinned hash, byte for byte."""

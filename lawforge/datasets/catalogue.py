@@ -70,6 +70,52 @@ def _build_gemstones(paths: dict[str, Path]) -> str:
     return out.to_csv(index=False, lineterminator="\n", float_format="%.10g")
 
 
+_OBS_BENCHMARKS = ("MMLU", "ARC-C", "HellaSwag", "Winograd", "TruthfulQA", "GSM8K", "XWinograd", "HumanEval")
+# Two metadata errors of the source, fixed as PROVENANCE.txt says (model -> column -> value):
+# btlm-3b was trained on 627B tokens (the source says 627T), open_llama_7b_v2 is a 7B model (it
+# says 13B). Their FLOPs are recomputed as 6 N D, the repository's own convention.
+_OBS_FIXES = {"cerebras/btlm-3b-8k-base": ("Pretraining Data Size (T)", 0.627),
+              "openlm-research/open_llama_7b_v2": ("Model Size (B)", 7.0)}
+
+
+def _build_obsscaling(paths: dict[str, Path]) -> str:
+    src = pd.read_csv(paths["eval_results/base_llm_benchmark_eval.csv"])
+    size, data, flops = "Model Size (B)", "Pretraining Data Size (T)", "FLOPs (1E21)"
+    for model, (col, value) in _OBS_FIXES.items():
+        row = src["Model"] == model
+        src.loc[row, col] = value
+        src.loc[row, flops] = 6 * src.loc[row, size] * src.loc[row, data]
+    src = src[src[flops].notna()]                 # models without a public data size
+    wide = pd.DataFrame({"model": src["Model"], "family": src["Model Family"], "N": src[size] * 1e9,
+                         "D": src[data] * 1e12, "C": src[flops] * 1e21})
+    long = pd.concat([wide.assign(benchmark=b, score=src[b]) for b in _OBS_BENCHMARKS], ignore_index=True)
+    long = long[long["score"].notna()]
+    order = long["benchmark"].map({b: i for i, b in enumerate(_OBS_BENCHMARKS)})
+    long = long.assign(_b=order).sort_values(["_b", "C", "model"], kind="mergesort").drop(columns="_b")
+    return long.to_csv(index=False, lineterminator="\n", float_format="%.12g")
+
+
+_LAION_SIZE = {"LAION-80M": 8e7, "LAION-400M": 4e8, "LAION-2B": 2e9}   # nominal unique samples
+
+
+def _build_openclip(paths: dict[str, Path]) -> str:
+    z = pd.read_csv(paths["zeroshot_results.csv"])
+    arch = pd.read_csv(paths["arch_info.csv"])
+    trained = pd.read_csv(paths["trained_models_info.csv"])
+    z = z[(z["downstream_dataset"] == "imagenet1k") & z["upstream_dataset"].isin(list(_LAION_SIZE))]
+    if sorted(z["name"]) != sorted(trained["name"]):
+        raise ValueError(f"the ImageNet rows ({len(z)}) are not the {len(trained)} trained models of "
+                         f"trained_models_info.csv")
+    gmacs = z["arch"].map(dict(zip(arch["model"], arch["gmacs"])))
+    if gmacs.isna().any():
+        raise ValueError(f"architectures missing from arch_info.csv: {sorted(set(z['arch'][gmacs.isna()]))}")
+    out = pd.DataFrame({"gmacs": gmacs, "samples_seen": z["samples_seen"],
+                        "data_size": z["upstream_dataset"].map(_LAION_SIZE), "arch": z["arch"],
+                        "compute": gmacs * z["samples_seen"], "error": 1 - z["acc1"]})
+    out = out.sort_values(["compute", "error"], kind="mergesort")
+    return out.to_csv(index=False, lineterminator="\n", float_format="%.12g")
+
+
 # Hashes of the source files are those of PROVENANCE.txt in each dataset's folder; the table
 # hashes are of the tidy tables those transformations produce.
 CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (
@@ -101,12 +147,12 @@ CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (
         (SourceFile("zeroshot_results.csv", "a04786cfcde5d47436c8ddbca0f0bdbb39cc584c0d0776b4f99145ae430a6568"),
          SourceFile("trained_models_info.csv", "6b084d4895ed83c0dc38a8f166b6164e1a70d0bcc42c75e2aae51a86bf9f678d"),
          SourceFile("arch_info.csv", "44189a6d88685eb70a632fcf0db20e9944e7277d58c0a2d343ee9d9d6d5bcc08")),
-        "c75fac8ddb6d0603feb260cc0e0e915e790a942992ef10cf903bf91d178a167c"),
+        "c75fac8ddb6d0603feb260cc0e0e915e790a942992ef10cf903bf91d178a167c", _build_openclip),
     CatalogueEntry(
         "obsscaling", "ryoungj/ObsScaling", "4d6e1e43fd2635d04654aa77d1df9d5266ea0382", "Apache-2.0",
         (SourceFile("eval_results/base_llm_benchmark_eval.csv",
                     "511996815735a4c46251dc585dcc525e370d148201f86561e6f927f9df2d0db8"),),
-        "eab57049f34ff4db0a3d45585190a043c2626a7935563894baab0d33c2e38ba6"),
+        "eab57049f34ff4db0a3d45585190a043c2626a7935563894baab0d33c2e38ba6", _build_obsscaling),
 )}
 
 
