@@ -151,9 +151,41 @@ def _openclip_source(table: Path, out: Path) -> None:
     pd.DataFrame({"name": names, "arch": t.arch}).to_csv(root / "trained_models_info.csv", index=False)
 
 
+def _olmo_source(table: Path, out: Path) -> None:
+    """The 27 W&B histories: per run a few rows, the task's bpb on the last 5 (earlier rows off
+    by 1, so only the last 5 may count), MMLU as its four subgroups; the 13B history without a
+    token count (D from its step), the 7B one a single row."""
+    t = pd.read_csv(table)
+    size = {190354176: "190M", 371262464: "370M", 758220288: "760M", 1279395840: "1B", 3169537280: "3B"}
+    keys = {"hellaswag_val_5shot": "hellaswag_val", "arc_easy_test_5shot": "arc_easy_test",
+            "arc_challenge_test_5shot": "arc_challenge_test", "piqa_val_5shot": "piqa_val", "csqa_val_5shot": "csqa_val",
+            "openbookqa_test_5shot": "openbookqa_test", "socialiqa_val_5shot": "socialiqa_val",
+            "winogrande_val_5shot": "winogrande_val", "boolq_val_5shot": "boolq_val"}
+    if (out.parent / "peteish13_eval_final.csv").is_file():   # all 27 made at the first call
+        return
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for N, runs in t.groupby("N"):
+        for k, (D, run) in enumerate(sorted(runs.groupby("D"), key=lambda x: x[0])):
+            if N in size:
+                fname, n = f"{size[N]}-{('0.5', '1', '2', '5', '10')[k]}xC.csv", 8
+            else:
+                fname, n = ("peteish7_eval_anneal.csv", 1) if N < 1e10 else ("peteish13_eval_final.csv", 6)
+            bpb = dict(zip(run.task, run.bpb))
+            h = pd.DataFrame({"_step": np.arange(1, n + 1) * (D // 8388608) // n})
+            if N != 13202396160:
+                h["throughput/total_tokens"] = np.arange(1, n + 1) * D // n
+            late = np.arange(n) >= n - 5
+            for task, key in keys.items():
+                h[f"eval/downstream_bpb/{key}_rc_5shot_bpb"] = np.where(late, bpb[task], bpb[task] + 1)
+            for sub in ("stem", "humanities", "social_sciences", "other"):
+                h[f"eval/downstream_bpb/mmlu_{sub}_test_rc_5shot_bpb"] = np.where(late, bpb["mmlu_avg_test_5shot"], 9.0)
+            h.to_csv(out.parent / fname, index=False)
+
+
 @needs_catalogue
 @pytest.mark.parametrize("name,make", [("steplaw_moe", _steplaw_source), ("gemstones", _gemstones_source),
-                                       ("obsscaling", _obsscaling_source), ("openclip", _openclip_source)])
+                                       ("obsscaling", _obsscaling_source), ("openclip", _openclip_source),
+                                       ("olmo_ladder", _olmo_source)])
 def test_fetch_rebuilds_the_table_from_its_sources(name, make, serve, cache, tmp_path):
     """The sources here are made from the tidy table (the real ones are not held), so their own
     hashes are replaced; the rebuilt table must still have the pinned hash, byte for byte."""

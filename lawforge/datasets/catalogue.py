@@ -116,6 +116,48 @@ def _build_openclip(paths: dict[str, Path]) -> str:
     return out.to_csv(index=False, lineterminator="\n", float_format="%.12g")
 
 
+_OLMO_DIR = "src/scripts/paper/data/ladder-runs/"
+# Non-embedding parameters per model size (the repository's final.json and MODEL_PARAMS).
+_OLMO_N = {"190M": 190354176, "370M": 371262464, "760M": 758220288, "1B": 1279395840, "3B": 3169537280,
+           "peteish7": 6887575552, "peteish13": 13202396160}
+_OLMO_TASKS = {"hellaswag_val_5shot": "hellaswag_val", "arc_easy_test_5shot": "arc_easy_test",
+               "arc_challenge_test_5shot": "arc_challenge_test", "piqa_val_5shot": "piqa_val",
+               "csqa_val_5shot": "csqa_val", "openbookqa_test_5shot": "openbookqa_test",
+               "socialiqa_val_5shot": "socialiqa_val", "winogrande_val_5shot": "winogrande_val",
+               "boolq_val_5shot": "boolq_val"}
+# MMLU's bpb: the subgroups weighted as the repository's WEIGHT_BY_KEY, per row.
+_OLMO_MMLU = {"mmlu_stem_test": 0.215, "mmlu_humanities_test": 0.335, "mmlu_social_sciences_test": 0.219,
+              "mmlu_other_test": 0.231}
+_OLMO_13B_BATCH = 8388608    # tokens per step of the 13B run (its history has no token count)
+_OLMO_FILES = ([f"{size}-{mult}xC.csv" for size in ("190M", "370M", "760M", "1B", "3B")
+                for mult in ("0.5", "1", "2", "5", "10")] + ["peteish7_eval_anneal.csv", "peteish13_eval_final.csv"])
+
+
+def _build_olmo_ladder(paths: dict[str, Path]) -> str:
+    """Per run (27 W&B histories): bpb per task as the mean of the last 5 rows (the paper's
+    moving average), D from the last row's token count, N by model size; long format."""
+    def col(key: str) -> str:
+        return f"eval/downstream_bpb/{key}_rc_5shot_bpb"
+
+    rows = []
+    for fname in _OLMO_FILES:
+        h = pd.read_csv(paths[_OLMO_DIR + fname])
+        size = fname.split("-")[0] if "xC" in fname else fname.split("_")[0]
+        if "throughput/total_tokens" in h:
+            D = float(h["throughput/total_tokens"].iloc[-1])
+        else:
+            D = float(h["_step"].iloc[-1]) * _OLMO_13B_BATCH
+        last = h.tail(5)
+        bpb = {task: last[col(key)].mean() for task, key in _OLMO_TASKS.items()}
+        bpb["mmlu_avg_test_5shot"] = sum(w * last[col(k)] for k, w in _OLMO_MMLU.items()).mean()
+        if any(pd.isna(v) for v in bpb.values()):
+            raise ValueError(f"{fname}: a task's bpb is missing in its last rows")
+        rows += [{"N": _OLMO_N[size], "D": D, "task": t, "bpb": v} for t, v in bpb.items()]
+    out = pd.DataFrame(rows).sort_values(["task", "N", "D"], kind="mergesort")
+    out["D"] = out["D"].astype("int64")
+    return out.to_csv(index=False, lineterminator="\n", float_format="%.10g")
+
+
 # Hashes of the source files are those of PROVENANCE.txt in each dataset's folder; the table
 # hashes are of the tidy tables those transformations produce.
 CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (
@@ -140,7 +182,35 @@ CATALOGUE: dict[str, CatalogueEntry] = {e.name: e for e in (
         "a44b9d4920518463dc108c3d44e5cc89c5ce31efce752f43265cd2aed17b1a3c"),
     CatalogueEntry(
         "olmo_ladder", "allenai/OLMo-ladder", "67a3f440f787d020da35e3ca8eeae475fae754f5", "Apache-2.0",
-        (), "ec7000faace68cb0263f91193ecde3aa9f408a53f19137dfe7215609ce656fa6"),
+        tuple(SourceFile(_OLMO_DIR + f, h) for f, h in zip(_OLMO_FILES, (
+            "d4e9f80960149676352b61b739c4dca727bffee5e7a8f41919119365fcde0534",
+            "8ac0066547d5edec4d05d2b861a26c7faf591eef6971e11acba2450a45e69c27",
+            "db90c75f8d031d0754e7108f1a8d16f372603e0c04d2cb00cca08cf272ecf86a",
+            "aefe54fa03bd158d6da178b1eb2ece88cb0681bb32403845b6e544ae9e4e5dcf",
+            "192b115c3f02b6503043280f8303c59f5b10897cd631f1b8ec6aea944d22faa6",
+            "04e12eec843bb7b8bf292ec8837edd8db63010469e457d145a1757d48a91bac9",
+            "3597a61872596affbb61e83f36c7cc3fe43485c3ed30ba6d658064b57edcea07",
+            "73c686e580ad0600ca12334bf22ab3dad3265583a948e3beaae5b79b9a20c137",
+            "199905d322b0332b69f1d0a40de9be43e5eb3cf576fc1d3031578cdea09708fa",
+            "3f25b4ec4035caeb71b787d165857667779dc3b92739c6379b8f8ce7079fcb58",
+            "a02cee96b21c78a6a9c71ba99ead71c454fc6561e50b778681ab1d7182df6cf6",
+            "a830185275c91cc077379540ec91a71b4bea6f191ca99a8090c851be19e7956d",
+            "8c1ad2bf7da390b9eed24af7b6eb12a6393cc077164d51b4e4740f7221f1193c",
+            "9c08b58d2625f427253bbd2079bad3a90726a66486154dd4f82ef84560e275ec",
+            "e256c9df6d3b7af66bbcf4dc7ca84b45a812bd205b70648ca5177c8b74f6ff40",
+            "7c44ecf10ddaeba4c5ceb26ac0db8b9454163c19903556238d3117685768126a",
+            "7fe91f0552829238e591e55c03f66b743ac5931388d9710457a845d92c2d9102",
+            "34ba12a08a52e10e89a71d88a5c13538c3df21e5e993c476cadb08eb4b2eb354",
+            "d195153f05b846f6d4f8ca95247d1f79d9d00e898d856b244b17e20431539ddb",
+            "ec7e7487c67a774d9b919ec35121966ded7ae2ce5ede135f1d32f509f451476f",
+            "35247d4ff9af52c11bdec95a31e069599f43564ba6094a3893b49d91aa258410",
+            "bd5dbad1b2942c58439006f77dba46ff2f66ad8760f8d709f9ced4fcb387bedb",
+            "b933055d54221855c893245331770c0e7314dea5203518640da88773d92d8e47",
+            "4b02c35ea9b3623402ac3a401dbc66ed827dcecede04343ea65cc2bbf6bfd962",
+            "1ff388361b6d8e4548aaaaecd8a0437a21e28b9af11c4696225e322c8526e488",
+            "0742d6c113aa0f9c789cf9e5745678fc6f30eb9b873a1f98068fc6f6522c85df",
+            "8cbdd4c2818b05ff30476a9bd4ecae620da89193ca61183bc2d61e111a9d0059"))),
+        "ec7000faace68cb0263f91193ecde3aa9f408a53f19137dfe7215609ce656fa6", _build_olmo_ladder),
     CatalogueEntry(
         "openclip", "LAION-AI/scaling-laws-openclip", "652b1e7471f7ccf372277f67cb680de5c9fa139d",
         "none stated (published results of the paper)",
