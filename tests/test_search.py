@@ -768,6 +768,33 @@ def test_a_human_law_seed_keeps_its_own_inits_and_bounds():
     assert all(p.lower == -np.inf for p in other.params)
 
 
+def test_the_search_fits_a_cards_law_as_published():
+    """The card's law enters the search in its published form, whose text keys its own specs:
+    canonicalising it would change its parameterisation (``p3/D**p4`` -> ``D**p4*p3``, the sign of
+    the exponent absorbed) and lose them. Generic seeds stay canonical."""
+    from lawforge.search.engine import Engine
+    from lawforge.search.prepare import build_space, make_context, seeds_for
+
+    ds = load_dataset("synthetic_chinchilla")
+    sealed = SealedDataset(ds)
+    cfg = SearchConfig()
+    ctx = make_context(sealed, cfg)
+    space = build_space(sealed, cfg)
+    seeds = seeds_for(sealed, space)
+    human = next(e for e, o in seeds if o == "human:chinchilla")
+    assert S.canonical(human) != human     # what the engine used to fit instead
+    engine = Engine(space, ctx, seeds, cfg)
+    try:
+        kept = [e for e, o in engine.seeds if o == "human:chinchilla"]
+        assert kept == [human] and sp.sstr(human) in ctx.seed_specs
+        assert all(S.canonical(e) == e for e, o in engine.seeds if o == "seed:generic")
+        members = engine.seed_population()
+    finally:
+        engine.close()
+    rec = next(m.rec for m in members if m.origin == "human:chinchilla")
+    assert rec["status"] == "ok" and rec["expr"] in ctx.seed_specs   # fitted with the card's specs
+
+
 def test_the_cards_law_is_the_incumbent(tmp_path):
     """The discovered law replaces the card's own law only when its validation NMSE is at most
     ``selection.incumbent`` times the human law's (both refit on the same folds)."""

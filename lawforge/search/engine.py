@@ -95,7 +95,12 @@ class Engine:
         self.t0 = time.perf_counter()
         self.cache: dict[str, dict] = {}
         self.pool = CandidatePool(ctx, cfg.workers, cfg.ray)
-        self.seeds = [(S.canonical(e), o) for e, o in seeds]
+        # A card's law is fitted as published: canonicalising it can change its parameterisation
+        # (``p3/D**p4`` becomes ``D**p4*p3`` with the sign of the exponent absorbed, ``(1 - p0)``
+        # a free parameter), which would void its own inits and bounds (``ctx.seed_specs``, keyed
+        # by the published form's text). Every other seed, and every child, is canonical.
+        published = set(ctx.seed_specs or {})
+        self.seeds = [(e if sp.sstr(e) in published else S.canonical(e), o) for e, o in seeds]
         # seeds may be larger than random forms: let the search keep (and edit) them
         if self.seeds:
             space.max_nodes = max(space.max_nodes, *(S.complexity(e) + 8 for e, _ in self.seeds))
