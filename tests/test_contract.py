@@ -198,3 +198,28 @@ def test_every_cards_own_law_has_a_readable_form():
         for h in card.human_laws:
             law, _ = card.human_law(h.name)
             assert form_issues(law) == [], (name, h.name, form_issues(law))
+
+
+def test_redundant_constants_are_found(chinchilla):
+    """``p1*(p2*N)**p3`` and ``p1/(p2*N**p3)`` have one constant too many (only p1*p2**p3, p1/p2
+    matter); the Chinchilla form and a law whose features the data tie together (mixture weights
+    summing to 1) are not counted."""
+    from lawforge.datasets.byo import frame_dataset
+    from lawforge.search.contract import redundant_constants
+
+    law, params = _fitted("p0 + p1*(p2*N)**p3 + p4/D**p5", chinchilla)
+    assert redundant_constants(law, params, chinchilla.train) == 1
+    res = check_law(law, params, chinchilla.train, chinchilla.card)
+    assert not res.ok and any("cannot tell apart" in r for r in res.reasons), res.reasons
+    law, params = _fitted("p0 + p1/(p2*N**p3) + p4/D**p5", chinchilla)
+    assert redundant_constants(law, params, chinchilla.train) == 1
+    law, params = _fitted("p0 + p1/N**p2 + p3/D**p4", chinchilla)
+    assert redundant_constants(law, params, chinchilla.train) == 0
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(3), 40)
+    y = 1 + np.exp(0.5 + 0.8 * w[:, 0] - 0.4 * w[:, 1]) + 0.01 * rng.standard_normal(40)
+    df = pd.DataFrame({"a": w[:, 0], "b": w[:, 1], "c": w[:, 2], "loss": y})
+    mix = frame_dataset(df, None, ["a", "b", "c"], ["loss"], None)
+    law = law_from_text("p0 + p1*exp(p2*a + p3*b + p4*c)", mix.card.variables, mix.card.target_columns)
+    fit = fit_many([FitJob(law, mix.train, 8, 0)])[0]
+    assert redundant_constants(law, fit.params(), mix.train) == 0   # a + b + c = 1 ties them, not the law

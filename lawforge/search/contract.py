@@ -235,6 +235,12 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
     reasons = form_issues(law)
     if first_only and reasons:
         return ContractResult(False, reasons)
+    k = redundant_constants(law, params, train)
+    if k:
+        reasons.append(f"{k} fitted constant{'s' if k > 1 else ''} the law cannot tell apart from the others "
+                       f"(as p1*(p2*x)**p3, where p1*p2**p3 is one constant): merge them")
+        if first_only:
+            return ContractResult(False, reasons)
     trends = {f.column: f.trend for f in card.features if f.trend}
     hyper = [f.column for f in card.features if f.role == "hyperparameter"]
     better = np.array([1.0 if t.higher_is_better else -1.0 for t in card.targets])
@@ -273,6 +279,64 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 return ContractResult(False, reasons)
     reasons = list(dict.fromkeys(reasons))
     return ContractResult(not reasons, reasons, building_blocks(law))
+
+
+REDUNDANT_ROWS = 128     # feature rows the identifiability check evaluates the Jacobian on
+REDUNDANT_GROUPS = 3     # groups whose fitted constants it checks (a majority must be redundant)
+REDUNDANT_TOL = 1e-7     # singular value, relative to the largest, below which a direction is lost
+
+
+def redundant_constants(law, params: Mapping[str, Mapping[str, float]], train, seed: int = 0) -> int:
+    """How many of the law's fitted constants are redundant: the rank deficit of its Jacobian
+    (columns scaled to unit norm) at the fitted constants and at two points around them
+    (each constant times ``exp(0.3 z)``), the smallest of the three. It is evaluated on the train
+    features with each column shuffled on its own, so that what the data happen to tie together
+    (mixture weights that sum to 1, a feature constant within a group) does not count, only what
+    the law itself ties (``p1*(p2*x)**p3``, ``s1*(s2*log(N)**2)**s3``) or a regime where a term
+    cannot matter (``(D**p + 2)`` with D ~ 1e10). Counted when a majority of the first
+    :data:`REDUNDANT_GROUPS` groups show it; a single degenerate group's fit does not."""
+    from lawforge.laws.expr import numpy_backend
+
+    names = law.param_names
+    groups = [g for g in train.group_names if g in params][:REDUNDANT_GROUPS]
+    if not names or not groups:
+        return 0
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 6007]))
+    n = min(train.n, REDUNDANT_ROWS)
+    rows = rng.choice(train.n, n, replace=False) if train.n > n else np.arange(train.n)
+    env0 = {sym: rng.permutation(np.asarray(train.X[col], dtype=np.float64)[rows])
+            for sym, col in law.variables.items()}
+    prog, pairs = law.jacobian_program
+    T = len(law.targets)
+    found = []
+    for g in groups:
+        base = np.array([float(params[g][p]) for p in names])
+        lost = None
+        for jitter in (0.0, 0.3, 0.3):
+            theta = base * np.exp(jitter * rng.standard_normal(len(names)))
+            env = dict(env0, **{p: np.float64(v) for p, v in zip(names, theta)})
+            with np.errstate(all="ignore"):
+                outs = prog.run(numpy_backend(), env)
+            J = np.zeros((n * T, len(names)))
+            for i, (t, k) in enumerate(pairs):
+                J[t * n:(t + 1) * n, k] += np.broadcast_to(np.asarray(outs[T + i], dtype=np.float64), (n,))
+            J = J[np.isfinite(J).all(axis=1)]
+            if len(J) < len(names):
+                continue
+            norms = np.linalg.norm(J, axis=0)
+            if not np.isfinite(norms).all():
+                continue
+            if (norms == 0).any():
+                d = int((norms == 0).sum())
+            else:
+                s = np.linalg.svd(J / norms, compute_uv=False)
+                d = int(len(names) - (s > REDUNDANT_TOL * s[0]).sum())
+            lost = d if lost is None else min(lost, d)
+            if lost == 0:
+                break
+        found.append(lost or 0)
+    found.sort()
+    return found[len(found) // 2] if 2 * sum(1 for f in found if f) > len(found) else 0
 
 
 def _sign(trends, cols) -> int:
