@@ -167,3 +167,15 @@ def test_linear_parameters_are_the_jointly_affine_unbounded_ones():
     assert sorted(law2.param_names[k] for k in law2.linear_params) == ["B", "E"]
     prod = Law("E + A*B*N", VARS, target_names=["y"])   # affine in A and in B, not jointly
     assert len(prod.linear_params) == 2 and {prod.param_names[k] for k in prod.linear_params} & {"A", "B"} != {"A", "B"}
+
+
+def test_laws_print_in_reading_order():
+    """The floor first and each term's coefficient first, as researchers write laws; the text
+    parses back to the same expression."""
+    law = Law("D**b*B + E + N**(-a)*A", VARS, target_names=["loss"])
+    assert law.to_string() == "E + A/N**a + B*D**b"
+    law = Law("D**p4*lr**p5*p3 + N**p1*p0 + p6 + p2*log(D)/sqrt(D)", {"D": "D", "N": "N", "lr": "lr"},
+              target_names=["loss"])
+    text = law.to_string()
+    assert text.startswith("p6 + p3*D**p4*lr**p5 + p0*N**p1")
+    assert Law(text, {"D": "D", "N": "N", "lr": "lr"}, target_names=["loss"]).exprs["loss"] == law.exprs["loss"]

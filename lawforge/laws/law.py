@@ -323,10 +323,13 @@ class Law:
         return "import numpy\n\ndef law(" + args + ", *, " + kw + "):\n" + "\n".join(body) + f"\n    return {ret}\n"
 
     def to_string(self) -> str:
-        """Expressions as whitelist-parseable text (definitions substituted)."""
+        """Expressions as whitelist-parseable text (definitions substituted), in reading order:
+        the floor first, each term's coefficient first (:func:`lawforge.laws.printing.law_str`)."""
+        from lawforge.laws.printing import law_str
+
         if len(self.exprs) == 1:
-            return sp.sstr(next(iter(self.exprs.values())))
-        return "; ".join(f"{t} = {sp.sstr(e)}" for t, e in self.exprs.items())
+            return law_str(next(iter(self.exprs.values())), self.variables)
+        return "; ".join(f"{t} = {law_str(e, self.variables)}" for t, e in self.exprs.items())
 
     def to_dict(self) -> dict:
         return {"name": self.name, "targets": dict(self.targets), "where": dict(self.where),
