@@ -179,3 +179,4 @@ def test_laws_print_in_reading_order():
     text = law.to_string()
     assert text.startswith("p6 + p3*D**p4*lr**p5 + p0*N**p1")
     assert Law(text, {"D": "D", "N": "N", "lr": "lr"}, target_names=["loss"]).exprs["loss"] == law.exprs["loss"]
+    assert law.to_latex().split(" = ", 1)[1].startswith(r"p_{6} + p_{3} D^{p_{4}} lr^{p_{5}} + p_{0} N^{p_{1}}")

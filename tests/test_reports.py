@@ -76,7 +76,7 @@ def test_fit_and_discover_print_latex(capsys):
     assert main(["fit", "synthetic_chinchilla", "--law", "E + A/N**alpha + B/D**beta", "--latex",
                  "--restarts", "8"]) == 0
     out = capsys.readouterr().out
-    assert "loss = A N^{- \\alpha} + B D^{- \\beta} + E" in out
+    assert "loss = E + A N^{- \\alpha} + B D^{- \\beta}" in out
 
 
 @pytest.mark.slow

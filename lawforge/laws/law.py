@@ -278,9 +278,11 @@ class Law:
         return dict(self.exprs)
 
     def to_latex(self) -> str:
+        from lawforge.laws.printing import law_latex
+
         lines = []
         for t, e in self.exprs.items():
-            lines.append(f"{sp.latex(make_symbol(t))} = {sp.latex(e)}")
+            lines.append(f"{sp.latex(make_symbol(t))} = {law_latex(e, self.variables)}")
         return " \\\\\n".join(lines)
 
     def to_torch(self, params: Mapping[str, Any] | None = None):
