@@ -11,6 +11,7 @@ import numpy as np
 import sympy as sp
 
 from lawforge.errors import LawError, did_you_mean
+from lawforge.laws.printing import law_latex, law_str
 from lawforge.laws.expr import (FUNCTIONS, Program, compile_exprs, compile_with_jacobian, make_symbol,
                                       numpy_backend, parse_expression)
 
@@ -278,8 +279,6 @@ class Law:
         return dict(self.exprs)
 
     def to_latex(self) -> str:
-        from lawforge.laws.printing import law_latex
-
         lines = []
         for t, e in self.exprs.items():
             lines.append(f"{sp.latex(make_symbol(t))} = {law_latex(e, self.variables)}")
@@ -327,8 +326,6 @@ class Law:
     def to_string(self) -> str:
         """Expressions as whitelist-parseable text (definitions substituted), in reading order:
         the floor first, each term's coefficient first (:func:`lawforge.laws.printing.law_str`)."""
-        from lawforge.laws.printing import law_str
-
         if len(self.exprs) == 1:
             return law_str(next(iter(self.exprs.values())), self.variables)
         return "; ".join(f"{t} = {law_str(e, self.variables)}" for t, e in self.exprs.items())
