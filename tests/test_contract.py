@@ -223,3 +223,27 @@ def test_redundant_constants_are_found(chinchilla):
     law = law_from_text("p0 + p1*exp(p2*a + p3*b + p4*c)", mix.card.variables, mix.card.target_columns)
     fit = fit_many([FitJob(law, mix.train, 8, 0)])[0]
     assert redundant_constants(law, fit.params(), mix.train) == 0   # a + b + c = 1 ties them, not the law
+
+
+def test_an_offset_of_one_is_a_bound_only_for_a_target_within_one(chinchilla):
+    """``1 - A/N**a`` is an accuracy's ceiling; ``1 + A/N**a`` on a loss in nats is a floor fixed
+    at an arbitrary number, as bare as ``2 + ...``."""
+    from lawforge.search.contract import unit_bounded
+
+    assert not unit_bounded(chinchilla.train.y)          # a loss around 2-4 nats
+    assert unit_bounded(np.array([[0.2], [0.97]])) and unit_bounded(np.array([[-0.77], [-0.001]]))
+    law = _law("1 + p0/N**p1 + p2/D**p3", chinchilla)
+    assert form_issues(law, unit_offset=True) == []
+    assert any("bare number as the law's offset" in i for i in form_issues(law, unit_offset=False))
+    params = {g: {"p0": 400.0, "p1": 0.34, "p2": 400.0, "p3": 0.28} for g in chinchilla.train.group_names}
+    res = check_law(law, params, chinchilla.train, chinchilla.card)
+    assert any("offset" in r for r in res.reasons), res.reasons
+    # the search's grammar and its candidate screen draw the same line
+    from lawforge.datasets.loader import SealedDataset
+    from lawforge.laws.expr import parse_expression
+    from lawforge.search import space as S
+    from lawforge.search.prepare import build_space
+
+    space = build_space(SealedDataset(chinchilla))
+    assert not S.valid(parse_expression("1 + p0/N**p1 + p2/D**p3", None, what="t"), space)
+    assert S.valid(parse_expression("p4 + p0/N**p1 + p2/D**p3", None, what="t"), space)

@@ -47,6 +47,7 @@ class CandidateContext:
     cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
     domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
     readable_form: bool = False  # forms with an excluded construct (contract.form_issues) are 'invalid'
+    unit_offset: bool = True     # an offset of 1 is a natural bound of the target (contract.unit_bounded)
     contract_card: Any = None    # a DatasetCard: a fitted form must keep the readable-law contract (contract.check_law)
     contract_train: Any = None   # the DataSplit the contract pushes beyond (train)
     seed_specs: Any = None       # {form text: {param: spec}}: human-law seeds keep their own inits and bounds
@@ -118,7 +119,7 @@ def _prepare(text: str, ctx: CandidateContext, inits) -> tuple[dict, Any]:
     if ctx.readable_form:
         from lawforge.search.contract import form_issues
 
-        issues = form_issues(law)
+        issues = form_issues(law, ctx.unit_offset)
         if issues:
             rec["error"] = f"not a readable law: {issues[0]}"
             return rec, None

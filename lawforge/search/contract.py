@@ -10,7 +10,8 @@ Two parts, both generic (no rule names a dataset):
   exp of an exp, exp and log nested more than two deep, a fitted power of a fitted power, a
   fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a researcher fits it),
   a bare number as the law's offset or as a coefficient (``2 + A/N**a``, ``2*N**p``: they carry
-  the target's units) and a term with no fitted coefficient (``S**p``).
+  the target's units; an offset of 1 only where the target lies within [-1, 1]) and a term with
+  no fitted coefficient (``S**p``).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -62,12 +63,22 @@ def _is_log_of_var(e, vars_) -> bool:
     return isinstance(e, sp.log) and _has_var(e, vars_)
 
 
-def form_issues(law) -> list[str]:
-    """The excluded constructs found in ``law``'s expressions (empty when it has none)."""
-    return list(dict.fromkeys(i for e in law.exprs.values() for i in expr_issues(e, law.variables)))
+def form_issues(law, unit_offset: bool = True) -> list[str]:
+    """The excluded constructs found in ``law``'s expressions (empty when it has none).
+    ``unit_offset``: whether an offset of 1 is a natural bound of the target (:func:`unit_bounded`);
+    where it is not, a bare 1 as the law's offset is a bare number like any other."""
+    return list(dict.fromkeys(i for e in law.exprs.values() for i in expr_issues(e, law.variables, unit_offset)))
 
 
-def expr_issues(expr: sp.Expr, variables) -> list[str]:
+def unit_bounded(y) -> bool:
+    """Whether every target value lies within [-1, 1] (a probability, an accuracy, an error rate,
+    a log-probability of a likely answer): only then is 1 a natural floor or ceiling of the law.
+    A loss in nats or bits (2.6 to 8.1) is not: its floor is a fitted constant."""
+    y = np.asarray(y, dtype=float)
+    return bool(y.size) and bool(np.all(np.abs(y[np.isfinite(y)]) <= 1.0))
+
+
+def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]:
     """:func:`form_issues` of one expression over the variable names ``variables``."""
     names = set(variables)
     vars_ = {s for s in expr.free_symbols if s.name in names}
@@ -109,15 +120,16 @@ def expr_issues(expr: sp.Expr, variables) -> list[str]:
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
     if _depth(expr, vars_) > MAX_DEPTH:
         out.append(f"exp and log nested more than {MAX_DEPTH} deep: {expr}")
-    out += _bare_numbers(expr, vars_)
+    out += _bare_numbers(expr, vars_, unit_offset)
     return list(dict.fromkeys(out))
 
 
-def _bare_numbers(expr: sp.Expr, vars_) -> list[str]:
+def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[str]:
     """Bare numbers where a law has fitted constants: the law's offset (its floor, ``2 + ...``)
     and the coefficient of the law or of one of its terms (``2*N**p``, ``1/(2*w)``). They carry
-    the target's units (nats, bits, percent): a researcher fits them. An offset of 1 (a ceiling
-    or a floor of a probability) and a sign are kept. A term that is only a variable's power or
+    the target's units (nats, bits, percent): a researcher fits them. A sign is kept, and so is an
+    offset of 1 where the target lies within [-1, 1] (``unit_offset``: the ceiling of an accuracy,
+    the floor of an error rate). A term that is only a variable's power or
     log (``S**p``, ``log(D)``) has no fitted coefficient at all: the same issue."""
     out: list[str] = []
     if isinstance(expr, sp.Mul):
@@ -129,7 +141,7 @@ def _bare_numbers(expr: sp.Expr, vars_) -> list[str]:
         return out
     for t in expr.args:
         if t.is_Number:
-            if abs(float(t)) != 1.0:
+            if abs(float(t)) != 1.0 or not unit_offset:
                 out.append(f"a bare number as the law's offset (fit it): {t}")
             continue
         if not _has_var(t, vars_):
@@ -232,7 +244,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
     never larger than another on any train row, and equal to it on some (unique tokens and tokens),
     stays so when pushed. ``hyper_values``: settings per hyperparameter in the grid;
     ``first_only``: stop at the first broken rule (the search's screen; no building blocks)."""
-    reasons = form_issues(law)
+    reasons = form_issues(law, unit_bounded(train.y))
     if first_only and reasons:
         return ContractResult(False, reasons)
     k = redundant_constants(law, params, train)

@@ -10,6 +10,7 @@ from lawforge.datasets.loader import SealedDataset
 from lawforge.fitting.lm import resolve_device
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
+from lawforge.search.contract import unit_bounded
 from lawforge.search.checks import (BETWEEN_TOL, cross_trend_chains, make_between_probe, make_domain_probe,
                                     make_probe, make_trend_probe, probe_stats)
 from lawforge.search.settings import SearchConfig
@@ -29,7 +30,7 @@ def build_space(ds: SealedDataset, cfg: SearchConfig | None = None) -> S.Space:
                                f.role == "hyperparameter"))
     grouped = (cfg is None or cfg.grammar.shared_params) and 1 < len(np.unique(ds.train.groups)) <= MAX_SHARED_GROUPS
     return S.Space(infos, n_targets=len(ds.card.targets), param_limit=ds.card.param_limit, grouped=grouped,
-                   readable=cfg is None or cfg.checks.readable_form)
+                   readable=cfg is None or cfg.checks.readable_form, unit_offset=unit_bounded(ds.train.y))
 
 
 def seeds_for(ds: SealedDataset, space: S.Space) -> list[tuple[sp.Expr, str]]:
@@ -101,7 +102,8 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             probe_tol=probe_tol, probe_center=center, probe_span=span, folds=folds,
                             trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
                             scale_starts=cfg.grammar.scale_starts, domain=domain,
-                            readable_form=checks.readable_form, seed_specs=seed_specs(card),
+                            readable_form=checks.readable_form, unit_offset=unit_bounded(sealed.train.y),
+                            seed_specs=seed_specs(card),
                             contract_card=card if checks.contract else None,
                             contract_train=sealed.train if checks.contract else None)
 

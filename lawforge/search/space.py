@@ -59,7 +59,7 @@ class Space:
     """The variables of one dataset and the random generators over them."""
 
     def __init__(self, variables: Sequence[VarInfo], n_targets: int = 1, param_limit: int | None = None,
-                 grouped: bool = False, readable: bool = False):
+                 grouped: bool = False, readable: bool = False, unit_offset: bool = True):
         self.vars = list(variables)
         self.grouped = grouped  # several groups: parameters may be shared across them
         self.n_targets = n_targets
@@ -67,6 +67,7 @@ class Space:
         self.syms = {v.symbol: make_symbol(v.symbol) for v in self.vars}
         self.max_nodes = MAX_NODES
         self.readable = readable  # forms with an excluded construct (contract.expr_issues) are not valid
+        self.unit_offset = unit_offset  # an offset of 1 is a natural bound of the target (contract.unit_bounded)
 
     # ------------------------------------------------------------------ random pieces
     def atom(self, rng: np.random.Generator, k: int) -> sp.Expr:
@@ -396,7 +397,7 @@ def valid(expr: sp.Expr, space: Space) -> bool:
     if space.readable:
         from lawforge.search.contract import expr_issues
 
-        if expr_issues(expr, space.syms) or _exp_of_large(expr, space):
+        if expr_issues(expr, space.syms, space.unit_offset) or _exp_of_large(expr, space):
             return False
     return True
 
