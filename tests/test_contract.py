@@ -114,6 +114,10 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + N**p1 + p2/D**p3", "without a fitted coefficient"),
     ("p0 + p1/N**p2 + log(D)", "without a fitted coefficient"),
     ("p0 + p1*log(D**(9/2)) + p2/N**p3", "bare number hidden in a log"),
+    ("p0 + p1/(N*(log(D)/2 + 1))**p2", "bare number inside a compound"),
+    ("p0 + p1*log(p2 + 3*N) + p3/D**p4", "bare number inside a compound"),
+    ("p0 + p1/(D**p2 + 2)", "bare number inside a compound"),
+    ("p0*(log(D)**2/2 + p1*log(D)) + p2/N**p3", "bare number inside a compound"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re

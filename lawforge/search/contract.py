@@ -10,8 +10,9 @@ Two parts, both generic (no rule names a dataset):
   exp of an exp, exp and log nested more than two deep, a fitted power of a fitted power, a
   fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a researcher fits it),
   a bare number as the law's offset or as a coefficient (``2 + A/N**a``, ``2*N**p``: they carry
-  the target's units; an offset of 1 only where the target lies within [-1, 1]) and a term with
-  no fitted coefficient (``S**p``).
+  the target's units; an offset of 1 only where the target lies within [-1, 1]), a bare number
+  inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate the data should set) and
+  a term with no fitted coefficient (``S**p``).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -131,7 +132,7 @@ def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[str]:
     offset of 1 where the target lies within [-1, 1] (``unit_offset``: the ceiling of an accuracy,
     the floor of an error rate). A term that is only a variable's power or
     log (``S**p``, ``log(D)``) has no fitted coefficient at all: the same issue."""
-    out: list[str] = []
+    out: list[str] = _inner_bare_numbers(expr, vars_)
     if isinstance(expr, sp.Mul):
         nums = [a for a in expr.args if a.is_Number]
         if nums and abs(float(sp.Mul(*nums))) != 1.0:
@@ -154,6 +155,27 @@ def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[str]:
         elif len(rest) == 1 and _bare_var_term(rest[0], vars_):
             out.append(f"a term without a fitted coefficient: {t}")
     return out
+
+
+def _inner_bare_numbers(expr: sp.Expr, vars_) -> list[str]:
+    """Bare numbers inside a compound: a sum within the law (``1 + 2*G**p``, ``log(P)/2 + 1``,
+    ``exp(p - 3*x/2)``, ``D**p + 2``) with an offset or a term's coefficient that is a number other
+    than 1. The number fixes a scale or a rate the data should set: a researcher writes
+    ``1 + k*log(P)`` with ``k`` fitted. Signs and the 1 of ``1 + x`` are kept."""
+    for node in sp.preorder_traversal(expr):
+        if node is expr or not isinstance(node, sp.Add) or not _has_var(node, vars_):
+            continue
+        for t in node.args:
+            if t.is_Number:
+                bare = abs(float(t)) != 1.0
+            elif _has_var(t, vars_):
+                nums = [f for f in sp.Mul.make_args(t) if f.is_Number]
+                bare = bool(nums) and abs(float(sp.Mul(*nums))) != 1.0
+            else:
+                bare = False
+            if bare:
+                return [f"a bare number inside a compound (fit it): {node}"]
+    return []
 
 
 def _bare_var_term(f: sp.Expr, vars_) -> bool:
