@@ -29,6 +29,18 @@ def test_canonical_merges_parameter_subtrees_and_renames():
     assert S.key(S.canonical(c)) == S.key(c)
 
 
+def test_canonical_merges_powers_of_one_base():
+    """``D*D**p`` is ``D**p`` with a shifted exponent, ``exp(a)*exp(b)`` one exp; a product of
+    powers of different bases with one exponent is left as it is."""
+    c = S.canonical(S.P(0) + S.P(1) * N * N ** S.P(2) * sp.log(D))
+    assert S.n_params(c) == 3 and c == S.canonical(S.P(0) + S.P(1) * N ** S.P(2) * sp.log(D))
+    c = S.canonical(S.P(0) + S.P(1) * sp.exp(S.P(2) * N) * sp.exp(S.P(3) * D))
+    assert sum(isinstance(n, sp.exp) for n in sp.preorder_traversal(c)) == 1 and S.n_params(c) == 4
+    kept = S.canonical(S.P(0) + S.P(1) * N ** S.P(2) * D ** S.P(2))
+    bases = {n.base for n in sp.preorder_traversal(kept) if isinstance(n, sp.Pow)}
+    assert S.n_params(kept) == 3 and {N, D} <= bases   # not (N*D)**p
+
+
 def test_canonical_gives_a_repeated_constant_one_parameter():
     E = sp.Symbol("E", real=True)
     e = sp.log(N) * sp.log(E + S.P(3) * S.P(4)) + S.P(0) * sp.log(E + S.P(3) * S.P(4))

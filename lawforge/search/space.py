@@ -237,10 +237,22 @@ def _scope_of(sym: sp.Symbol) -> str | None:
     return None
 
 
+def _merge_powers(expr: sp.Expr) -> sp.Expr:
+    """Powers of one base in one product as one power (``S*S**p`` -> ``S**(p + 1)``, whose
+    exponent then merges into one parameter; ``exp(a)*exp(b)`` -> ``exp(a + b)``). Only
+    exponents are combined (``powsimp(combine='exp')``), never bases (``N**p*D**p`` stays)."""
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Mul):
+            bases = [f.as_base_exp()[0] for f in node.args if not f.is_Number]
+            if len(bases) != len(set(bases)):
+                return sp.powsimp(expr, combine="exp")
+    return expr
+
+
 def canonical(expr: sp.Expr) -> sp.Expr:
-    """Merge parameter-only subtrees and rename parameters in order of appearance: per-group
-    ones p0, p1, ..., shared ones s0, s1, ..."""
-    expr = _merge_param_subtrees(sp.sympify(expr), [0])
+    """Merge powers of one base and parameter-only subtrees, and rename parameters in order of
+    appearance: per-group ones p0, p1, ..., shared ones s0, s1, ..."""
+    expr = _merge_param_subtrees(_merge_powers(sp.sympify(expr)), [0])
     for _ in range(3):
         order: list[sp.Symbol] = []
         for node in sp.preorder_traversal(expr):
