@@ -251,3 +251,26 @@ def test_an_offset_of_one_is_a_bound_only_for_a_target_within_one(chinchilla):
     space = build_space(SealedDataset(chinchilla))
     assert not S.valid(parse_expression("1 + p0/N**p1 + p2/D**p3", None, what="t"), space)
     assert S.valid(parse_expression("p4 + p0/N**p1 + p2/D**p3", None, what="t"), space)
+
+
+def test_a_law_that_accelerates_beyond_the_data_fails(tmp_path):
+    """A target with no natural bound (a negative log-loss that rises with N): ``p0 - p1/N**p2``
+    levels off, ``p0 + p1*N - p2/N**p3`` fits the same points but its gain per decade grows
+    tenfold beyond them."""
+    N = np.geomspace(1e7, 1e9, 12)
+    score = -(2 + 400 / N ** 0.3)
+    path = tmp_path / "score.csv"
+    pd.DataFrame({"N": N, "score": score}).to_csv(path, index=False)
+    ds = load_csv_dataset(path, ["N"], "score", "N >= 5e8", increasing=["N"])
+    good = check_law(_law("p0 - p1/N**p2", ds), {"all": {"p0": -2.0, "p1": 400.0, "p2": 0.3}}, ds.train, ds.card)
+    assert good.ok, good.reasons
+    law = _law("p0 + p1*N - p2/N**p3", ds)
+    bad = check_law(law, {"all": {"p0": -2.0, "p1": 1e-11, "p2": 400.0, "p3": 0.3}}, ds.train, ds.card)
+    assert any("accelerates" in r for r in bad.reasons), bad.reasons
+    # a log gains the same per decade: unbounded, but not accelerating (the floor rules judge it)
+    flat = check_law(_law("p0 + p1*log(N)", ds), {"all": {"p0": -5.0, "p1": 0.05}}, ds.train, ds.card)
+    assert not any("accelerates" in r for r in flat.reasons), flat.reasons
+
+
+def test_an_absolute_value_of_a_variable_is_not_a_readable_form(chinchilla):
+    assert any("absolute value" in i for i in form_issues(_law("p0 + p1*Abs(N)**p2 + p3/D**p4", chinchilla)))

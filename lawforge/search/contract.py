@@ -11,14 +11,17 @@ Two parts, both generic (no rule names a dataset):
   fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a researcher fits it),
   a bare number as the law's offset or as a coefficient (``2 + A/N**a``, ``2*N**p``: they carry
   the target's units; an offset of 1 only where the target lies within [-1, 1]), a bare number
-  inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate the data should set) and
-  a term with no fitted coefficient (``S**p``).
+  inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate the data should set), an
+  absolute value of a variable (``Abs(N)``, from ``sqrt(N**2)``) and a term with no fitted
+  coefficient (``S**p``).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
   together. It must stay finite, move with the trend (never against it by more than ``tol`` of
-  the group's target range), stay within the target's natural range (non-negative when every
-  train value is positive, within [0, 1] when every train value is). Pushed further still (to
+  the group's target range), not accelerate (its gain per decade may not grow ``ACCEL``-fold: a
+  term linear in N does; targets within [-1, 1] are bounded by their range instead), stay within
+  the target's natural range (non-negative when every train value is positive, within [0, 1]
+  when every train value is). Pushed further still (to
   the factors in ``FAR``, up to 1e30x), it must stay finite and keep that range: a loss law has a
   finite floor (``E + A/N**a`` with any ``a > 0`` keeps it, ``E - b*log N`` does not), an accuracy
   law a ceiling (a sigmoid keeps it, a line in ``log C`` does not). Only the range is checked
@@ -100,6 +103,8 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                 out.append(f"a fixed exponent no researcher would write (fit it instead): {node}")
             if isinstance(base, sp.Pow) and _fractional(ex) and _fractional(base.exp) and _has_var(base.base, vars_):
                 out.append(f"a power of a power (one exponent is enough): {node}")
+        elif isinstance(node, sp.Abs) and node.args[0] in vars_:
+            out.append(f"an absolute value of a variable (|x| is x for a positive feature): {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
             out.append(f"a variable rescaled by a number: {node}")
         elif (isinstance(node, sp.log) and isinstance(node.args[0], sp.Pow) and node.args[0].args[0] in vars_
@@ -301,6 +306,9 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 moves = np.diff(p, axis=0) * sign            # > 0: with the trend
                 if sign and (moves < -tol * span[j]).any():
                     reasons.append(f"{label}: {tcol} moves against the trend")
+                if sign and not unit_bounded(y[:, j]) and _accelerates(p * sign, span[j]):
+                    reasons.append(f"{label}: {tcol} accelerates beyond the data (its gain per decade grows "
+                                   f"{ACCEL:g}x or more: no floor or ceiling in sight)")
                 if (y[:, j] > 0).all() and (p < -tol * span[j]).any():
                     reasons.append(f"{label}: {tcol} falls below 0")
                 elif (y[:, j] > 0).all() and (far < -tol * span[j]).any():
@@ -371,6 +379,21 @@ def redundant_constants(law, params: Mapping[str, Mapping[str, float]], train, s
         found.append(lost or 0)
     found.sort()
     return found[len(found) // 2] if 2 * sum(1 for f in found if f) > len(found) else 0
+
+
+ACCEL = 3.0        # a law's gain over the push's last third may be at most this times its first third's
+ACCEL_TOL = 0.5    # ... plus this fraction of the group's target range
+
+
+def _accelerates(q: np.ndarray, span: float) -> bool:
+    """Whether predictions ``q`` (steps x points, signed so that the trend is up) gain more over
+    the last third of the push (100x to 1,000x) than ``ACCEL`` times the first third (1x to 10x)
+    plus ``ACCEL_TOL`` ranges. A power law or a floor gains less and less, a log the same per
+    decade, a linear or exponential term more and more (``p0 + p1*N``: 100x). The card's laws
+    reach at most 1.9x (a rectified law's knee); targets within [-1, 1] have a range instead."""
+    k = (len(q) - 1) // 3
+    first, last = q[k] - q[0], q[-1] - q[-1 - k]
+    return bool((last > ACCEL * np.maximum(first, 0.0) + ACCEL_TOL * span).any())
 
 
 def _sign(trends, cols) -> int:
