@@ -425,32 +425,32 @@ def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49) -> np.
     m = len(combos)
     # a bound the data reach (unique tokens <= tokens, equal for single-epoch runs) is kept
     below = {c: [d for d in others if d != c and (X[c] <= X[d]).all() and (X[c] == X[d]).any()] for c in cols}
-    out = []
-    for k, f in enumerate(factors):
-        Xk = dict(cells)
-        for c in cols:
-            v = X[c]
-            if (v > 0).all():
-                Xk[c] = np.full(n, v.max() * f)
-            else:
-                ranges = 3 * k / (_STEPS - 1) if k < _STEPS else 10.0 ** (k - _STEPS + 1)
-                Xk[c] = np.full(n, v.max() + ranges * (v.max() - v.min() + 1e-12))
-        for c in cols:
-            for d in below[c]:
-                Xk[d] = np.maximum(Xk[d], Xk[c])
-        Xg = {c: np.repeat(v, m) for c, v in Xk.items()}
-        for i, h in enumerate(hyper):
-            Xg[h] = np.tile(combos[:, i], n)
-        pk = law.predict(Xg, params).reshape(n, m, -1)      # (cells, settings, targets)
-        if m > 1:   # the best finite setting per cell (a non-finite law stays non-finite)
-            score = np.where(np.isfinite(pk), pk * better, -np.inf)
-            pick = np.argmax(score, axis=1)                 # (cells, targets)
-            best = np.take_along_axis(pk, pick[:, None, :], axis=1)[:, 0, :]
-            pk = _refine(law, params, Xk, hyper, axes, score, pick, best, better)
+    # every factor's points in one evaluation: rows are (factor, cell), factor-major
+    F = len(factors)
+    fk = np.repeat(np.arange(F), n)
+    Xk = {c: np.tile(v, F) for c, v in cells.items()}
+    for c in cols:
+        v = X[c]
+        if (v > 0).all():
+            Xk[c] = v.max() * factors[fk]
         else:
-            pk = pk[:, 0, :]
-        out.append(pk)
-    return np.stack(out)
+            ranges = np.where(fk < _STEPS, 3 * fk / (_STEPS - 1), 10.0 ** (fk - _STEPS + 1.0))
+            Xk[c] = v.max() + ranges * (v.max() - v.min() + 1e-12)
+    for c in cols:
+        for d in below[c]:
+            Xk[d] = np.maximum(Xk[d], Xk[c])
+    Xg = {c: np.repeat(v, m) for c, v in Xk.items()}
+    for i, h in enumerate(hyper):
+        Xg[h] = np.tile(combos[:, i], F * n)
+    pk = law.predict(Xg, params).reshape(F * n, m, -1)      # (factor x cells, settings, targets)
+    if m > 1:   # the best finite setting per cell (a non-finite law stays non-finite)
+        score = np.where(np.isfinite(pk), pk * better, -np.inf)
+        pick = np.argmax(score, axis=1)                     # (factor x cells, targets)
+        best = np.take_along_axis(pk, pick[:, None, :], axis=1)[:, 0, :]
+        pk = _refine(law, params, Xk, hyper, axes, score, pick, best, better)
+    else:
+        pk = pk[:, 0, :]
+    return pk.reshape(F, n, -1)
 
 
 def _refine(law, params, Xk, hyper, axes, score, pick, best, better) -> np.ndarray:
