@@ -139,22 +139,22 @@ def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[str]:
     log (``S**p``, ``log(D)``) has no fitted coefficient at all: the same issue."""
     out: list[str] = _inner_bare_numbers(expr, vars_)
     if isinstance(expr, sp.Mul):
-        nums = [a for a in expr.args if a.is_Number]
+        nums = [a for a in expr.args if _num(a)]
         if nums and abs(float(sp.Mul(*nums))) != 1.0:
             out.append(f"a bare number as the law's coefficient (fit it): {sp.Mul(*nums)}")
         return out
     if not isinstance(expr, sp.Add):
         return out
     for t in expr.args:
-        if t.is_Number:
+        if _num(t):
             if abs(float(t)) != 1.0 or not unit_offset:
                 out.append(f"a bare number as the law's offset (fit it): {t}")
             continue
         if not _has_var(t, vars_):
             continue
         factors = sp.Mul.make_args(t)
-        nums = [f for f in factors if f.is_Number]
-        rest = [f for f in factors if not f.is_Number]
+        nums = [f for f in factors if _num(f)]
+        rest = [f for f in factors if not _num(f)]
         if nums and abs(float(sp.Mul(*nums))) != 1.0:
             out.append(f"a bare number as a term's coefficient (fit it): {t}")
         elif len(rest) == 1 and _bare_var_term(rest[0], vars_):
@@ -171,16 +171,21 @@ def _inner_bare_numbers(expr: sp.Expr, vars_) -> list[str]:
         if node is expr or not isinstance(node, sp.Add) or not _has_var(node, vars_):
             continue
         for t in node.args:
-            if t.is_Number:
+            if _num(t):
                 bare = abs(float(t)) != 1.0
             elif _has_var(t, vars_):
-                nums = [f for f in sp.Mul.make_args(t) if f.is_Number]
+                nums = [f for f in sp.Mul.make_args(t) if _num(f)]
                 bare = bool(nums) and abs(float(sp.Mul(*nums))) != 1.0
             else:
                 bare = False
             if bare:
                 return [f"a bare number inside a compound (fit it): {node}"]
     return []
+
+
+def _num(e: sp.Expr) -> bool:
+    """A number, or an expression of numbers alone (``log(2)**2``, ``sqrt(2)``, ``pi``)."""
+    return bool(e.is_Number or (e.is_number and not e.free_symbols))
 
 
 def _bare_var_term(f: sp.Expr, vars_) -> bool:
@@ -223,8 +228,8 @@ def _rescaled(e, vars_) -> bool:
     """``e`` is a single variable times a bare number other than 1 (``N/2``, ``3*D``)."""
     if not isinstance(e, sp.Mul):
         return False
-    nums = [a for a in e.args if a.is_Number]
-    rest = [a for a in e.args if not a.is_Number]
+    nums = [a for a in e.args if _num(a)]
+    rest = [a for a in e.args if not _num(a)]
     return bool(nums) and len(rest) == 1 and rest[0] in vars_ and abs(float(sp.Mul(*nums))) != 1.0
 
 
