@@ -120,6 +120,7 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0*(log(D)**2/2 + p1*log(D)) + p2/N**p3", "bare number inside a compound"),
     ("p0 + sqrt(2)*N**p1 + p2/D**p3", "bare number as a term's coefficient"),
     ("log(2)**2*D**p0*(p1 + log(D))**p2", "bare number as the law's coefficient"),
+    ("(p0/D**4)**p1*(p2 + log(D))**p3", "fixed power under a fitted one"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re

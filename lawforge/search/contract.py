@@ -12,8 +12,8 @@ Two parts, both generic (no rule names a dataset):
   a bare number as the law's offset or as a coefficient (``2 + A/N**a``, ``2*N**p``: they carry
   the target's units; an offset of 1 only where the target lies within [-1, 1]), a bare number
   inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate the data should set), an
-  absolute value of a variable (``Abs(N)``, from ``sqrt(N**2)``) and a term with no fitted
-  coefficient (``S**p``).
+  absolute value of a variable (``Abs(N)``, from ``sqrt(N**2)``), a fixed power under a fitted
+  one (``(p0/D**4)**p1``) and a term with no fitted coefficient (``S**p``).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -103,6 +103,8 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                 out.append(f"a fixed exponent no researcher would write (fit it instead): {node}")
             if isinstance(base, sp.Pow) and _fractional(ex) and _fractional(base.exp) and _has_var(base.base, vars_):
                 out.append(f"a power of a power (one exponent is enough): {node}")
+            elif ex.free_symbols and not _has_var(ex, vars_) and _fixed_monomial(base, vars_):
+                out.append(f"a fixed power under a fitted one ((c/D**4)**p is c'*D**(-4*p): one exponent is enough): {node}")
         elif isinstance(node, sp.Abs) and node.args[0] in vars_:
             out.append(f"an absolute value of a variable (|x| is x for a positive feature): {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
@@ -181,6 +183,15 @@ def _inner_bare_numbers(expr: sp.Expr, vars_) -> list[str]:
             if bare:
                 return [f"a bare number inside a compound (fit it): {node}"]
     return []
+
+
+def _fixed_monomial(base: sp.Expr, vars_) -> bool:
+    """``base`` is constants times one variable's fixed power other than 1 (``p0/D**4``, ``N**2``)."""
+    with_var = [f for f in sp.Mul.make_args(base) if _has_var(f, vars_)]
+    if len(with_var) != 1 or not isinstance(with_var[0], sp.Pow):
+        return False
+    b, k = with_var[0].args
+    return b in vars_ and k.is_Number and abs(float(k)) != 1.0
 
 
 def _num(e: sp.Expr) -> bool:
