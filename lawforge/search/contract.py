@@ -154,10 +154,8 @@ def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[str]:
             continue
         if not _has_var(t, vars_):
             continue
-        factors = sp.Mul.make_args(t)
-        nums = [f for f in factors if _num(f)]
-        rest = [f for f in factors if not _num(f)]
-        if nums and abs(float(sp.Mul(*nums))) != 1.0:
+        rest = [f for f in sp.Mul.make_args(t) if not _num(f)]
+        if _bare_coefficient(t):
             out.append(f"a bare number as a term's coefficient (fit it): {t}")
         elif len(rest) == 1 and _bare_var_term(rest[0], vars_):
             out.append(f"a term without a fitted coefficient: {t}")
@@ -173,16 +171,15 @@ def _inner_bare_numbers(expr: sp.Expr, vars_) -> list[str]:
         if node is expr or not isinstance(node, sp.Add) or not _has_var(node, vars_):
             continue
         for t in node.args:
-            if _num(t):
-                bare = abs(float(t)) != 1.0
-            elif _has_var(t, vars_):
-                nums = [f for f in sp.Mul.make_args(t) if _num(f)]
-                bare = bool(nums) and abs(float(sp.Mul(*nums))) != 1.0
-            else:
-                bare = False
-            if bare:
+            if (abs(float(t)) != 1.0) if _num(t) else (_has_var(t, vars_) and _bare_coefficient(t)):
                 return [f"a bare number inside a compound (fit it): {node}"]
     return []
+
+
+def _bare_coefficient(t: sp.Expr) -> bool:
+    """The term ``t`` has a number other than +-1 among its factors (``2*G**p``, ``log(P)/2``)."""
+    nums = [f for f in sp.Mul.make_args(t) if _num(f)]
+    return bool(nums) and abs(float(sp.Mul(*nums))) != 1.0
 
 
 def _fixed_monomial(base: sp.Expr, vars_) -> bool:
@@ -306,6 +303,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
         X = {c: v[rows] for c, v in train.X.items()}
         y = train.y[rows]
         span = np.maximum(y.max(axis=0) - y.min(axis=0), 1e-12 * np.maximum(np.abs(y).max(axis=0), 1e-300))
+        bounded = [unit_bounded(y[:, j]) for j in range(y.shape[1])]
         pushes = [[c] for c in trends] + ([list(trends)] if len(trends) > 1 else [])
         for cols in pushes:
             preds = _push(law, params[g], X, cols, reach, hyper, better, hyper_values)  # (steps, points, targets)
@@ -322,7 +320,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 moves = np.diff(p, axis=0) * sign            # > 0: with the trend
                 if sign and (moves < -tol * span[j]).any():
                     reasons.append(f"{label}: {tcol} moves against the trend")
-                if sign and not unit_bounded(y[:, j]) and _accelerates(p * sign, span[j]):
+                if sign and not bounded[j] and _accelerates(p * sign, span[j]):
                     reasons.append(f"{label}: {tcol} accelerates beyond the data (its gain per decade grows "
                                    f"{ACCEL:g}x or more: no floor or ceiling in sight)")
                 if (y[:, j] > 0).all() and (p < -tol * span[j]).any():
