@@ -13,7 +13,10 @@ Two parts, both generic (no rule names a dataset):
   the target's units; an offset of 1 only where the target lies within [-1, 1]), a bare number
   inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate the data should set), an
   absolute value of a variable (``Abs(N)``, from ``sqrt(N**2)``), a fixed power under a fitted
-  one (``(p0/D**4)**p1``) and a term with no fitted coefficient (``S**p``).
+  one (``(p0/D**4)**p1``, ``(log(N)/N**(7/2))**p``), a term with no fitted coefficient (``S**p``)
+  or no fitted scale at all where the target is not within [-1, 1] (``exp(p*U**q)``,
+  ``(U**p - 1)**(-3/2)``), a fixed non-integer power of a sum of logs (``(p + log N*log P)**(5/2)``)
+  and a fixed power of a sum other than 1, 2 or 1/2 (``(1 + D**p)**(9/2)``: fit it).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -95,12 +98,20 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                     out.append(f"a non-integer or fitted power of a log: {node}")
                 elif abs(int(ex)) > 2:
                     out.append(f"a power above 2 of a log: {node}")
+            elif ex.is_Number and _log_polynomial(base, vars_):
+                if not float(ex).is_integer():
+                    out.append(f"a non-integer power of a sum of logs: {node}")
+                elif abs(int(ex)) > 2:
+                    out.append(f"a power above 2 of a log: {node}")
             if _rescaled(base, vars_):
                 out.append(f"a variable rescaled by a number: {node}")
             if _has_var(ex, vars_):
                 out.append(f"a power whose exponent depends on a variable: {node}")
             if ex.is_Rational and _has_var(base, vars_) and (abs(ex) > MAX_FIXED_POWER or ex.q > 3):
                 out.append(f"a fixed exponent no researcher would write (fit it instead): {node}")
+            if (isinstance(base, sp.Add) and _has_var(base, vars_) and ex.is_Number
+                    and abs(float(ex)) not in (0.5, 1.0, 2.0)):
+                out.append(f"a fixed power of a sum other than 1, 2 or 1/2 (fit it): {node}")
             if isinstance(base, sp.Pow) and _fractional(ex) and _fractional(base.exp) and _has_var(base.base, vars_):
                 out.append(f"a power of a power (one exponent is enough): {node}")
             elif ex.free_symbols and not _has_var(ex, vars_) and _fixed_monomial(base, vars_):
@@ -140,6 +151,8 @@ def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[str]:
     the floor of an error rate). A term that is only a variable's power or
     log (``S**p``, ``log(D)``) has no fitted coefficient at all: the same issue."""
     out: list[str] = _inner_bare_numbers(expr, vars_)
+    if not unit_offset and not isinstance(expr, sp.Add) and _has_var(expr, vars_) and not _scaled(expr, vars_):
+        out.append(f"a law without a fitted scale (its size is fixed in the target's units): {expr}")
     if isinstance(expr, sp.Mul):
         nums = [a for a in expr.args if _num(a)]
         if nums and abs(float(sp.Mul(*nums))) != 1.0:
@@ -157,9 +170,37 @@ def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[str]:
         rest = [f for f in sp.Mul.make_args(t) if not _num(f)]
         if _bare_coefficient(t):
             out.append(f"a bare number as a term's coefficient (fit it): {t}")
-        elif len(rest) == 1 and _bare_var_term(rest[0], vars_):
+        elif (len(rest) == 1 and _bare_var_term(rest[0], vars_)) or not (unit_offset or _scaled(t, vars_)):
             out.append(f"a term without a fitted coefficient: {t}")
     return out
+
+
+def _scaled(t: sp.Expr, vars_) -> bool:
+    """The term ``t`` carries a fitted scale: a factor of fitted constants alone (``A/N**a``,
+    ``exp(c)*w**-a``, ``(1 - h)/(1 + exp(...))``), a fitted constant in an exp's sum
+    (``exp(d + a*log N)``), or a fitted power of a base with a fitted constant (``(A/N)**a``).
+    ``exp(p*U**q)``, ``(U**p - 1)**(-3/2)`` and ``log(p + N)`` have none: their size is fixed in
+    the target's units."""
+    def fitted(e):
+        return bool(e.free_symbols) and not _has_var(e, vars_)
+
+    if isinstance(t, sp.Add):   # a sum is scaled where each of its terms is (p1 + sqrt(p2*N)), not 1 + k*log(P)
+        return all(fitted(a) if not _has_var(a, vars_) else _scaled(a, vars_) for a in t.args)
+    for f in sp.Mul.make_args(t):
+        if fitted(f) or (isinstance(f, sp.Add) and _scaled(f, vars_)):
+            return True
+        if isinstance(f, sp.exp) and any(fitted(a) for a in sp.Add.make_args(f.args[0])):
+            return True
+        if isinstance(f, sp.log) and all(isinstance(a, sp.exp) and _scaled(a.args[0], vars_)
+                                         for a in sp.Add.make_args(f.args[0])):
+            return True   # a smooth maximum, log(exp(a*D**p) + exp(b*N**q)), has its terms' scales
+        if isinstance(f, sp.Pow):
+            base, ex = f.args
+            if fitted(ex) and base.free_symbols - vars_:
+                return True
+            if ex.is_Number and _scaled(base, vars_):
+                return True
+    return False
 
 
 def _inner_bare_numbers(expr: sp.Expr, vars_) -> list[str]:
@@ -183,12 +224,25 @@ def _bare_coefficient(t: sp.Expr) -> bool:
 
 
 def _fixed_monomial(base: sp.Expr, vars_) -> bool:
-    """``base`` is constants times one variable's fixed power other than 1 (``p0/D**4``, ``N**2``)."""
-    with_var = [f for f in sp.Mul.make_args(base) if _has_var(f, vars_)]
-    if len(with_var) != 1 or not isinstance(with_var[0], sp.Pow):
+    """A factor of ``base`` is a variable's fixed power other than +-1 (``p0/D**4``, ``N**2``,
+    ``log(N)/N**(7/2)``): under a fitted power ``p`` its exponent becomes ``k*p``, tied to the
+    other factors' exponent; a researcher writes the variable's own fitted power instead."""
+    for f in sp.Mul.make_args(base):
+        if isinstance(f, sp.Pow) and f.args[0] in vars_ and f.args[1].is_Number and abs(float(f.args[1])) != 1.0:
+            return True
+    return False
+
+
+def _log_polynomial(e: sp.Expr, vars_) -> bool:
+    """``e`` depends on the variables only through logs of them, as a polynomial in those logs
+    (``p2 + log(N)*log(P)``, ``1 + k*log(P)``); a sigmoid in ``log C`` (an exp of them) is not."""
+    if not _has_var(e, vars_) or _log_like(e, vars_):
         return False
-    b, k = with_var[0].args
-    return b in vars_ and k.is_Number and abs(float(k)) != 1.0
+    logs = {a: sp.Dummy() for a in e.atoms(sp.log) if _has_var(a, vars_)}
+    if not logs:
+        return False
+    r = e.xreplace(logs)
+    return not _has_var(r, vars_) and r.is_polynomial(*logs.values())
 
 
 def _num(e: sp.Expr) -> bool:
