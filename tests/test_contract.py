@@ -177,6 +177,29 @@ def test_a_bowl_is_judged_at_its_best_setting(tmp_path):
     assert any("against the trend" in r for r in bad.reasons)
 
 
+def test_a_declared_hyperparameter_needs_an_optimum_in_the_law(tmp_path):
+    """A card declares lr a hyperparameter because it has a best setting: a law without lr, or
+    one whose loss keeps falling as lr goes to 0, fails; the bowl passes."""
+    rng = np.random.default_rng(1)
+    D = np.repeat(np.geomspace(1e9, 1e11, 6), 7)
+    lr = np.tile(np.geomspace(1e-4, 1e-2, 7), 6)
+    loss = 2 + 400 / D ** 0.3 + 0.05 * (np.log(lr) + 7) ** 2
+    path = tmp_path / "bowl.csv"
+    pd.DataFrame({"D": D, "lr": lr, "loss": loss * (1 + rng.normal(0, 1e-3, len(D)))}).to_csv(path, index=False)
+    ds = load_csv_dataset(path, ["D", "lr"], "loss", "D >= 5e10", hyperparameters=["lr"], decreasing=["D"])
+    bowl = _law("p0 + p1/D**p2 + p3*(log(lr) - p4)**2", ds)
+    ok = check_law(bowl, {"all": {"p0": 2.0, "p1": 400.0, "p2": 0.3, "p3": 0.05, "p4": -7.0}}, ds.train, ds.card)
+    assert ok.ok, ok.reasons
+    # the same bowl with its optimum 1e5x below the data: no best setting within reach
+    far = check_law(bowl, {"all": {"p0": 2.0, "p1": 400.0, "p2": 0.3, "p3": 0.05, "p4": -21.0}}, ds.train, ds.card)
+    assert any("lr has no best setting" in r for r in far.reasons), far.reasons
+    for text in ("p0 + p1/D**p2", "p0 + p1/D**p2 + p3*lr"):
+        law, params = _fitted(text, ds)
+        res = check_law(law, params, ds.train, ds.card)
+        assert any("lr has no best setting" in r for r in res.reasons), (text, res.reasons)
+        assert not check_law(law, params, ds.train, ds.card, first_only=True).ok
+
+
 def test_building_blocks(chinchilla):
     assert building_blocks(_law("p0 + p1*exp(-p2*log(N)) + p3*log(D)", chinchilla)) == ["exp", "floor", "log D", "log N"]
     assert building_blocks(_law("p0 + p1*(N + p2*D)**p3 + log(N*D)", chinchilla)) == [

@@ -29,6 +29,9 @@ Two parts, both generic (no rule names a dataset):
   finite floor (``E + A/N**a`` with any ``a > 0`` keeps it, ``E - b*log N`` does not), an accuracy
   law a ceiling (a sigmoid keeps it, a line in ``log C`` does not). Only the range is checked
   there: a hyperparameter optimum that moves with scale leaves any fixed grid of settings.
+  A feature the card declares a hyperparameter needs a best setting in the law: at every train
+  setting of the other features, the law's best value of it lies inside its train range widened
+  1000x each way (a law without it, or with the loss falling all the way to lr -> 0, fails).
 
 :func:`building_blocks` names what a law is made of, for reports.
 """
@@ -356,6 +359,10 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
         rows = train.group_rows(g)
         X = {c: v[rows] for c, v in train.X.items()}
         y = train.y[rows]
+        if hyper:
+            reasons += [f"group {g!r}: {r}" for r in _no_optimum(law, params[g], X, hyper, better, hyper_values)]
+            if first_only and reasons:
+                return ContractResult(False, reasons)
         span = np.maximum(y.max(axis=0) - y.min(axis=0), 1e-12 * np.maximum(np.abs(y).max(axis=0), 1e-300))
         bounded = [unit_bounded(y[:, j]) for j in range(y.shape[1])]
         pushes = [[c] for c in trends] + ([list(trends)] if len(trends) > 1 else [])
@@ -471,6 +478,53 @@ def _sign(trends, cols) -> int:
     return -1 if dirs == {"decreasing"} else 1
 
 
+def _cells(X, hyper) -> dict[str, np.ndarray]:
+    """The distinct train cells of the features other than the hyperparameters."""
+    others = [c for c in X if c not in hyper]
+    keys = np.stack([X[c] for c in others], axis=1) if others else np.zeros((len(next(iter(X.values()))), 1))
+    _, first = np.unique(keys, axis=0, return_index=True)
+    return {c: X[c][np.sort(first)] for c in others}
+
+
+def _settings(X, hyper, n_values):
+    """The hyperparameter settings the contract scores a law at: the train range widened 1000x
+    each way (a law's optimum moves with scale), on a log grid for positive values (3 train
+    ranges each way otherwise); (axes, every combination)."""
+    axes = []
+    for h in hyper:
+        lo, hi = X[h].min(), X[h].max()
+        axes.append(np.geomspace(lo / 1e3, hi * 1e3, n_values) if lo > 0
+                    else np.linspace(lo - 3 * (hi - lo), hi + 3 * (hi - lo), n_values))
+    combos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(hyper)) if hyper else np.zeros((1, 0))
+    return axes, combos
+
+
+def _no_optimum(law, params, X, hyper, better, n_values: int = 49) -> list[str]:
+    """The hyperparameters along which the law has no optimum: at some train cell of the other
+    features its best setting on the widened grid (:func:`_settings`) lies at an end of it. A
+    card declares a hyperparameter because it has a best setting; a law without one (the
+    feature absent, or the loss falling towards lr -> 0) says the opposite."""
+    cells = _cells(X, hyper)
+    n = len(next(iter(cells.values()))) if cells else 1
+    axes, combos = _settings(X, hyper, n_values)
+    m = len(combos)
+    Xg = {c: np.repeat(v, m) for c, v in cells.items()}
+    for i, h in enumerate(hyper):
+        Xg[h] = np.tile(combos[:, i], n)
+    with np.errstate(all="ignore"):
+        pk = law.predict(Xg, params).reshape(n, m, -1)
+    score = np.where(np.isfinite(pk), pk * better, -np.inf)
+    idx = np.unravel_index(np.argmax(score, axis=1), tuple(len(a) for a in axes))   # per hyper: (cells, targets)
+    out = []
+    for h, i in zip(hyper, idx):
+        edge = ((i == 0) | (i == n_values - 1)).any(-1)
+        if edge.any():
+            out.append(f"{h} has no best setting within 1000x of its train range at {int(edge.sum())} of {n} "
+                       f"train settings of the other features (it is declared a hyperparameter: a law "
+                       f"needs an optimum in it)")
+    return out
+
+
 def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49) -> np.ndarray:
     """Predictions at ``_STEPS`` points pushing ``cols`` from each one's largest value out to
     ``reach`` times it (or, for a feature with non-positive values, by up to 3 train ranges),
@@ -478,18 +532,9 @@ def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49) -> np.
     setting of the train grid for each cell."""
     factors = np.concatenate([np.logspace(0, np.log10(reach), _STEPS), FAR])
     others = [c for c in X if c not in hyper]
-    keys = np.stack([X[c] for c in others], axis=1) if others else np.zeros((len(next(iter(X.values()))), 1))
-    _, first = np.unique(keys, axis=0, return_index=True)
-    cells = {c: X[c][np.sort(first)] for c in others}
-    n = len(first)
-    # the hyperparameter settings: the train range widened 1000x each way (a law's optimum
-    # moves with scale), on a log grid for positive values
-    axes = []
-    for h in hyper:
-        lo, hi = X[h].min(), X[h].max()
-        axes.append(np.geomspace(lo / 1e3, hi * 1e3, n_values) if lo > 0
-                    else np.linspace(lo - 3 * (hi - lo), hi + 3 * (hi - lo), n_values))
-    combos = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(hyper)) if hyper else np.zeros((1, 0))
+    cells = _cells(X, hyper)
+    n = len(next(iter(cells.values()))) if cells else 1
+    axes, combos = _settings(X, hyper, n_values)
     m = len(combos)
     # a bound the data reach (unique tokens <= tokens, equal for single-epoch runs) is kept
     below = {c: [d for d in others if d != c and (X[c] <= X[d]).all() and (X[c] == X[d]).any()] for c in cols}
