@@ -38,7 +38,7 @@ from lawforge.search.settings import parse_budget, parse_settings
 SLDBENCH = ["parallel_scaling_law", "vocab_scaling_law", "sft_scaling_law", "domain_mixture_scaling_law",
             "moe_scaling_law", "data_constrained_scaling_law", "lr_bsz_scaling_law", "easy_question_scaling_law"]
 CATALOGUE = ["steplaw_moe", "porian_resolving", "gemstones", "olmo_ladder", "openclip", "obsscaling"]
-SYNTHETIC = ["synthetic_chinchilla", "synthetic_data_constrained", "synthetic_multigroup"]
+SYNTHETIC = ["synthetic_chinchilla", "synthetic_data_constrained", "synthetic_multigroup", "synthetic_lr_bowl"]
 CHINCHILLA = "E + A/N**a + B/D**b"
 
 

@@ -318,3 +318,25 @@ def test_a_law_that_accelerates_beyond_the_data_fails(tmp_path):
 
 def test_an_absolute_value_of_a_variable_is_not_a_readable_form(chinchilla):
     assert any("absolute value" in i for i in form_issues(_law("p0 + p1*Abs(N)**p2 + p3/D**p4", chinchilla)))
+
+
+@pytest.mark.slow
+def test_discovery_on_a_learning_rate_sweep_returns_a_bowl_as_good_as_the_cards(tmp_path):
+    """synthetic_lr_bowl (shipped): a learning-rate sweep whose optimum moves with N. The chosen
+    law keeps the contract (lr through an optimum) and extrapolates to the two largest models
+    as well as the card's bowl law refit on the same split, far better than a law without lr."""
+    import json
+
+    from lawforge.fitting.scoring import score_human
+    from lawforge.runs.discover import discover
+    from lawforge.search.settings import SearchConfig
+
+    ds = load_dataset("synthetic_lr_bowl")
+    s = discover(ds, SearchConfig.build(max_evals=200, seed=0, workers=1), tmp_path / "run", report=False)
+    lj = json.loads((tmp_path / "run" / "law.json").read_text())
+    assert lj["contract"]["ok"], lj["contract"]
+    assert "lr" in lj["expression"]
+    bowl = score_human(ds, "refit", law_name="chinchilla_lr_bowl", restarts=8).test.r2
+    flat = score_human(ds, "refit", law_name="chinchilla", restarts=8).test.r2
+    assert bowl > 0.99 and flat < 0.9
+    assert s["test_r2"] >= bowl - 0.005, (s["law"], s["test_r2"], bowl)

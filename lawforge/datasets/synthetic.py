@@ -21,6 +21,9 @@ TRUE_LAWS = {
         "E + A/N**alpha + B/Dp**beta, Dp = U + RD*U*(1 - exp(-(D/U - 1)/RD))",
         {"E": 1.8, "A": 480.0, "alpha": 0.35, "B": 1400.0, "beta": 0.35, "RD": 12.0}),
     "synthetic_multigroup": ("C_g + A_g/(D**alpha_g + B_g)", "per group, see GROUPS"),
+    "synthetic_lr_bowl": ("E + A/N**alpha + B/D**beta + c*(log(lr) - k0 - k1*log(N))**2",
+                          {"E": 1.7, "A": 400.0, "alpha": 0.34, "B": 410.0, "beta": 0.28, "c": 0.04,
+                           "k0": 2.3, "k1": -0.5}),
 }
 
 MULTI_GROUPS = {
@@ -68,10 +71,28 @@ def multigroup(seed: int = 2) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["group", "D", "loss"])
 
 
+def lr_bowl(seed: int = 3) -> pd.DataFrame:
+    """A learning-rate sweep at every (N, D): a Chinchilla loss plus a log-quadratic bowl whose
+    optimum moves with model size (lr* = e^k0 N^k1), as Step Law and DeepSeek report."""
+    rng = np.random.default_rng(seed)
+    _, p = TRUE_LAWS["synthetic_lr_bowl"]
+    rows = []
+    for N in np.geomspace(4e7, 4e9, 7):
+        for tpp in (10.0, 20.0, 40.0):  # tokens per parameter
+            D = N * tpp
+            for lr in np.geomspace(3e-5, 1e-2, 8):
+                N_, D_, lr_ = float(f"{N:.4g}"), float(f"{D:.4g}"), float(f"{lr:.4g}")
+                L = (p["E"] + p["A"] / N_ ** p["alpha"] + p["B"] / D_ ** p["beta"]
+                     + p["c"] * (np.log(lr_) - p["k0"] - p["k1"] * np.log(N_)) ** 2)
+                rows.append((N_, D_, lr_, L * (1 + 0.005 * rng.standard_normal())))
+    return pd.DataFrame(rows, columns=["N", "D", "lr", "loss"])
+
+
 GENERATORS = {
     "synthetic_chinchilla.csv": chinchilla,
     "synthetic_data_constrained.csv": data_constrained,
     "synthetic_multigroup.csv": multigroup,
+    "synthetic_lr_bowl.csv": lr_bowl,
 }
 
 
