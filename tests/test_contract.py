@@ -198,6 +198,18 @@ def test_a_declared_hyperparameter_needs_an_optimum_in_the_law(tmp_path):
         res = check_law(law, params, ds.train, ds.card)
         assert any("lr has no best setting" in r for r in res.reasons), (text, res.reasons)
         assert not check_law(law, params, ds.train, ds.card, first_only=True).ok
+    # a group with no sweep over lr (one setting) shows no optimum, so none is asked for
+    one = load_csv_dataset(_one_lr(path, tmp_path), ["D", "lr"], "loss", "D >= 5e10", hyperparameters=["lr"],
+                           decreasing=["D"])
+    law, params = _fitted("p0 + p1/D**p2", one)
+    assert check_law(law, params, one.train, one.card).ok
+
+
+def _one_lr(path, tmp_path):
+    df = pd.read_csv(path)
+    out = tmp_path / "one_lr.csv"
+    df[df.lr == df.lr.iloc[3]].to_csv(out, index=False)
+    return out
 
 
 def test_building_blocks(chinchilla):

@@ -503,7 +503,8 @@ def _no_optimum(law, params, X, hyper, better, n_values: int = 49) -> list[str]:
     """The hyperparameters along which the law has no optimum: at some train cell of the other
     features its best setting on the widened grid (:func:`_settings`) lies at an end of it. A
     card declares a hyperparameter because it has a best setting; a law without one (the
-    feature absent, or the loss falling towards lr -> 0) says the opposite."""
+    feature absent, or the loss falling towards lr -> 0) says the opposite. A group whose train
+    rows take fewer than 3 values of it has no sweep to show an optimum, and is not checked."""
     cells = _cells(X, hyper)
     n = len(next(iter(cells.values()))) if cells else 1
     axes, combos = _settings(X, hyper, n_values)
@@ -517,6 +518,8 @@ def _no_optimum(law, params, X, hyper, better, n_values: int = 49) -> list[str]:
     idx = np.unravel_index(np.argmax(score, axis=1), tuple(len(a) for a in axes))   # per hyper: (cells, targets)
     out = []
     for h, i in zip(hyper, idx):
+        if len(np.unique(X[h])) < 3:   # no sweep over it here: nothing shows where its optimum is
+            continue
         edge = ((i == 0) | (i == n_values - 1)).any(-1)
         if edge.any():
             out.append(f"{h} has no best setting within 1000x of its train range at {int(edge.sum())} of {n} "
