@@ -129,6 +129,8 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("log(p3 + sqrt(D))/(1 + D**p0)", "without a fitted scale"),
     ("log(p3 + sqrt(D))/sqrt((1 + p1*D**p2)/(1 + D**p0))", "without a fitted scale"),
     ("p0 + p1*(p2 + log(D))**(3/2) + p3/N**p4", "non-integer power of a sum of logs"),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*log(N) + log(D))**p6", "fitted power of a sum of logs"),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*D + log(D))**p6", "fitted power of a sum of logs"),
     ("p0 + p1*(p2 + log(D))**3 + p3/N**p4", "power above 2 of a log"),
     ("p0*log(D)/(1 + D**p1)**(9/2) + p2", "fixed power of a sum"),
     ("p0 + p1*D*log(D)/(1 + p2*D)**(3/2)", "fixed power of a sum"),

@@ -15,8 +15,9 @@ Two parts, both generic (no rule names a dataset):
   absolute value of a variable (``Abs(N)``, from ``sqrt(N**2)``), a fixed power under a fitted
   one (``(p0/D**4)**p1``, ``(log(N)/N**(7/2))**p``), a term with no fitted coefficient (``S**p``)
   or no fitted scale at all where the target is not within [-1, 1] (``exp(p*U**q)``,
-  ``(U**p - 1)**(-3/2)``), a fixed non-integer power of a sum of logs (``(p + log N*log P)**(5/2)``)
-  and a fixed power of a sum other than 1, 2 or 1/2 (``(1 + D**p)**(9/2)``: fit it).
+  ``(U**p - 1)**(-3/2)``), a fixed non-integer power of a sum of logs (``(p + log N*log P)**(5/2)``),
+  a fixed power of a sum other than 1, 2 or 1/2 (``(1 + D**p)**(9/2)``: fit it) and a fitted power
+  of a sum of logs (``(p + log(N) + log(lr))**q``: undefined where the sum is negative).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -106,6 +107,9 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                     out.append(f"a non-integer power of a sum of logs: {node}")
                 elif abs(int(ex)) > 2:
                     out.append(f"a power above 2 of a log: {node}")
+            elif ex.free_symbols and not _has_var(ex, vars_) and (_log_polynomial(base, vars_) or (
+                    isinstance(base, sp.Add) and any(_log_like(a, vars_) for a in base.args))):
+                out.append(f"a fitted power of a sum of logs (undefined where the sum is negative): {node}")
             if _rescaled(base, vars_):
                 out.append(f"a variable rescaled by a number: {node}")
             if _has_var(ex, vars_):
