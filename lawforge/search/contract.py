@@ -509,6 +509,9 @@ def _no_optimum(law, params, X, hyper, better, n_values: int = 49) -> list[str]:
     card declares a hyperparameter because it has a best setting; a law without one (the
     feature absent, or the loss falling towards lr -> 0) says the opposite. A group whose train
     rows take fewer than 3 values of it has no sweep to show an optimum, and is not checked."""
+    swept = [h for h in hyper if len(np.unique(X[h])) >= 3]   # fewer values: nothing shows an optimum
+    if not swept:
+        return []
     cells = _cells(X, hyper)
     n = len(next(iter(cells.values()))) if cells else 1
     axes, combos = _settings(X, hyper, n_values)
@@ -522,7 +525,7 @@ def _no_optimum(law, params, X, hyper, better, n_values: int = 49) -> list[str]:
     idx = np.unravel_index(np.argmax(score, axis=1), tuple(len(a) for a in axes))   # per hyper: (cells, targets)
     out = []
     for h, i in zip(hyper, idx):
-        if len(np.unique(X[h])) < 3:   # no sweep over it here: nothing shows where its optimum is
+        if h not in swept:
             continue
         edge = ((i == 0) | (i == n_values - 1)).any(-1)
         if edge.any():
