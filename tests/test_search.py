@@ -867,3 +867,23 @@ def test_a_run_writes_a_model_ensemble_and_predict_reports_it(tmp_path):
     assert not (tmp_path / "b" / "ensemble.json").exists()
     assert "ensemble" not in predict_run(load_run_laws(tmp_path / "b"), frame, resamples=20)
     assert config_of_run({"settings": {"seed": 0}}).selection.ensemble is False
+
+
+@pytest.mark.slow
+def test_the_ensemble_leaves_out_members_that_break_the_contract(tmp_path):
+    """On a learning-rate sweep the card's plain Chinchilla law has no best learning rate, so it
+    breaks the contract and stays out of the ensemble; with the contract off it is a member."""
+    from lawforge.search.contract import check_law
+
+    ds = load_dataset("synthetic_lr_bowl")
+    out = {}
+    for name, on in (("on", True), ("off", False)):
+        discover(ds, SearchConfig.build(max_evals=30, seed=0, **{"checks.contract": on}), tmp_path / name,
+                 report=False)
+        out[name] = json.loads((tmp_path / name / "ensemble.json").read_text())["members"]
+    assert "human:chinchilla" in [m["origin"] for m in out["off"]]
+    assert "human:chinchilla" not in [m["origin"] for m in out["on"]]
+    from lawforge.laws.law import law_from_text
+    for m in out["on"][1:]:
+        law = law_from_text(m["expression"], ds.card.variables, ds.card.target_columns)
+        assert check_law(law, m["params"], ds.train, ds.card).ok, m["expression"]

@@ -247,7 +247,9 @@ def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: Sear
     ranked forms and the card's own laws, weighted by 1 / validation NMSE (each refit on the
     validation carve and the extra folds with ``fitting.final_restarts``, as the incumbent
     comparison does), each refit on all of ``train``. Members whose evidence or refit fails are
-    left out. Train only; empty when ``selection.ensemble`` is off."""
+    left out, and so are the others whose refit breaks the readable-law contract
+    (``checks.contract``): one wild member beyond the data spoils the mean. Train only; empty
+    when ``selection.ensemble`` is off."""
     if not cfg.selection.ensemble:
         return []
     members = [(choice.member.origin, choice.law, choice.fit)]
@@ -274,12 +276,21 @@ def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: Sear
             continue
         with np.errstate(all="ignore"):
             ok = np.isfinite(predict(law, fit.params(), train)).all()
+        if ok and i and cfg.checks.contract:   # the chosen law is in whatever its contract says
+            ok = _keeps_contract(law, fit.params(), train, card)
         if ok:
             out.append(EnsembleMember(law, fit.params(), origin, evidence[i], 1.0 / evidence[i]))
     total = sum(m.weight for m in out)
     for m in out:
         m.weight /= total
     return out
+
+
+def _keeps_contract(law, params, train, card) -> bool:
+    try:
+        return check_law(law, params, train, card, first_only=True).ok
+    except Exception:  # a law that cannot be evaluated does not keep the contract
+        return False
 
 
 def ensemble_predict(members: list[EnsembleMember], split) -> np.ndarray:
