@@ -354,3 +354,18 @@ def test_discovery_on_a_learning_rate_sweep_returns_a_bowl_as_good_as_the_cards(
     flat = score_human(ds, "refit", law_name="chinchilla", restarts=8).test.r2
     assert bowl > 0.99 and flat < 0.9
     assert s["test_r2"] >= bowl - 0.005, (s["law"], s["test_r2"], bowl)
+
+
+def test_a_bare_number_that_vanishes_beside_its_variable_on_the_data_fails(chinchilla):
+    """``1 + N`` is ``N`` where N is 1e8 or more, ``1 + 1/N`` is 1: the smaller side means nothing
+    on the data. A fitted scale (``1 + p*N``) or a side that matters (``1 + D/N``) is kept."""
+    from lawforge.search.contract import vanishing_numbers
+
+    for text in ("p0*(1 + N)**p1", "p0 + p1*(1 + 1/N)**p2", "p0 + p1/(sqrt(D) + 1)"):
+        law = _law(text, chinchilla)
+        issues = vanishing_numbers(law, chinchilla.train)
+        assert issues and "vanishes beside its variable" in issues[0], text
+        params = {"all": {p: 0.5 for p in law.param_names}}
+        assert not check_law(law, params, chinchilla.train, chinchilla.card, first_only=True).ok
+    for text in ("p0 + p1*(1 + log(N))", "p0 + p1*(1 + D/N)**p2", "p0 + p1*(1 + p2*N)**p3", "p0 + p1/N**p2 + p3/D**p4"):
+        assert vanishing_numbers(_law(text, chinchilla), chinchilla.train) == [], text

@@ -354,6 +354,10 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                        f"(as p1*(p2*x)**p3, where p1*p2**p3 is one constant): merge them")
         if first_only:
             return ContractResult(False, reasons)
+    vanish = vanishing_numbers(law, train)
+    reasons += vanish
+    if first_only and vanish:
+        return ContractResult(False, reasons)
     trends = {f.column: f.trend for f in card.features if f.trend}
     hyper = [f.column for f in card.features if f.role == "hyperparameter"]
     better = np.array([1.0 if t.higher_is_better else -1.0 for t in card.targets])
@@ -400,6 +404,43 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 return ContractResult(False, reasons)
     reasons = list(dict.fromkeys(reasons))
     return ContractResult(not reasons, reasons, building_blocks(law))
+
+
+VANISH = 1e-3   # a bare number, or the variables' terms beside it, below this fraction of the other side
+
+
+def vanishing_numbers(law, train) -> list[str]:
+    """Sums of a bare number and terms of the variables with no fitted constant (``1 + N``,
+    ``1 + 1/V``, ``sqrt(D) + 1``) where on every train row one side is below :data:`VANISH`
+    times the other: ``1 + N`` is ``N`` on data where N is 1e8 or more, ``1 + 1/V`` is ``1``. The
+    smaller side means nothing there and says nothing beyond the data: a researcher writes the
+    other side alone, or gives the term a fitted scale (``1 + k/V``)."""
+    names = set(law.variables)
+    out = []
+    for expr in law.exprs.values():
+        vars_ = {s for s in expr.free_symbols if s.name in names}
+        for node in sp.preorder_traversal(expr):
+            if not isinstance(node, sp.Add):
+                continue
+            nums = [t for t in node.args if _num(t)]
+            terms = [t for t in node.args if not _num(t)]
+            if not nums or not terms or any(not _has_var(t, vars_) or t.free_symbols - vars_ for t in terms):
+                continue
+            rest = sp.Add(*terms)
+            syms = sorted(rest.free_symbols, key=lambda s: s.name)
+            try:
+                with np.errstate(all="ignore"):
+                    v = np.broadcast_to(np.asarray(sp.lambdify(syms, rest, "numpy")(
+                        *[np.asarray(train.X[law.variables[s.name]], dtype=float) for s in syms]), dtype=float),
+                        (train.n,))
+            except Exception:   # a sum the data cannot evaluate is the other rules' business
+                continue
+            ratio = np.abs(v[np.isfinite(v)]) / abs(float(sp.Add(*nums)) or 1.0)
+            if ratio.size and (ratio.max() < VANISH or ratio.min() > 1 / VANISH):
+                small = sp.Add(*nums) if ratio.min() > 1 / VANISH else rest
+                out.append(f"a bare number that vanishes beside its variable on the data ({small} is below "
+                           f"{VANISH:g} of the rest on every train row): {node}")
+    return list(dict.fromkeys(out))
 
 
 REDUNDANT_ROWS = 128     # feature rows the identifiability check evaluates the Jacobian on
