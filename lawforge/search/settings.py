@@ -97,8 +97,9 @@ class Selection:
                                  "most this fraction of the human law's (off by default: on the catalogue's "
                                  "inner holdouts it lowered the mean R2, see benchmarks/RESULTS.md)")
     ensemble: bool = _doc(True, "also write a model ensemble (ensemble.json): the chosen form, the top_k "
-                                "runners-up and the card's laws weighted by 1 / validation NMSE; predict "
-                                "reports its point prediction beside the chosen law's")
+                                "runners-up and the card's laws that keep the readable-law contract, weighted "
+                                "by 1 / validation NMSE; predict reports its point prediction beside the "
+                                "chosen law's")
 
 
 @dataclass
