@@ -744,7 +744,7 @@ def test_device_option_and_stage_times(tmp_path, capsys):
     s = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert json.loads((out / "manifest.json").read_text())["device"] == ("cuda" if torch.cuda.is_available() else "cpu")
     assert json.loads((out / "config.json").read_text())["settings"]["fitting"]["device"] == "auto"
-    assert set(s["timings"]) == {"prepare", "search", "choose", "score", "outputs"}
+    assert set(s["timings"]) == {"prepare", "search", "choose", "ensemble", "score", "outputs"}
     assert s["wall_s"] >= s["timings"]["search"] > 0
 
 
@@ -887,3 +887,27 @@ def test_the_ensemble_leaves_out_members_that_break_the_contract(tmp_path):
     for m in out["on"][1:]:
         law = law_from_text(m["expression"], ds.card.variables, ds.card.target_columns)
         assert check_law(law, m["params"], ds.train, ds.card).ok, m["expression"]
+
+
+def test_past_their_deadline_the_final_stages_take_on_no_more_forms(tmp_path, monkeypatch):
+    """Under a time budget the final stages stop taking on forms at their deadlines: with every
+    deadline already passed, the choice is the best validation score (no re-ranking measured),
+    no ensemble is built and top_laws.json holds the chosen law alone. Without a budget there are
+    no deadlines."""
+    from lawforge.runs import discover as D
+
+    assert D.final_deadlines(None, D._Clock()) == {"choose": None, "ensemble": None, "score": None}
+    c = D._Clock()
+    by = D.final_deadlines(60.0, c)
+    assert c.t0 < by["choose"] < by["ensemble"] < by["score"] <= c.t0 + 60.0
+    ds = load_dataset("synthetic_chinchilla")
+    full = discover(ds, SearchConfig.build(max_evals=30, seed=0), tmp_path / "a", report=False)
+    monkeypatch.setattr(D, "final_deadlines", lambda budget_s, clock: dict.fromkeys(("choose", "ensemble", "score"), 0.0))
+    late = discover(ds, SearchConfig.build(max_evals=30, seed=0), tmp_path / "b", report=False)
+    assert full["ensemble_size"] >= 2 and len(json.loads((tmp_path / "a" / "top_laws.json").read_text())) > 1
+    assert late["ensemble_size"] == 0 and not (tmp_path / "b" / "ensemble.json").exists()
+    assert len(json.loads((tmp_path / "b" / "top_laws.json").read_text())) == 1
+    assert late["extrapolation_shift"] is None
+    rows = [json.loads(x) for x in (tmp_path / "b" / "candidates.jsonl").read_text().splitlines()]
+    best = min((r for r in rows if r["status"] == "ok"), key=lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
+    assert late["val_r2"] == pytest.approx(best["val_r2"])

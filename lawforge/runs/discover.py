@@ -35,7 +35,7 @@ from lawforge.procs import FolderLock
 from lawforge.runs.folder import ENSEMBLE, LAW, LLM_USAGE, METRICS, TOP_LAWS, RunFolder
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
-from lawforge.search.choose import Choice, build_ensemble, choose, ensemble_predict, law_of
+from lawforge.search.choose import CHUNK, Choice, build_ensemble, choose, ensemble_predict, law_of
 from lawforge.search.engine import SearchResult, run_search
 from lawforge.search.prepare import build_space, final_train, make_context, seeds_for
 from lawforge.search.settings import SearchConfig
@@ -112,11 +112,13 @@ def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, h
     st.run.write_pareto([[m.rec["complexity"], m.rec["n_params"], m.rec["val_r2"], m.rec["val_nmse"],
                           sp.sstr(m.expr)] for m in res.front])
     train = final_train(st.sealed, cfg)
-    choice = choose(res.members, st.ctx, dataset.card, train, cfg)
-    ensemble = build_ensemble(choice, st.ctx, dataset.card, train, cfg)
+    by = final_deadlines(cfg.budget.seconds, clock)
+    choice = choose(res.members, st.ctx, dataset.card, train, cfg, deadline=by["choose"])
     st.timings["choose"] = clock.lap()
+    ensemble = build_ensemble(choice, st.ctx, dataset.card, train, cfg, deadline=by["ensemble"])
+    st.timings["ensemble"] = clock.lap()
     full = st.sealed.unseal()
-    top = score_top_laws(choice, full, train, cfg)
+    top = score_top_laws(choice, full, train, cfg, deadline=by["score"])
     st.timings["score"] = clock.lap()
     summary = write_results(st, res, choice, full, top, ensemble)
     for hook in hooks:
@@ -137,6 +139,21 @@ def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, h
 #: than FINAL_MAX_SHARE of the budget (the first evaluations, which start the workers, make the
 #: early pace look slow).
 FINAL_FIXED_S, FINAL_EVALS, FINAL_MAX_SHARE = 8.0, 50, 0.25
+
+
+#: Under a time budget, the share of the time left after the search by which each final stage
+#: stops taking on more forms (the re-ranking by extrapolation shift, the ensemble's members, the
+#: runners-up scored for top_laws.json); what it has started, it finishes.
+FINAL_SHARES = {"choose": 0.4, "ensemble": 0.7, "score": 0.9}
+
+
+def final_deadlines(budget_s: float | None, clock: "_Clock") -> dict[str, float | None]:
+    """The :func:`time.perf_counter` deadline of each final stage (None without a time budget)."""
+    if budget_s is None:
+        return dict.fromkeys(FINAL_SHARES)
+    now = time.perf_counter()
+    left = max(clock.t0 + budget_s - now, 0.0)
+    return {k: now + f * left for k, f in FINAL_SHARES.items()}
 
 
 def search_budget(cfg: SearchConfig, used_s: float) -> SearchConfig:
@@ -306,9 +323,12 @@ class _StopFlag:
 
 
 # ------------------------------------------------------------------------------ score
-def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig) -> list[dict]:
+def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig,
+                   deadline: float | None = None) -> list[dict]:
     """The chosen law and the ``selection.top_k`` next-ranked forms refit on all of train and
-    scored on test once (for ``top_laws.json`` and ``laws.tex``; the choice was made before)."""
+    scored on test once (for ``top_laws.json`` and ``laws.tex``; the choice was made before).
+    With a ``deadline`` (a :func:`time.perf_counter` value) the runners-up are refit
+    :data:`CHUNK` at a time until then, and those not reached are left out."""
     best, law = choice.member, choice.law
     tm = test_metrics(law, choice.fit.params(), full)
     top = [{"rank": 0, "expression": law.to_string(), "latex": law.to_latex(), "n_params": law.n_params,
@@ -317,8 +337,12 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig) -> l
             "params": choice.fit.params(), "_test": tm}]
     others = [m for m in choice.ranked if m.key != best.key][:cfg.selection.top_k]
     laws = [law_of(m, full.card, train, cfg, f"rank{i + 1}") for i, m in enumerate(others)]
-    fits = fit_many([FitJob(lw, train, cfg.fitting.rank_restarts, cfg.seed) for lw in laws],
-                    device=resolve_device(cfg.fitting.device), errors="return")
+    step, fits = (CHUNK if deadline is not None else max(len(laws), 1)), []
+    for i in range(0, len(laws), step):
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        fits += fit_many([FitJob(lw, train, cfg.fitting.rank_restarts, cfg.seed) for lw in laws[i:i + step]],
+                         device=resolve_device(cfg.fitting.device), errors="return")
     for m, lw, f2 in zip(others, laws, fits):
         t2 = test_metrics(lw, f2.params(), full) if isinstance(f2, FitResult) and f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,

@@ -3,6 +3,7 @@ their extrapolation moves when the validation rows join their fit."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,10 +33,21 @@ def extrapolation_shift(law, ctx: CandidateContext, train, restarts: int = RANK_
     return extrapolation_shifts([law], ctx, train, restarts)[0]
 
 
-def extrapolation_shifts(laws: list, ctx: CandidateContext, train, restarts: int = RANK_RESTARTS) -> list:
-    """:func:`extrapolation_shift` of many laws, their fits on each split batched together."""
+def extrapolation_shifts(laws: list, ctx: CandidateContext, train, restarts: int = RANK_RESTARTS,
+                         deadline: float | None = None) -> list:
+    """:func:`extrapolation_shift` of many laws, their fits on each split batched together.
+    With a ``deadline`` (a :func:`time.perf_counter` value) the laws are fitted
+    :data:`CHUNK` at a time, in order, and those not reached by then are None (not measured);
+    none is measured when it has already passed."""
     if ctx.probe is None or not laws:
         return [None] * len(laws)
+    if deadline is not None:
+        out = []
+        for i in range(0, len(laws), CHUNK):
+            if time.perf_counter() > deadline:
+                return out + [None] * (len(laws) - i)
+            out += extrapolation_shifts(laws[i:i + CHUNK], ctx, train, restarts)
+        return out
     fits = [_fit_each(laws, split, restarts, ctx.device) for split in (ctx.fit, train)]
     out = []
     for law, a, b in zip(laws, *fits):
@@ -60,14 +72,15 @@ def _fit_each(laws: list, split, restarts: int, device: str) -> list:
 
 
 def order_by_shift(members: list, scores: list[float], law_of, ctx: CandidateContext, train, k: int = 20,
-                   within: float = 2.0, restarts: int = RANK_RESTARTS) -> tuple[list, dict]:
+                   within: float = 2.0, restarts: int = RANK_RESTARTS,
+                   deadline: float | None = None) -> tuple[list, dict]:
     """``members`` (ranked by validation score, ``scores``, lower is better) with those of the
     first ``k`` whose score is within ``within`` times the best re-ranked by their
     :func:`extrapolation_shift`, smallest first; the forms whose shift cannot be measured follow
     them in score order, then the rest. Returns the order and the shifts by position in
-    ``members``."""
+    ``members``. Past the ``deadline`` no more forms are measured (see :func:`extrapolation_shifts`)."""
     eligible = [i for i in range(min(k, len(members))) if scores[i] <= within * scores[0]]
-    measured = extrapolation_shifts([law_of(members[i]) for i in eligible], ctx, train, restarts)
+    measured = extrapolation_shifts([law_of(members[i]) for i in eligible], ctx, train, restarts, deadline)
     shifts = {i: s for i, s in zip(eligible, measured) if s is not None}
     head = sorted(shifts, key=lambda i: shifts[i])
     rest = [i for i in range(len(members)) if i not in shifts]
@@ -108,10 +121,13 @@ def law_of(member, card, train, cfg: SearchConfig, name: str = "discovered") -> 
                     specs=seed_specs(card).get(sp.sstr(member.expr)))
 
 
-def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig) -> Choice:
+def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig,
+           deadline: float | None = None) -> Choice:
     """Rank the ok members by validation score, re-rank the top ones by extrapolation shift
     (``selection.rule == "shift"``, where measurable), then refit the first on all of ``train``;
-    a refit that fails or breaks the checks falls back to the next (up to 10). Train only."""
+    a refit that fails or breaks the checks falls back to the next (up to 10). Train only.
+    ``deadline`` (a :func:`time.perf_counter` value, from a time budget): the re-ranking measures
+    the forms in score order until then, and re-ranks those it measured."""
     parsimony = cfg.evolution.parsimony
     ranked = sorted((m for m in members if m.ok), key=lambda m: m.score(parsimony))
     if not ranked:
@@ -121,7 +137,7 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig)
         by_score = ranked
         ranked, by_pos = order_by_shift(by_score, [m.score(parsimony) for m in by_score],
                                         lambda m: law_of(m, card, train, cfg), ctx, train,
-                                        restarts=cfg.fitting.rank_restarts)
+                                        restarts=cfg.fitting.rank_restarts, deadline=deadline)
         shift = {by_score[i].key: s for i, s in by_pos.items()}
     fallback, first = 0, None
     contract, screened = None, set()
@@ -212,6 +228,8 @@ def _incumbent(best, members: list, ctx: CandidateContext, card, train, cfg: Sea
 
 
 CONTRACT_TOP = 30
+#: Forms fitted together between looks at the clock when the final stages run under a deadline.
+CHUNK = 2
 
 
 def _contract_first(ranked: list, card, train, cfg: SearchConfig) -> tuple[list, set]:
@@ -242,14 +260,17 @@ class EnsembleMember:
     weight: float
 
 
-def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: SearchConfig) -> list[EnsembleMember]:
+def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: SearchConfig,
+                   deadline: float | None = None) -> list[EnsembleMember]:
     """A model ensemble beside the chosen law: the chosen form, the next ``selection.top_k``
     ranked forms and the card's own laws, weighted by 1 / validation NMSE (each refit on the
     validation carve and the extra folds with ``fitting.final_restarts``, as the incumbent
     comparison does), each refit on all of ``train``. Members whose evidence or refit fails are
     left out, and so are the others whose refit breaks the readable-law contract
     (``checks.contract``): one wild member beyond the data spoils the mean. Train only; empty
-    when ``selection.ensemble`` is off."""
+    when ``selection.ensemble`` is off. With a ``deadline`` (a :func:`time.perf_counter` value)
+    the members are evaluated :data:`CHUNK` at a time, in order (the chosen law first), until
+    then; empty when it has already passed."""
     if not cfg.selection.ensemble:
         return []
     members = [(choice.member.origin, choice.law, choice.fit)]
@@ -264,22 +285,39 @@ def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: Sear
         if S.key(e) not in seen:
             seen.add(S.key(e))
             members.append((f"human:{name}", law_of(_Form(e), card, train, cfg, name), None))
+    if deadline is not None:
+        kept = []
+        for i in range(0, len(members), CHUNK):
+            if time.perf_counter() > deadline:
+                break
+            kept += _members(members[i:i + CHUNK], ctx, card, train, cfg)
+        return _normalised(kept)
+    return _normalised(_members(members, ctx, card, train, cfg))
+
+
+def _members(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig) -> list[EnsembleMember]:
+    """The candidate members ``(origin, law, fit or None)`` with their evidence and refit; those
+    that fail, or break the contract (all but the chosen law, which comes first), left out."""
     laws = [lw for _, lw, _ in members]
     evidence = [float(np.mean(r)) for r in validation_nmse(laws, ctx, cfg.fitting.final_restarts, cfg.seed)]
     need = [i for i, (_, _, f) in enumerate(members) if f is None and np.isfinite(evidence[i])]
     fits = dict(zip(need, fit_many([FitJob(laws[i], train, cfg.fitting.final_restarts, cfg.seed) for i in need],
                                    device=ctx.device, errors="return")))
     out = []
-    for i, (origin, law, fit) in enumerate(members):
-        fit = fit if fit is not None else fits.get(i)
+    for i, (origin, law, given) in enumerate(members):
+        fit = given if given is not None else fits.get(i)
         if not (isinstance(fit, FitResult) and fit.ok and np.isfinite(evidence[i]) and evidence[i] > 0):
             continue
         with np.errstate(all="ignore"):
             ok = np.isfinite(predict(law, fit.params(), train)).all()
-        if ok and i and cfg.checks.contract:   # the chosen law is in whatever its contract says
+        if ok and given is None and cfg.checks.contract:   # the chosen law is in whatever its contract says
             ok = _keeps_contract(law, fit.params(), train, card)
         if ok:
             out.append(EnsembleMember(law, fit.params(), origin, evidence[i], 1.0 / evidence[i]))
+    return out
+
+
+def _normalised(out: list[EnsembleMember]) -> list[EnsembleMember]:
     total = sum(m.weight for m in out)
     for m in out:
         m.weight /= total
