@@ -711,7 +711,7 @@ def test_time_budget_covers_the_whole_run():
     assert search_budget(cfg, 2.0).budget.seconds == 58.0 and cfg.budget.seconds == 60
     assert search_budget(SearchConfig.build(max_evals=10), 5.0).budget.seconds is None
     reserve = final_reserve(2, 60.0)
-    assert reserve(100, 5.0) == pytest.approx(8.0 + 50 * 2 * 0.05)   # 50 evaluations on one core, plus 8 s
+    assert reserve(1000, 5.0) == pytest.approx(8.0 + 150 * 2 * 0.005)   # 150 evaluations on one core, plus 8 s
     assert reserve(5, 30.0) == 15.0                                   # never more than a quarter of the budget
 
 
