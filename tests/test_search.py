@@ -899,7 +899,7 @@ def test_past_their_deadline_the_final_stages_take_on_no_more_forms(tmp_path, mo
     assert D.final_deadlines(None, D._Clock()) == {"choose": None, "ensemble": None, "score": None}
     c = D._Clock()
     by = D.final_deadlines(60.0, c)
-    assert c.t0 < by["choose"] < by["ensemble"] < by["score"] <= c.t0 + 60.0
+    assert c.t0 < by["choose"] < by["ensemble"] < by["score"] <= c.t0 + 60.0 - D.FINAL_FIXED_S
     ds = load_dataset("synthetic_chinchilla")
     full = discover(ds, SearchConfig.build(max_evals=30, seed=0), tmp_path / "a", report=False)
     monkeypatch.setattr(D, "final_deadlines", lambda budget_s, clock: dict.fromkeys(("choose", "ensemble", "score"), 0.0))

@@ -142,7 +142,8 @@ def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, h
 FINAL_FIXED_S, FINAL_EVALS, FINAL_MAX_SHARE = 8.0, 150, 0.25
 
 
-#: Under a time budget, the share of the time left after the search by which each final stage
+#: Under a time budget, the share of the time left after the search (less FINAL_FIXED_S for the
+#: outputs) by which each final stage
 #: stops taking on more forms (the re-ranking by extrapolation shift, the ensemble's members, the
 #: runners-up scored for top_laws.json); what it has started, it finishes.
 FINAL_SHARES = {"choose": 0.4, "ensemble": 0.7, "score": 0.9}
@@ -153,7 +154,7 @@ def final_deadlines(budget_s: float | None, clock: "_Clock") -> dict[str, float 
     if budget_s is None:
         return dict.fromkeys(FINAL_SHARES)
     now = time.perf_counter()
-    left = max(clock.t0 + budget_s - now, 0.0)
+    left = max(clock.t0 + budget_s - FINAL_FIXED_S - now, 0.0)   # FINAL_FIXED_S: the outputs'
     return {k: now + f * left for k, f in FINAL_SHARES.items()}
 
 
