@@ -35,7 +35,7 @@ from lawforge.procs import FolderLock
 from lawforge.runs.folder import ENSEMBLE, LAW, LLM_USAGE, METRICS, TOP_LAWS, RunFolder
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
-from lawforge.search.choose import CHUNK, Choice, build_ensemble, choose, ensemble_predict, law_of
+from lawforge.search.choose import Choice, build_ensemble, by_chunks, choose, ensemble_predict, law_of
 from lawforge.search.engine import SearchResult, run_search
 from lawforge.search.prepare import build_space, final_train, make_context, seeds_for
 from lawforge.search.settings import SearchConfig
@@ -330,7 +330,7 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig,
     """The chosen law and the ``selection.top_k`` next-ranked forms refit on all of train and
     scored on test once (for ``top_laws.json`` and ``laws.tex``; the choice was made before).
     With a ``deadline`` (a :func:`time.perf_counter` value) the runners-up are refit
-    :data:`CHUNK` at a time until then, and those not reached are left out."""
+    a few at a time (:func:`~lawforge.search.choose.by_chunks`) until then, and those not reached are left out."""
     best, law = choice.member, choice.law
     tm = test_metrics(law, choice.fit.params(), full)
     top = [{"rank": 0, "expression": law.to_string(), "latex": law.to_latex(), "n_params": law.n_params,
@@ -339,12 +339,8 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig,
             "params": choice.fit.params(), "_test": tm}]
     others = [m for m in choice.ranked if m.key != best.key][:cfg.selection.top_k]
     laws = [law_of(m, full.card, train, cfg, f"rank{i + 1}") for i, m in enumerate(others)]
-    step, fits = (CHUNK if deadline is not None else max(len(laws), 1)), []
-    for i in range(0, len(laws), step):
-        if deadline is not None and time.perf_counter() > deadline:
-            break
-        fits += fit_many([FitJob(lw, train, cfg.fitting.rank_restarts, cfg.seed) for lw in laws[i:i + step]],
-                         device=resolve_device(cfg.fitting.device), errors="return")
+    fits = by_chunks(laws, lambda chunk: fit_many([FitJob(lw, train, cfg.fitting.rank_restarts, cfg.seed) for lw in chunk],
+                                                  device=resolve_device(cfg.fitting.device), errors="return"), deadline)
     for m, lw, f2 in zip(others, laws, fits):
         t2 = test_metrics(lw, f2.params(), full) if isinstance(f2, FitResult) and f2.ok else {}
         top.append({"rank": len(top), "expression": lw.to_string(), "latex": lw.to_latex(), "n_params": lw.n_params,

@@ -42,12 +42,8 @@ def extrapolation_shifts(laws: list, ctx: CandidateContext, train, restarts: int
     if ctx.probe is None or not laws:
         return [None] * len(laws)
     if deadline is not None:
-        out = []
-        for i in range(0, len(laws), CHUNK):
-            if time.perf_counter() > deadline:
-                return out + [None] * (len(laws) - i)
-            out += extrapolation_shifts(laws[i:i + CHUNK], ctx, train, restarts)
-        return out
+        out = by_chunks(laws, lambda chunk: extrapolation_shifts(chunk, ctx, train, restarts), deadline)
+        return out + [None] * (len(laws) - len(out))
     fits = [_fit_each(laws, split, restarts, ctx.device) for split in (ctx.fit, train)]
     out = []
     for law, a, b in zip(laws, *fits):
@@ -232,6 +228,20 @@ CONTRACT_TOP = 30
 CHUNK = 2
 
 
+def by_chunks(items: list, run, deadline: float | None) -> list:
+    """``run`` (a list in, a list out) over ``items``: in one call without a ``deadline``; with
+    one (a :func:`time.perf_counter` value), :data:`CHUNK` items at a time while it has not
+    passed, returning the results of the items reached."""
+    if deadline is None:
+        return run(items) if items else []
+    out = []
+    for i in range(0, len(items), CHUNK):
+        if time.perf_counter() > deadline:
+            break
+        out += run(items[i:i + CHUNK])
+    return out
+
+
 def _contract_first(ranked: list, card, train, cfg: SearchConfig) -> tuple[list, set]:
     """``ranked`` with the forms of its first :data:`CONTRACT_TOP` that keep the readable-law
     contract on their search fit moved ahead of those that do not (each group in rank order),
@@ -285,14 +295,7 @@ def build_ensemble(choice: Choice, ctx: CandidateContext, card, train, cfg: Sear
         if S.key(e) not in seen:
             seen.add(S.key(e))
             members.append((f"human:{name}", law_of(_Form(e), card, train, cfg, name), None))
-    if deadline is not None:
-        kept = []
-        for i in range(0, len(members), CHUNK):
-            if time.perf_counter() > deadline:
-                break
-            kept += _members(members[i:i + CHUNK], ctx, card, train, cfg)
-        return _normalised(kept)
-    return _normalised(_members(members, ctx, card, train, cfg))
+    return _normalised(by_chunks(members, lambda chunk: _members(chunk, ctx, card, train, cfg), deadline))
 
 
 def _members(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig) -> list[EnsembleMember]:
