@@ -63,6 +63,25 @@ def test_prediction_bands_hold_the_prediction_and_widen_with_extrapolation():
         fitted.predict(pts, interval=90, resamples=20)
 
 
+def test_a_bootstrap_past_its_deadline_refits_one_batch_and_says_so():
+    import time
+
+    from lawforge.fitting import bootstrap as B
+
+    fitted = fit_law("E + A/N**alpha + B/D**beta", chinchilla_table(noise=0.01), target="loss",
+                     params={k: {"init": v, "lower": 0.0} for k, v in CHIN.items()})
+    args = (fitted.law, fitted.train, fitted.params, 2 * B.CHUNK + 5)
+    late = B.bootstrap(*args, seed=3, deadline=time.perf_counter() - 1.0)
+    assert late.requested == B.CHUNK and len(late.params) + late.failed == B.CHUNK
+    assert any(f"{B.CHUNK} of {2 * B.CHUNK + 5} bootstrap refits ran" in n for n in late.notes)
+    full = B.bootstrap(*args, seed=3, deadline=time.perf_counter() + 600)
+    assert full.requested == 2 * B.CHUNK + 5 and not any("time budget" in n for n in full.notes)
+    free = B.bootstrap(*args, seed=3)
+    assert free.requested == 2 * B.CHUNK + 5
+    for a, b in zip(late.params, free.params):   # the same first resamples as without a deadline
+        assert a["all"]["E"] == pytest.approx(b["all"]["E"], rel=1e-6)
+
+
 def test_a_law_without_its_data_has_no_interval():
     f = FittedLaw(chinchilla_law(), {"all": CHIN})
     with pytest.raises(Exception, match="does not know the data it was fitted on"):

@@ -112,3 +112,18 @@ def test_the_report_states_the_comparison_with_the_cards_law():
     lj["incumbent"].update(chosen="discovered", why_not="its refit on train breaks the contract")
     assert "the discovered law was kept (its refit on train breaks the contract)" in " ".join(_law_notes(lj))
     assert _law_notes({}) == []
+
+
+@pytest.mark.slow
+def test_a_report_past_its_deadline_draws_its_bands_from_fewer_refits_and_says_so(run_dir, tmp_path):
+    import time
+
+    from lawforge.fitting.bootstrap import CHUNK
+    from lawforge.outputs.report import REPORT_RESAMPLES, write_report
+
+    late = tmp_path / "late"
+    shutil.copytree(run_dir, late)
+    write_report(late, formats=("md",), deadline=time.perf_counter())
+    md = (late / "report.md").read_text()
+    assert f"({CHUNK} refits on" in md and "(100x)" in md
+    assert f"({REPORT_RESAMPLES} refits on" in (run_dir / "report.md").read_text()

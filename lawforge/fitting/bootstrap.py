@@ -13,6 +13,7 @@ in ``benchmarks/calibration.py``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -27,12 +28,16 @@ from lawforge.laws.law import Law
 RESAMPLES = 200
 #: Starts per refit: the fitted constants, the law's own start and random draws.
 RESTARTS = 4
+#: With a deadline, the refits run this many at a time; the first batch always runs, and a
+#: further one starts only where it should end (at the last batch's pace) by the deadline.
+CHUNK = 20
 
 
 @dataclass
 class Bootstrap:
     """The refits of one law: ``params[i]`` is resample ``i``'s constants (group -> name ->
-    value); resamples whose refit failed are left out and counted in ``failed``."""
+    value); resamples whose refit failed are left out and counted in ``failed``. ``requested``
+    counts the resamples refit, which a deadline can make fewer than were asked for."""
 
     law: Law
     params: list[dict[str, dict[str, float]]]
@@ -61,23 +66,43 @@ def resample(split, rng: np.random.Generator):
 
 
 def bootstrap(law: Law, split, params: Mapping[str, Mapping[str, float]], resamples: int = RESAMPLES,
-              seed: int = 0, restarts: int = RESTARTS, device: str = "cpu") -> Bootstrap:
+              seed: int = 0, restarts: int = RESTARTS, device: str = "cpu",
+              deadline: float | None = None) -> Bootstrap:
     """Refit ``law`` (fitted constants ``params``) on ``resamples`` bootstrap resamples of
-    ``split``, all in one batched fit."""
+    ``split``, all in one batched fit. With ``deadline`` (a :func:`time.perf_counter` time), in
+    batches of :data:`CHUNK` that stop where the next would end past it (the first always runs);
+    the resamples refit are the first ones an unlimited run draws."""
     if resamples < 2:
         raise FitError(f"bootstrap: at least 2 resamples are needed, got {resamples}")
     rng = np.random.default_rng(np.random.SeedSequence(seed))
     jobs = [FitJob(law, resample(split, rng), restarts=restarts, seed=seed + i, extra_starts=params)
             for i in range(resamples)]
-    results = fit_many(jobs, device=device, errors="return")
+    results = fit_many(jobs, device=device, errors="return") if deadline is None else \
+        _until(jobs, device, deadline)
+    done = len(results)
     ok = [r.params() for r in results if isinstance(r, FitResult) and r.ok]
-    b = Bootstrap(law, ok, resamples, resamples - len(ok), seed)
-    if len(ok) < max(2, resamples // 2):
-        raise FitError(f"bootstrap: only {len(ok)} of {resamples} refits succeeded; the law is not determined "
+    b = Bootstrap(law, ok, done, done - len(ok), seed)
+    if len(ok) < max(2, done // 2):
+        raise FitError(f"bootstrap: only {len(ok)} of {done} refits succeeded; the law is not determined "
                        f"well enough by this data for an interval")
+    if done < resamples:
+        b.notes.append(f"{done} of {resamples} bootstrap refits ran before the time budget ran out")
     if b.failed:
-        b.notes.append(f"{b.failed} of {resamples} bootstrap refits failed and are left out")
+        b.notes.append(f"{b.failed} of {done} bootstrap refits failed and are left out")
     return b
+
+
+def _until(jobs: list[FitJob], device: str, deadline: float) -> list:
+    """``fit_many`` on ``jobs`` in batches of :data:`CHUNK` while the next batch should end by
+    ``deadline`` (at the pace of the batch before it)."""
+    results: list = []
+    for start in range(0, len(jobs), CHUNK):
+        t = time.perf_counter()
+        results += fit_many(jobs[start:start + CHUNK], device=device, errors="return")
+        took = time.perf_counter() - t
+        if time.perf_counter() + took > deadline:
+            break
+    return results
 
 
 def interval(samples: np.ndarray, level: float, axis: int = 0) -> tuple[np.ndarray, np.ndarray]:

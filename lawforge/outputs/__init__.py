@@ -15,8 +15,8 @@ def write_laws_tex(run: RunFolder, dataset, top: list) -> None:
 
 
 def write_report_files(run: RunFolder, dataset, top: list) -> None:
-    """Run hook: ``report.html`` and ``report.md``."""
-    write_report(run.path, dataset=dataset)
+    """Run hook: ``report.html`` and ``report.md`` (by the run's deadline, where it has one)."""
+    write_report(run.path, dataset=dataset, deadline=run.deadline)
 
 
 def run_hooks(report: bool = True) -> list:

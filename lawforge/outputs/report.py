@@ -28,6 +28,8 @@ log = logging.getLogger(__name__)
 MAX_GROUP_PANELS = 12
 #: Bootstrap refits and level of the bands drawn in the report and its predictions table.
 REPORT_RESAMPLES, REPORT_LEVEL = 100, 0.9
+#: Under a deadline, the seconds kept for the plots and the writing after the bootstrap.
+PLOTS_S = 4.0
 
 
 # ------------------------------------------------------------------------------ loading a run
@@ -262,8 +264,10 @@ def _human(ds, data_dir):
     return law, params or {}, out
 
 
-def build_report(run_dir: str | Path, dataset=None) -> dict[str, Any]:
-    """Everything the page shows: text fields, tables and PNG images (bytes)."""
+def build_report(run_dir: str | Path, dataset=None, deadline: float | None = None) -> dict[str, Any]:
+    """Everything the page shows: text fields, tables and PNG images (bytes). With ``deadline``
+    (a :func:`time.perf_counter` time), the bands' bootstrap refits only as many resamples as
+    should end :data:`PLOTS_S` before it (at least one batch); the page says how many."""
     from lawforge.laws.law import law_from_text
 
     run = load_run(run_dir)
@@ -284,7 +288,7 @@ def build_report(run_dir: str | Path, dataset=None) -> dict[str, Any]:
             plt.close("all")
             return None
 
-    boot, beyond = _bands(ds, run, law, params, axis)
+    boot, beyond = _bands(ds, run, law, params, axis, None if deadline is None else deadline - PLOTS_S)
     images = {"law": safe(_latex_png, lj["latex"])}
     for j, t in enumerate(card.target_columns[:5]):
         images[f"groups_{t}"] = safe(_group_plot, ds, law, params, human, hparams, axis, j, boot)
@@ -297,10 +301,10 @@ def build_report(run_dir: str | Path, dataset=None) -> dict[str, Any]:
         statuses[c.get("status", "?")] = statuses.get(c.get("status", "?"), 0) + 1
     return {"run": run, "dataset": ds, "law": law, "params": params, "images": images,
             "human_scores": hscores, "human_law": human, "top_candidates": ok[:10], "statuses": statuses,
-            "beyond": beyond, "axis": axis}
+            "beyond": beyond, "axis": axis, "refits": boot.requested if boot is not None else REPORT_RESAMPLES}
 
 
-def _bands(ds, run, law, params, axis: str):
+def _bands(ds, run, law, params, axis: str, deadline: float | None = None):
     """The chosen law's bootstrap (for the bands) and its predictions beyond the data; (None, [])
     when they cannot be computed (the page is written without them)."""
     from lawforge.fitting.bootstrap import bootstrap
@@ -308,7 +312,8 @@ def _bands(ds, run, law, params, axis: str):
 
     try:
         train = final_split(ds, run["config"])
-        boot = bootstrap(law, train, params, REPORT_RESAMPLES, seed=0, restarts=2)  # fitted constants + init
+        boot = bootstrap(law, train, params, REPORT_RESAMPLES, seed=0, restarts=2,  # fitted constants + init
+                         deadline=deadline)
         return boot, prediction_table(law, params, boot, train, axis, REPORT_LEVEL)
     except (LawforgeError, ValueError, KeyError, RuntimeError) as exc:
         log.warning("prediction bands skipped: %s: %s", type(exc).__name__, exc)
@@ -353,7 +358,7 @@ def render_markdown(rep) -> str:
         ax = rep["axis"]
         out += ["## Predictions beyond the data", "",
                 f"The chosen law at 10 and 100 times the largest train value of `{ax}` (other features at their "
-                f"largest train values), with {REPORT_LEVEL:.0%} bootstrap intervals ({REPORT_RESAMPLES} refits on "
+                f"largest train values), with {REPORT_LEVEL:.0%} bootstrap intervals ({rep['refits']} refits on "
                 "resampled train points: parameter uncertainty only; `lawforge predict` adds the spread across the "
                 "top laws). Also in `predictions.tex`.", "",
                 f"| group | {ax} | prediction | {REPORT_LEVEL:.0%} interval |", "|---|---|---|---|"]
@@ -435,12 +440,14 @@ def render_html(rep, md: str) -> str:
             f"<style>{css}</style></head><body>\n{body}</body></html>\n")
 
 
-def write_report(run_dir: str | Path, dataset=None, formats: Sequence[str] = ("html", "md")) -> dict[str, str]:
-    """Write ``report.html`` (self-contained) and/or ``report.md`` (+ ``report_files/*.png``)."""
+def write_report(run_dir: str | Path, dataset=None, formats: Sequence[str] = ("html", "md"),
+                 deadline: float | None = None) -> dict[str, str]:
+    """Write ``report.html`` (self-contained) and/or ``report.md`` (+ ``report_files/*.png``);
+    ``deadline`` as in :func:`build_report`."""
     for f in formats:
         if f not in ("html", "md"):
             raise ConfigError(f"--format must be html or md, got {f!r}")
-    rep = build_report(run_dir, dataset)
+    rep = build_report(run_dir, dataset, deadline)
     run = RunFolder.open(run_dir)
     md = render_markdown(rep)
     out = {}

@@ -121,6 +121,8 @@ def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, h
     top = score_top_laws(choice, full, train, cfg, deadline=by["score"])
     st.timings["score"] = clock.lap()
     summary = write_results(st, res, choice, full, top, ensemble)
+    if cfg.budget.seconds is not None:   # the outputs' bootstrap bands stop by the budget's end
+        st.run.deadline = clock.t0 + cfg.budget.seconds
     for hook in hooks:
         try:
             hook(st.run, full, top)

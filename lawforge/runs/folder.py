@@ -44,6 +44,9 @@ class RunFolder:
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        #: The :func:`time.perf_counter` time by which the run's outputs should be written (set
+        #: by a discovery under a time budget; the output hooks read it), or None.
+        self.deadline: float | None = None
 
     def __repr__(self) -> str:
         return f"RunFolder({str(self.path)!r})"
