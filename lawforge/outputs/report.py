@@ -14,6 +14,7 @@ import html
 import io
 import logging
 import math
+import time
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -267,7 +268,8 @@ def _human(ds, data_dir):
 def build_report(run_dir: str | Path, dataset=None, deadline: float | None = None) -> dict[str, Any]:
     """Everything the page shows: text fields, tables and PNG images (bytes). With ``deadline``
     (a :func:`time.perf_counter` time), the bands' bootstrap refits only as many resamples as
-    should end :data:`PLOTS_S` before it (at least one batch); the page says how many."""
+    should end :data:`PLOTS_S` before it (the page says how many), and none when that time has
+    already passed (the page says so; ``lawforge report RUN_DIR`` draws them)."""
     from lawforge.laws.law import law_from_text
 
     run = load_run(run_dir)
@@ -288,7 +290,9 @@ def build_report(run_dir: str | Path, dataset=None, deadline: float | None = Non
             plt.close("all")
             return None
 
-    boot, beyond = _bands(ds, run, law, params, axis, None if deadline is None else deadline - PLOTS_S)
+    by = None if deadline is None else deadline - PLOTS_S
+    skipped = by is not None and time.perf_counter() >= by   # the run's time budget is spent
+    boot, beyond = (None, []) if skipped else _bands(ds, run, law, params, axis, by)
     images = {"law": safe(_latex_png, lj["latex"])}
     for j, t in enumerate(card.target_columns[:5]):
         images[f"groups_{t}"] = safe(_group_plot, ds, law, params, human, hparams, axis, j, boot)
@@ -301,7 +305,8 @@ def build_report(run_dir: str | Path, dataset=None, deadline: float | None = Non
         statuses[c.get("status", "?")] = statuses.get(c.get("status", "?"), 0) + 1
     return {"run": run, "dataset": ds, "law": law, "params": params, "images": images,
             "human_scores": hscores, "human_law": human, "top_candidates": ok[:10], "statuses": statuses,
-            "beyond": beyond, "axis": axis, "refits": boot.requested if boot is not None else REPORT_RESAMPLES}
+            "beyond": beyond, "axis": axis, "refits": boot.requested if boot is not None else REPORT_RESAMPLES,
+            "bands_skipped": skipped}
 
 
 def _bands(ds, run, law, params, axis: str, deadline: float | None = None):
@@ -354,6 +359,10 @@ def render_markdown(rep) -> str:
     for k, png in rep["images"].items():
         if k.startswith("groups_"):
             out += [f"![{k}]({_img_md(k)})" if png else "(plot unavailable: see the log)", ""]
+    if rep["bands_skipped"]:
+        out += ["## Predictions beyond the data", "",
+                "Not drawn: the run's time budget was spent before the bootstrap. `lawforge report RUN_DIR` "
+                "draws them (and the plots' bands); `lawforge predict RUN_DIR` gives predictions with intervals.", ""]
     if rep["beyond"]:
         ax = rep["axis"]
         out += ["## Predictions beyond the data", "",
