@@ -369,3 +369,18 @@ def test_a_bare_number_that_vanishes_beside_its_variable_on_the_data_fails(chinc
         assert not check_law(law, params, chinchilla.train, chinchilla.card, first_only=True).ok
     for text in ("p0 + p1*(1 + log(N))", "p0 + p1*(1 + D/N)**p2", "p0 + p1*(1 + p2*N)**p3", "p0 + p1/N**p2 + p3/D**p4"):
         assert vanishing_numbers(_law(text, chinchilla), chinchilla.train) == [], text
+
+
+def test_a_form_that_keeps_the_contract_comes_first_even_far_down_the_ranking():
+    import sympy as sp
+
+    from lawforge.search.choose import CONTRACT_TOP, _contract_first
+    from lawforge.search.engine import Member
+
+    def member(i, keeps):
+        return Member(sp.Symbol(f"x{i}"), f"k{i}", {"status": "ok", "params": {"all": {}}, "contract": keeps}, "test")
+
+    ranked = [member(i, False) for i in range(CONTRACT_TOP + 5)] + [member(99, True), member(100, False)]
+    order, keys = _contract_first(ranked, card=None, train=None, cfg=None)
+    assert keys == {"k99"} and order[0].key == "k99"
+    assert [m.key for m in order[1:]] == [m.key for m in ranked if m.key != "k99"]   # the rest in rank order

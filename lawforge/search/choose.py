@@ -243,22 +243,23 @@ def by_chunks(items: list, run, deadline: float | None) -> list:
 
 
 def _contract_first(ranked: list, card, train, cfg: SearchConfig) -> tuple[list, set]:
-    """``ranked`` with the forms of its first :data:`CONTRACT_TOP` that keep the readable-law
-    contract on their search fit moved ahead of those that do not (each group in rank order),
-    and the keys of those that keep it. The search recorded the check on each form's fit
-    (``rec["contract"]``); forms without it (fitted with the contract off) are checked here. No
-    refit: the choice checks the refit again."""
+    """``ranked`` with the forms that keep the readable-law contract on their search fit moved
+    ahead of those that do not (each group in rank order), and the keys of those that keep it.
+    The search recorded the check on each form's fit (``rec["contract"]``); forms of the first
+    :data:`CONTRACT_TOP` without it (fitted with the contract off) are checked here, and further
+    down only the recorded checks count. So where none of the first forms keeps the contract, a
+    form further down that does comes first. No refit: the choice checks the refit again."""
     keep, drop = [], []
-    for m in ranked[:CONTRACT_TOP]:
+    for pos, m in enumerate(ranked):
         params = m.rec.get("params")
         ok = m.rec.get("contract")
-        if ok is None and params:
+        if ok is None and params and pos < CONTRACT_TOP:
             try:
                 ok = check_law(law_of(m, card, train, cfg), params, train, card).ok
             except Exception:  # a law that cannot be evaluated does not keep the contract
                 ok = False
         (keep if ok is True else drop).append(m)
-    return keep + drop + ranked[CONTRACT_TOP:], {m.key for m in keep}
+    return keep + drop, {m.key for m in keep}
 
 
 @dataclass
