@@ -406,15 +406,17 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
     return ContractResult(not reasons, reasons, building_blocks(law))
 
 
-VANISH = 1e-3   # a bare number, or the variables' terms beside it, below this fraction of the other side
+VANISH = 1e-3   # a term with no fitted constant below this fraction of another one in its sum vanishes
 
 
 def vanishing_numbers(law, train) -> list[str]:
-    """Sums of a bare number and terms of the variables with no fitted constant (``1 + N``,
-    ``1 + 1/V``, ``sqrt(D) + 1``) where on every train row one side is below :data:`VANISH`
-    times the other: ``1 + N`` is ``N`` on data where N is 1e8 or more, ``1 + 1/V`` is ``1``. The
-    smaller side means nothing there and says nothing beyond the data: a researcher writes the
-    other side alone, or gives the term a fitted scale (``1 + k/V``)."""
+    """Terms with no fitted constant, a bare number among them, that vanish beside another such
+    term of the same sum: on every train row one is below :data:`VANISH` times the other (in
+    absolute value). ``1 + N`` is ``N`` on data where N is 1e8 or more, ``1 + 1/V`` is ``1``,
+    and in ``p*log(N) + log(N)**(-2) + N**(-4)`` the ``N**(-4)`` is nothing beside
+    ``log(N)**(-2)``. The smaller term means nothing there and says nothing beyond the data: a
+    researcher writes the sum without it, or gives it a fitted scale (``1 + k/V``). Terms with a
+    fitted constant are not compared: what they weigh depends on the fit."""
     names = set(law.variables)
     out = []
     for expr in law.exprs.values():
@@ -423,24 +425,37 @@ def vanishing_numbers(law, train) -> list[str]:
             if not isinstance(node, sp.Add):
                 continue
             nums = [t for t in node.args if _num(t)]
-            terms = [t for t in node.args if not _num(t)]
-            if not nums or not terms or any(not _has_var(t, vars_) or t.free_symbols - vars_ for t in terms):
+            bare = ([sp.Add(*nums)] if nums else []) + \
+                [t for t in node.args if not _num(t) and _has_var(t, vars_) and not t.free_symbols - vars_]
+            if len(bare) < 2:
                 continue
-            rest = sp.Add(*terms)
-            syms = sorted(rest.free_symbols, key=lambda s: s.name)
-            try:
-                with np.errstate(all="ignore"):
-                    v = np.broadcast_to(np.asarray(sp.lambdify(syms, rest, "numpy")(
-                        *[np.asarray(train.X[law.variables[s.name]], dtype=float) for s in syms]), dtype=float),
-                        (train.n,))
-            except Exception:   # a sum the data cannot evaluate is the other rules' business
-                continue
-            ratio = np.abs(v[np.isfinite(v)]) / abs(float(sp.Add(*nums)) or 1.0)
-            if ratio.size and (ratio.max() < VANISH or ratio.min() > 1 / VANISH):
-                small = sp.Add(*nums) if ratio.min() > 1 / VANISH else rest
-                out.append(f"a bare number that vanishes beside its variable on the data ({small} is below "
-                           f"{VANISH:g} of the rest on every train row): {node}")
+            sizes = [_abs_values(t, law, train) for t in bare]
+            for i, j in ((i, j) for i in range(len(bare)) for j in range(len(bare)) if i != j):
+                if sizes[i] is None or sizes[j] is None:
+                    continue
+                ok = np.isfinite(sizes[i]) & np.isfinite(sizes[j]) & (sizes[j] > 0)
+                if ok.any() and np.all(sizes[i][ok] < VANISH * sizes[j][ok]):
+                    what = "a bare number that vanishes beside its variable" if _num(bare[i]) else \
+                        "a term with no fitted constant that vanishes beside another"
+                    out.append(f"{what} on the data ({bare[i]} is below {VANISH:g} of {bare[j]} on every "
+                               f"train row): {node}")
+                    break
     return list(dict.fromkeys(out))
+
+
+def _abs_values(term: sp.Expr, law, train) -> np.ndarray | None:
+    """``|term|`` on every train row (a number broadcast), or None where it cannot be evaluated
+    (a sum the data cannot evaluate is the other rules' business)."""
+    if _num(term):
+        return np.full(train.n, abs(float(term)))
+    syms = sorted(term.free_symbols, key=lambda s: s.name)
+    try:
+        with np.errstate(all="ignore"):
+            v = sp.lambdify(syms, term, "numpy")(*[np.asarray(train.X[law.variables[s.name]], dtype=float)
+                                                   for s in syms])
+        return np.abs(np.broadcast_to(np.asarray(v, dtype=float), (train.n,)))
+    except Exception:
+        return None
 
 
 REDUNDANT_ROWS = 128     # feature rows the identifiability check evaluates the Jacobian on
