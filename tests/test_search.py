@@ -732,6 +732,30 @@ def test_search_stops_when_what_follows_needs_the_rest_of_the_budget():
     assert tight.out_of_budget() is None
 
 
+def test_under_a_time_budget_a_generation_is_cut_to_the_time_left_at_the_searchs_pace():
+    from lawforge.datasets.loader import SealedDataset
+    from lawforge.search.engine import Engine
+    from lawforge.search.prepare import build_space, make_context, seeds_for
+
+    sealed = SealedDataset(load_dataset("synthetic_chinchilla"), 0)
+    space = build_space(sealed, SearchConfig.build())
+    ctx = make_context(sealed, SearchConfig.build())
+    timed = Engine(space, ctx, seeds_for(sealed, space), SearchConfig.build(max_evals=None, budget_s=1000.0, seed=0),
+                   reserve=lambda evals, secs: 100.0)
+    assert timed.room() is None            # no pace yet
+    timed.evals, timed.elapsed_before = 10, 800.0   # 80 s a form: 100 s left after the reserve
+    assert timed.room() == 1
+    timed.elapsed_before = 299.0                    # about 30 s a form: about 600 s left
+    assert timed.room() == 20
+    timed.elapsed_before = 599.0                    # about 60 s a form: about 300 s left
+    assert timed.room() == 5
+    batch = timed.seeds[:12]
+    assert len(batch) == 12 and len(timed.fit_and_score(batch)) == 5 and timed.evals == 15
+    counted = Engine(space, ctx, seeds_for(sealed, space), SearchConfig.build(max_evals=100, seed=0))
+    counted.evals = 10
+    assert counted.room() is None          # an evaluation budget is never cut by time
+
+
 def test_device_option_and_stage_times(tmp_path, capsys):
     import torch
 
