@@ -112,11 +112,8 @@ class Engine:
     def out_of_budget(self) -> str | None:
         if self.cfg.budget.max_evals is not None and self.evals >= self.cfg.budget.max_evals:
             return "max_evals"
-        if self.cfg.budget.seconds is not None:
-            spent = self.elapsed()
-            later = self.reserve(self.evals, spent) if self.reserve is not None and self.evals else 0.0
-            if spent + later >= self.cfg.budget.seconds:
-                return "budget"
+        if self.cfg.budget.seconds is not None and self._time_left()[1] <= 0:
+            return "budget"
         if self.should_stop is not None and self.should_stop():
             return "interrupted"
         return None
@@ -129,9 +126,15 @@ class Engine:
         about 24 s of a 2-minute budget)."""
         if self.cfg.budget.seconds is None or not self.evals:
             return None
+        spent, left = self._time_left()
+        return max(1, int(left * self.evals / max(spent, 1e-9)))
+
+    def _time_left(self) -> tuple[float, float]:
+        """(seconds spent, seconds left before the search should stop): the time budget less
+        what is spent and the final stages' reserve (none before any pace is measured)."""
         spent = self.elapsed()
-        later = self.reserve(self.evals, spent) if self.reserve is not None else 0.0
-        return max(1, int((self.cfg.budget.seconds - spent - later) * self.evals / max(spent, 1e-9)))
+        later = self.reserve(self.evals, spent) if self.reserve is not None and self.evals else 0.0
+        return spent, self.cfg.budget.seconds - spent - later
 
     # -- steps
     def fit_and_score(self, batch: list[tuple[sp.Expr, str]]) -> list[Member]:
