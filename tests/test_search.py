@@ -913,6 +913,25 @@ def test_the_ensemble_leaves_out_members_that_break_the_contract(tmp_path):
         assert check_law(law, m["params"], ds.train, ds.card).ok, m["expression"]
 
 
+def test_each_final_stage_gets_its_share_of_the_time_left_when_it_starts():
+    """The final stages' deadlines are their cumulative shares of the time left after the search
+    when each stage keeps to its share; a stage that overruns its share shortens the next one's
+    time instead of leaving it none, and none reaches past the time the outputs keep."""
+    from lawforge.runs import discover as D
+
+    c = D._Clock()
+    now = c.t0 + 20.0                        # the search ended 20 s into a 60 s budget
+    end = c.t0 + 60.0 - D.FINAL_FIXED_S      # 32 s left for the final stages
+    by = {}
+    for k in D.FINAL_SHARES:                 # each stage ends exactly at its deadline
+        by[k] = now = D.final_deadline(k, 60.0, c, now)
+    assert list(by.values()) == pytest.approx([c.t0 + 20.0 + f * 32.0 for f in D.FINAL_SHARES.values()])
+    late = c.t0 + 20.0 + 0.8 * 32.0          # the choice ran past the ensemble's cumulative share
+    assert late < D.final_deadline("ensemble", 60.0, c, late) < end
+    assert D.final_deadline("score", 60.0, c, end + 5.0) == end + 5.0   # nothing left: now
+    assert c.t0 < D.final_deadline("choose", 60.0, c) < end
+
+
 def test_past_their_deadline_the_final_stages_take_on_no_more_forms(tmp_path, monkeypatch):
     """Under a time budget the final stages stop taking on forms at their deadlines: with every
     deadline already passed, the choice is the best validation score (no re-ranking measured),
@@ -920,13 +939,10 @@ def test_past_their_deadline_the_final_stages_take_on_no_more_forms(tmp_path, mo
     no deadlines."""
     from lawforge.runs import discover as D
 
-    assert D.final_deadlines(None, D._Clock()) == {"choose": None, "ensemble": None, "score": None}
-    c = D._Clock()
-    by = D.final_deadlines(60.0, c)
-    assert c.t0 < by["choose"] < by["ensemble"] < by["score"] <= c.t0 + 60.0 - D.FINAL_FIXED_S
+    assert [D.final_deadline(k, None, D._Clock()) for k in D.FINAL_SHARES] == [None] * 3
     ds = load_dataset("synthetic_chinchilla")
     full = discover(ds, SearchConfig.build(max_evals=30, seed=0), tmp_path / "a", report=False)
-    monkeypatch.setattr(D, "final_deadlines", lambda budget_s, clock: dict.fromkeys(("choose", "ensemble", "score"), 0.0))
+    monkeypatch.setattr(D, "final_deadline", lambda stage, budget_s, clock, now=None: 0.0)
     late = discover(ds, SearchConfig.build(max_evals=30, seed=0), tmp_path / "b", report=False)
     assert full["ensemble_size"] >= 2 and len(json.loads((tmp_path / "a" / "top_laws.json").read_text())) > 1
     assert late["ensemble_size"] == 0 and not (tmp_path / "b" / "ensemble.json").exists()

@@ -112,17 +112,19 @@ def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, h
     st.run.write_pareto([[m.rec["complexity"], m.rec["n_params"], m.rec["val_r2"], m.rec["val_nmse"],
                           sp.sstr(m.expr)] for m in res.front])
     train = final_train(st.sealed, cfg)
-    by = final_deadlines(cfg.budget.seconds, clock)
-    choice = choose(res.members, st.ctx, dataset.card, train, cfg, deadline=by["choose"])
+    budget_s = cfg.budget.seconds
+    choice = choose(res.members, st.ctx, dataset.card, train, cfg,
+                    deadline=final_deadline("choose", budget_s, clock))
     st.timings["choose"] = clock.lap()
-    ensemble = build_ensemble(choice, st.ctx, dataset.card, train, cfg, deadline=by["ensemble"])
+    ensemble = build_ensemble(choice, st.ctx, dataset.card, train, cfg,
+                              deadline=final_deadline("ensemble", budget_s, clock))
     st.timings["ensemble"] = clock.lap()
     full = st.sealed.unseal()
-    top = score_top_laws(choice, full, train, cfg, deadline=by["score"])
+    top = score_top_laws(choice, full, train, cfg, deadline=final_deadline("score", budget_s, clock))
     st.timings["score"] = clock.lap()
     summary = write_results(st, res, choice, full, top, ensemble)
-    if cfg.budget.seconds is not None:   # the outputs' bootstrap bands stop by the budget's end
-        st.run.deadline = clock.t0 + cfg.budget.seconds
+    if budget_s is not None:   # the outputs' bootstrap bands stop by the budget's end
+        st.run.deadline = clock.t0 + budget_s
     for hook in hooks:
         try:
             hook(st.run, full, top)
@@ -145,19 +147,31 @@ FINAL_FIXED_S, FINAL_EVALS, FINAL_MAX_SHARE = 8.0, 150, 0.25
 
 
 #: Under a time budget, the share of the time left after the search (less FINAL_FIXED_S for the
-#: outputs) by which each final stage
-#: stops taking on more forms (the re-ranking by extrapolation shift, the ensemble's members, the
-#: runners-up scored for top_laws.json); what it has started, it finishes.
+#: outputs) by which each final stage stops taking on more forms (the re-ranking by
+#: extrapolation shift, the ensemble's members, the runners-up scored for top_laws.json); what
+#: it has started, it finishes. The shares are cumulative; each stage's deadline is set when it
+#: starts, from the time left then (:func:`final_deadline`).
 FINAL_SHARES = {"choose": 0.4, "ensemble": 0.7, "score": 0.9}
 
 
-def final_deadlines(budget_s: float | None, clock: "_Clock") -> dict[str, float | None]:
-    """The :func:`time.perf_counter` deadline of each final stage (None without a time budget)."""
+def final_deadline(stage: str, budget_s: float | None, clock: "_Clock", now: float | None = None) -> float | None:
+    """The :func:`time.perf_counter` deadline of final ``stage`` (a key of FINAL_SHARES), to be
+    asked for when the stage starts (``now``: that time, by default the clock's reading); None
+    without a time budget.
+
+    A stage gets ``(share - previous share) / (1 - previous share)`` of the time left when it
+    starts. Stages that keep to their shares end where the cumulative shares say; one that runs
+    past its share (the choice's fallback refits are not bounded) shortens the stages after it
+    instead of leaving them no time at all."""
     if budget_s is None:
-        return dict.fromkeys(FINAL_SHARES)
-    now = time.perf_counter()
+        return None
+    names = list(FINAL_SHARES)
+    i = names.index(stage)
+    prev = FINAL_SHARES[names[i - 1]] if i else 0.0
+    frac = (FINAL_SHARES[stage] - prev) / (1.0 - prev)
+    now = time.perf_counter() if now is None else now
     left = max(clock.t0 + budget_s - FINAL_FIXED_S - now, 0.0)   # FINAL_FIXED_S: the outputs'
-    return {k: now + f * left for k, f in FINAL_SHARES.items()}
+    return now + frac * left
 
 
 def search_budget(cfg: SearchConfig, used_s: float) -> SearchConfig:
