@@ -103,6 +103,10 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + p1*N**(D**p2)", "exponent depends on a variable"),
     ("s0*(p0 + exp(exp(s1*exp(p1/N**p2))))", "exp of an exp"),
     ("p0 + exp(p1*log(p2 + exp(p3*log(N))))", "nested more than 2 deep"),
+    ("sqrt(p0/sqrt(p1 + D**p2*log(D)))", "nested more than 2 deep"),
+    ("p0 + p1/sqrt(p2 + (N*log(D))**p3)", "nested more than 2 deep"),
+    ("p0 + exp(p1/sqrt(p2 + N**p3))", "nested more than 2 deep"),
+    ("p0 + log(exp(p1/N**p2) + exp(p3/D**p4))", "nested more than 2 deep"),
     ("exp(p0*((D**p2*p1 + p3/N**p4)**p5)**p6)", "power of a power"),
     ("p0*(N*log(N))**p3 + p1/D**19", "fixed exponent"),
     ("p0 + p1*log(N**(17/2) + p2)", "fixed exponent"),
@@ -149,7 +153,8 @@ def test_allowed_constructs(chinchilla):
                  "1 - p0/N**p1 - p2/D**p3", "p0 - p1*log(N) + p2/D**p3", "(p0/N)**p1 + (p2/D)**p3 + p4",
                  "-p0/(1 + exp(p1*log(N) + p2)) + p3", "p0 + (p1/(N*(p2*log(D) + 1)))**p3",
                  "p0 + p1*(p2 + log(D))**2 + p3/N**p4", "p0 + p1/(1 + exp(p2 - p3*log(N)))**2",
-                 "p0 + p1/sqrt(p2 + D**p3)"):
+                 "p0 + p1/sqrt(p2 + D**p3)", "p0 + (p1 + D**p2)**p3 + p4/N**p5",
+                 "p0 + p1*(1 + D**p2)**p3 + p4/(N**p5*log(N)**2)", "p0*log(D)/sqrt(p1 + (p2 + D)**p3)"):
         assert form_issues(_law(text, chinchilla)) == [], text
         if not text.startswith("1 - "):
             assert form_issues(_law(text, chinchilla), unit_offset=False) == [], text

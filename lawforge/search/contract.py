@@ -7,10 +7,12 @@ Two parts, both generic (no rule names a dataset):
   constant), a non-integer or fitted power of a logarithm (``log(D)**1.5``), a polynomial of
   degree above 2 in logarithms (degree 2 is a hyperparameter bowl), a log of a log, a power
   whose exponent depends on a variable (``D**(p*log(lr))``; ``exp`` of a variable is kept), an
-  exp of an exp, exp and log nested more than two deep, a fitted power of a fitted power, a
-  fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a researcher fits it),
-  a bare number as the law's offset or as a coefficient (``2 + A/N**a``, ``2*N**p``: they carry
-  the target's units; an offset of 1 only where the target lies within [-1, 1]), a bare number
+  exp of an exp, curved functions (exp, log, powers other than whole numbers) nested more than
+  two deep (``sqrt(p0/sqrt(p1 + D**p2*log(D)))``; no card's law goes deeper), a fitted power of
+  a fitted power, a fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a
+  researcher fits it), a bare number as the law's offset or as a coefficient (``2 + A/N**a``,
+  ``2*N**p``: they carry the target's units; an offset of 1 only where the target lies within
+  [-1, 1]), a bare number
   inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate the data should set), an
   absolute value of a variable (``Abs(N)``, from ``sqrt(N**2)``), a fixed power under a fitted
   one (``(p0/D**4)**p1``, ``(log(N)/N**(7/2))**p``), a term with no fitted coefficient (``S**p``)
@@ -145,7 +147,7 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
             if logs > 2:
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
     if _depth(expr, vars_) > MAX_DEPTH:
-        out.append(f"exp and log nested more than {MAX_DEPTH} deep: {expr}")
+        out.append(f"exp, log and powers nested more than {MAX_DEPTH} deep: {expr}")
     out += _bare_numbers(expr, vars_, unit_offset)
     return list(dict.fromkeys(out))
 
@@ -267,13 +269,24 @@ def _bare_var_term(f: sp.Expr, vars_) -> bool:
 
 
 MAX_FIXED_POWER = 5   # a literal exponent beyond +-5 or with a denominator above 3 (U**19, G**(17/2))
-MAX_DEPTH = 2   # exp/log nesting: a sigmoid in log C (exp of a log) is the deepest a card's law goes
+#: How deep the curved functions of the variables may nest: a sigmoid in log C (an exp of a
+#: log), a power of a sum of powers ((p + U**a)**b), a power of a sum with a log in it
+#: ((k*log(P) + 1)**-a, ParScale) are the deepest any card's law goes.
+MAX_DEPTH = 2
 
 
 def _depth(e: sp.Expr, vars_) -> int:
-    """How deep ``exp`` and ``log`` of the variables nest in ``e``."""
+    """How deep the curved functions of the variables nest in ``e``: ``exp``, ``log`` and
+    powers other than whole numbers (``sqrt(x)``, ``x**p``). Whole powers (``x**2``, ``1/x``)
+    are arithmetic and do not count."""
     inner = max((_depth(a, vars_) for a in e.args), default=0)
-    return inner + 1 if isinstance(e, (sp.exp, sp.log)) and _has_var(e, vars_) else inner
+    if not _has_var(e, vars_):
+        return inner
+    if isinstance(e, (sp.exp, sp.log)):
+        return inner + 1
+    if isinstance(e, sp.Pow) and not (e.exp.is_Number and float(e.exp).is_integer()):
+        return inner + 1
+    return inner
 
 
 def _fractional(e: sp.Expr) -> bool:

@@ -137,9 +137,6 @@ def generic_seeds(space: Space) -> list[sp.Expr]:
             k2 = 2 * len(logs) + 1
             seeds.append(bowl_sq + sum((P(k2 + 2 * i) * x ** (-P(k2 + 2 * i + 1)) for i, x in enumerate(pos)),
                                        sp.Integer(0)))
-    if len(pos) >= 2:  # smooth max of two power-law terms
-        x, y = pos[0], pos[1]
-        seeds.append(P(0) + sp.log(sp.exp(P(1) * x ** (-P(2))) + sp.exp(P(3) * y ** (-P(4)))))
     seeds += hyper_bowl_seeds(space)
     return [canonical(s) for s in seeds]
 
