@@ -12,8 +12,8 @@ Two parts, both generic (no rule names a dataset):
   a fitted power, a fixed exponent beyond 5 in size or with a denominator above 3 (``U**19``: a
   researcher fits it), a bare number as the law's offset or as a coefficient (``2 + A/N**a``,
   ``2*N**p``: they carry the target's units; an offset of 1 only where the target lies within
-  [-1, 1]), a bare number
-  inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate the data should set), an
+  [-1, 1]), a bare number inside a compound (``1 + 2*G**p``, ``log(P)/2 + 1``: it fixes a rate
+  the data should set), an
   absolute value of a variable (``Abs(N)``, from ``sqrt(N**2)``), a fixed power under a fitted
   one (``(p0/D**4)**p1``, ``(log(N)/N**(7/2))**p``), a term with no fitted coefficient (``S**p``)
   or no fitted scale at all where the target is not within [-1, 1] (``exp(p*U**q)``,
@@ -284,7 +284,7 @@ def _depth(e: sp.Expr, vars_) -> int:
         return inner
     if isinstance(e, (sp.exp, sp.log)):
         return inner + 1
-    if isinstance(e, sp.Pow) and not (e.exp.is_Number and float(e.exp).is_integer()):
+    if isinstance(e, sp.Pow) and _fractional(e.exp):
         return inner + 1
     return inner
 
