@@ -118,6 +118,8 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + N**p1 + p2/D**p3", "without a fitted coefficient"),
     ("p0 + p1/N**p2 + log(D)", "without a fitted coefficient"),
     ("p0 + p1*log(D**(9/2)) + p2/N**p3", "bare number hidden in a log"),
+    ("p0 + p1*log(N*D**2) + p2/N**p3", "bare number hidden in a log"),
+    ("p0 + (p1/(N*(p2*log(D) + log(N**2*D**5)**(-2))))**p3", "bare number hidden in a log"),
     ("p0 + p1/(N*(log(D)/2 + 1))**p2", "bare number inside a compound"),
     ("p0 + p1*log(p2 + 3*N) + p3/D**p4", "bare number inside a compound"),
     ("p0 + p1/(D**p2 + 2)", "bare number inside a compound"),
@@ -154,7 +156,8 @@ def test_allowed_constructs(chinchilla):
                  "-p0/(1 + exp(p1*log(N) + p2)) + p3", "p0 + (p1/(N*(p2*log(D) + 1)))**p3",
                  "p0 + p1*(p2 + log(D))**2 + p3/N**p4", "p0 + p1/(1 + exp(p2 - p3*log(N)))**2",
                  "p0 + p1/sqrt(p2 + D**p3)", "p0 + (p1 + D**p2)**p3 + p4/N**p5",
-                 "p0 + p1*(1 + D**p2)**p3 + p4/(N**p5*log(N)**2)", "p0*log(D)/sqrt(p1 + (p2 + D)**p3)"):
+                 "p0 + p1*(1 + D**p2)**p3 + p4/(N**p5*log(N)**2)", "p0*log(D)/sqrt(p1 + (p2 + D)**p3)",
+                 "p0 + p1*log(N*D) + p2/N**p3", "p0 + p1*log(D/N)**2 + p2*log(D/N)"):
         assert form_issues(_law(text, chinchilla)) == [], text
         if not text.startswith("1 - "):
             assert form_issues(_law(text, chinchilla), unit_offset=False) == [], text

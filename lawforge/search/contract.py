@@ -129,9 +129,9 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
             out.append(f"an absolute value of a variable (|x| is x for a positive feature): {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
             out.append(f"a variable rescaled by a number: {node}")
-        elif (isinstance(node, sp.log) and isinstance(node.args[0], sp.Pow) and node.args[0].args[0] in vars_
-              and node.args[0].args[1].is_Number):
-            out.append(f"a bare number hidden in a log (log(x**k) is k*log(x)): {node}")
+        elif isinstance(node, sp.log) and _hidden_weight(node.args[0], vars_):
+            out.append(f"a bare number hidden in a log (log(x**k) is k*log(x), log(N*P**2) is "
+                       f"log(N) + 2*log(P)): {node}")
         elif isinstance(node, sp.log) and any(isinstance(a, sp.log) and _has_var(a, vars_)
                                               for a in sp.preorder_traversal(node.args[0])):
             out.append(f"a log of a log: {node}")
@@ -240,6 +240,19 @@ def _fixed_monomial(base: sp.Expr, vars_) -> bool:
         if isinstance(f, sp.Pow) and f.args[0] in vars_ and f.args[1].is_Number and abs(float(f.args[1])) != 1.0:
             return True
     return False
+
+
+def _hidden_weight(arg: sp.Expr, vars_) -> bool:
+    """``arg``, under a log, is a product of variables' fixed powers that hides a bare number:
+    ``x**k`` (``log(x**k)`` is ``k*log(x)``) or, over several variables, a power other than +-1
+    (``log(N*P**2)`` is ``log(N) + 2*log(P)``: the 2 fixes a ratio of rates the data should
+    set). ``log(N*D)`` and ``log(D/N)`` (a compute, a ratio) are kept."""
+    factors = [f.as_base_exp() for f in sp.Mul.make_args(arg)]
+    if not factors or not all(b in vars_ and e.is_Number for b, e in factors):
+        return False
+    if len(factors) == 1:
+        return arg is not factors[0][0]
+    return any(abs(float(e)) != 1.0 for _, e in factors)
 
 
 def _log_polynomial(e: sp.Expr, vars_) -> bool:
