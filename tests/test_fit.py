@@ -109,6 +109,21 @@ def test_bad_inputs_raise_clear_errors():
         fit_split(law, _split({"x": [1.0, 2.0, 3.0]}, [1.0, 2.0, 3.0]), device="tpu")
 
 
+def test_a_value_outside_the_laws_domain_is_a_clear_error_naming_the_column_and_value():
+    x = {"x": [1.0, -2.0, 3.0]}
+    for text, what in (("a + b*log(x)", "law's log\\(x\\) is not defined \\(x must be > 0\\)"),
+                       ("a + b*x**c", "law's x\\*\\*c is not defined \\(x must be >= 0\\)"),
+                       ("a + b*sqrt(x)", "law's sqrt\\(x\\) is not defined")):
+        with pytest.raises(FitError, match="column 'x' has the value -2 \\(row 1\\), where the " + what):
+            fit_split(Law(text, {"x": "x"}, target_names=["y"]), _split(x, [1.0, 2.0, 3.0]))
+    with pytest.raises(FitError, match="column 'x' has the value 0 .*log"):
+        fit_split(Law("a + b*log(x)", {"x": "x"}, target_names=["y"]), _split({"x": [0.0, 1.0, 2.0]}, [1.0, 2.0, 3.0]))
+    # whole powers, a zero under a power and a shifted log are defined: no error
+    for text, col in (("a + b*x**2", [1.0, -2.0, 3.0]), ("a + b*x**c", [0.0, 1.0, 2.0]),
+                      ("a + b*log(c + x)", [1.0, -2.0, 3.0])):
+        fit_split(Law(text, {"x": "x"}, target_names=["y"]), _split({"x": col}, [1.0, 2.0, 3.0]), restarts=2)
+
+
 def test_underdetermined_group_warns(caplog):
     law = Law("a + b*x + c*x**2", {"x": "x"}, target_names=["y"])
     with caplog.at_level(logging.WARNING):

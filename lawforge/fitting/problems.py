@@ -56,6 +56,13 @@ def _check_data(law: Law, split) -> None:
         if not np.all(np.isfinite(v)):
             i = int(np.flatnonzero(~np.isfinite(v))[0])
             raise FitError(f"fit: column {col!r} has a NaN or inf value (row {i})")
+    for sym, strict, term in law.domain:
+        v = split.X[law.variables[sym]]
+        bad = v <= 0 if strict else v < 0
+        if np.any(bad):
+            i = int(np.flatnonzero(bad)[0])
+            raise FitError(f"fit: column {law.variables[sym]!r} has the value {v[i]:g} (row {i}), where the "
+                           f"law's {term} is not defined ({sym} must be {'> 0' if strict else '>= 0'})")
     y = split.y
     for j, t in enumerate(split.target_columns):
         col = y[:, j]

@@ -225,6 +225,21 @@ class Law:
         exprs = [self.exprs[t] for t in self.targets]
         return compile_with_jacobian(exprs, self._inputs, self.param_names, static_inputs=list(self.variables))
 
+    @cached_property
+    def domain(self) -> list[tuple[str, bool, str]]:
+        """Where the law is defined only for some values of a variable: ``(symbol, strict,
+        term)`` for ``log(x)`` (x > 0, strict) and a power of ``x`` other than a whole number
+        (``x**a``, ``sqrt(x)``: x >= 0)."""
+        out = {}
+        for e in self.exprs.values():
+            for node in sp.preorder_traversal(e):
+                if isinstance(node, sp.log) and node.args[0].is_Symbol and node.args[0].name in self.variables:
+                    out.setdefault((node.args[0].name, True), str(node))
+                elif (isinstance(node, sp.Pow) and node.base.is_Symbol and node.base.name in self.variables
+                      and not (node.exp.is_Number and float(node.exp).is_integer())):
+                    out.setdefault((node.base.name, False), str(node))
+        return [(sym, strict, term) for (sym, strict), term in out.items()]
+
     @property
     def jacobian_program(self) -> tuple[Program, list[tuple[int, int]]]:
         """Program whose outputs are every target value, then the non-zero partials.
