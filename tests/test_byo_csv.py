@@ -64,6 +64,7 @@ def test_byo_csv_bad_input(csv_run, capsys, argv_extra, needle):
     (lambda df: df.assign(loss=np.inf), "non-finite"),
     (lambda df: df.assign(loss=2.0), "constant"),
     (lambda df: df.drop(columns=["D"]), "no column 'D'"),
+    (lambda df: df.rename(columns={"D": "N"}), "column 'N' appears twice in the header"),
     (lambda df: df.iloc[[0, 47]], "row"),
 ])
 @pytest.mark.slow

@@ -17,7 +17,7 @@ import pandas as pd
 import yaml
 
 from lawforge.datasets.card import DatasetCard, parse_card
-from lawforge.datasets.loader import Dataset, load_dataset, validate_frame
+from lawforge.datasets.loader import Dataset, check_header, load_dataset, validate_frame
 from lawforge.datasets.rules import parse_rule
 from lawforge.errors import DatasetError, did_you_mean
 from lawforge.laws.expr import looks_like_param
@@ -92,6 +92,7 @@ def csv_card(path: str | Path, features: str | Sequence[str], target: str | Sequ
         header = list(pd.read_csv(p, nrows=0).columns)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{p}: cannot read as CSV: {str(exc).splitlines()[0]}") from None
+    check_header(header, p)
     feats = _split_list(features, "--features")
     targets = _split_list(target, "--target")
     for c in feats + targets + ([group] if group else []):

@@ -197,10 +197,16 @@ def _read_csv(path: Path, card: DatasetCard) -> pd.DataFrame:
         df = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise DatasetError(f"{path}: cannot read as CSV: {str(exc).splitlines()[0]}") from None
-    cols = list(df.columns)
-    if len(set(cols)) != len(cols) or any(str(c).endswith(".1") and str(c)[:-2] in cols for c in cols):
-        raise DatasetError(f"{path}: duplicate column names in the header")
+    check_header(list(df.columns), path)
     return df
+
+
+def check_header(cols: list, path) -> None:
+    """A header naming a column twice is an error (pandas renames the second ``N`` to ``N.1``)."""
+    twice = [c for c in cols if cols.count(c) > 1] + [str(c)[:-2] for c in cols
+                                                      if str(c).endswith(".1") and str(c)[:-2] in cols]
+    if twice:
+        raise DatasetError(f"{path}: column {twice[0]!r} appears twice in the header")
 
 
 def validate_frame(df: pd.DataFrame, card: DatasetCard, path: str) -> pd.DataFrame:
