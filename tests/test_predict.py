@@ -135,7 +135,9 @@ def test_predict_and_optimum_on_a_run(run_dir, capsys, tmp_path):
     else:
         assert "no interior optimum" in err
     assert main(["predict", str(run_dir), "--at", "N=-1,D=1e9", "--resamples", "20"]) != 0
-    assert "outside the law's domain: N (N) must be positive" in capsys.readouterr().err
+    assert "outside the law's domain: N must be positive" in capsys.readouterr().err
+    assert main(["predict", str(run_dir), "--at", "N=1e9,N=2e9,D=1e9"]) != 0
+    assert "N is given twice (points are separated by ';')" in capsys.readouterr().err
     assert main(["optimum", str(run_dir), "--constraint", "6*N*K = 1e22"]) != 0
     assert "unknown symbol 'K'" in capsys.readouterr().err
     assert main(["predict", str(tmp_path), "--at", "N=1,D=1"]) != 0

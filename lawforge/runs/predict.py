@@ -174,7 +174,7 @@ def parse_points(at: str | None, csv_path: str | None, law: Law) -> pd.DataFrame
         frame = frame.rename(columns=rename)
         missing = [c for c in col_of.values() if c not in frame.columns]
         if missing:
-            raise DatasetError(f"{csv_path}: no column {missing[0]!r} (the law needs {', '.join(col_of.values())})")
+            raise DatasetError(f"{csv_path}: no column {missing[0]!r} (the law needs {_features(col_of)})")
         return _checked(frame, csv_path)
     rows = []
     for part in [p for p in at.split(";") if p.strip()]:
@@ -185,17 +185,29 @@ def parse_points(at: str | None, csv_path: str | None, law: Law) -> pd.DataFrame
             k, v = (s.strip() for s in item.split("=", 1))
             col = col_of.get(k, k)
             if col not in col_of.values():
-                raise ConfigError(f"--at: {k!r} is not a feature of the law (features: "
-                                  f"{', '.join(f'{s} ({c})' for s, c in col_of.items())})")
+                raise ConfigError(f"--at: {k!r} is not a feature of the law (features: {_features(col_of)})")
+            if col in row:
+                raise ConfigError(f"--at {part.strip()!r}: {k} is given twice (points are separated by ';')")
             try:
                 row[col] = float(v)
             except ValueError:
                 raise ConfigError(f"--at: {k}={v!r} is not a number") from None
-        missing = [f"{s} ({c})" for s, c in col_of.items() if c not in row]
+        missing = [_features(col_of, only=c) for c in dict.fromkeys(col_of.values()) if c not in row]
         if missing:
             raise ConfigError(f"--at {part.strip()!r}: no value for {', '.join(missing)}")
         rows.append(row)
     return _checked(pd.DataFrame(rows), "--at")
+
+
+def _features(col_of: dict[str, str], only: str | None = None) -> str:
+    """The law's features as a user may name them: each column once, with the law's symbol for
+    it where that differs (``sft_data_size (D)``)."""
+    out = []
+    for c in dict.fromkeys(col_of.values()):
+        if only is None or c == only:
+            syms = [s for s, cc in col_of.items() if cc == c and s != c]
+            out.append(f"{c} ({', '.join(syms)})" if syms else c)
+    return ", ".join(out)
 
 
 def _checked(frame: pd.DataFrame, where: str) -> pd.DataFrame:
@@ -233,10 +245,10 @@ def outside_domain(frame: pd.DataFrame, rl: RunLaws) -> list[str]:
     """Features of the points outside the law's domain (a log or a fractional power of a
     non-positive value makes every prediction there meaningless)."""
     bad = []
-    for sym, col in rl.law.variables.items():
+    for col in dict.fromkeys(rl.law.variables.values()):
         train = rl.train.X[col]
         if np.all(train > 0) and np.any(frame[col].to_numpy(dtype=np.float64) <= 0):
-            bad.append(f"{sym} ({col})")
+            bad.append(_features(rl.law.variables, only=col))
     return bad
 
 
