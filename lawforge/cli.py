@@ -16,6 +16,17 @@ from lawforge.search import usable_cores
 from lawforge.search.settings import FINAL_RESTARTS
 
 
+def _seed(text: str) -> int:
+    """``--seed``: a whole number >= 0 (the random generators take no negative seed)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {v}")
+    return v
+
+
 def _json_default(o):
     if isinstance(o, float) and not math.isfinite(o):
         return None
@@ -448,7 +459,7 @@ def _common_options() -> dict[str, argparse.ArgumentParser]:
     fitopts = argparse.ArgumentParser(add_help=False)
     fitopts.add_argument("--restarts", type=int, default=FINAL_RESTARTS,
                          help=f"random restarts per group (default {FINAL_RESTARTS})")
-    fitopts.add_argument("--seed", type=int, default=0)
+    fitopts.add_argument("--seed", type=_seed, default=0)
     fitopts.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     fitopts.add_argument("--max-iter", type=int, default=200, help="LM iterations (default 200)")
     return {"common": common, "fit": fitopts, "csv": _csv_options(), "llm": _llm_options()}
@@ -515,7 +526,7 @@ def _add_discover(sub, o) -> None:
     sp.add_argument("--budget", help="wall-clock budget such as 60s, 5m (default 5m unless --max-evals)")
     sp.add_argument("--max-evals", type=int, help="stop after this many candidate evaluations "
                     "(with --seed, gives the same law on the CPU)")
-    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--seed", type=_seed, default=0)
     sp.add_argument("--engine", choices=["native", "pysr"], default="native")
     sp.add_argument("--workers", type=int, default=None,
                     help="worker processes for fitting (default: the cores this process may use); "
@@ -695,7 +706,7 @@ def _add_predict_commands(sub, o) -> None:
     band.add_argument("--group", help="the group whose constants to use (when the law is fitted per group)")
     band.add_argument("--level", type=float, default=0.9, help="band level (default 0.9)")
     band.add_argument("--resamples", type=int, default=200, help="bootstrap refits (default 200)")
-    band.add_argument("--seed", type=int, default=0)
+    band.add_argument("--seed", type=_seed, default=0)
     sp = sub.add_parser("predict", parents=[o["common"], band],
                         help="the run's law at new points, with parameter, model, combined and observed bands")
     sp.add_argument("--at", help='points: "N=7e10,D=1.4e12" (several separated by ";")')

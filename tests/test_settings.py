@@ -35,6 +35,20 @@ def test_set_values_are_read_by_the_settings_type():
             parse_settings([bad])
 
 
+def test_a_negative_seed_is_a_clear_error(capsys):
+    from lawforge.cli import main
+    from lawforge.errors import ConfigError
+    from lawforge.search.settings import SearchConfig
+
+    for bad in (-1, 1.5, True):
+        with pytest.raises(ConfigError, match="seed must be a whole number >= 0"):
+            SearchConfig.build(seed=bad)
+    for argv in (["discover", "synthetic_chinchilla"], ["fit", "synthetic_chinchilla", "--human"]):
+        with pytest.raises(SystemExit):   # argparse's own usage error, as for any malformed option
+            main([*argv, "--seed", "-1"])
+        assert "argument --seed: must be a whole number >= 0, got -1" in capsys.readouterr().err
+
+
 @pytest.mark.slow
 def test_cli_set_reaches_the_run_config(tmp_path, capsys):
     out = tmp_path / "d"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -133,6 +134,8 @@ class SearchConfig:
             target = getattr(target, part)
         if path == ("selection", "rule") and value == "stable":
             value = "shift"   # the rule's former name
+        if path == ("seed",) and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+            raise ConfigError(f"seed must be a whole number >= 0, got {value!r}")
         f = next(f for f in dataclasses.fields(target) if f.name == path[-1])
         choices = f.metadata.get("choices")
         if choices and value not in choices:
