@@ -35,7 +35,7 @@ def test_set_values_are_read_by_the_settings_type():
             parse_settings([bad])
 
 
-def test_a_negative_seed_is_a_clear_error(capsys):
+def test_a_negative_seed_no_evaluations_or_no_time_are_clear_errors(capsys):
     from lawforge.cli import main
     from lawforge.errors import ConfigError
     from lawforge.search.settings import SearchConfig
@@ -43,6 +43,13 @@ def test_a_negative_seed_is_a_clear_error(capsys):
     for bad in (-1, 1.5, True):
         with pytest.raises(ConfigError, match="seed must be a whole number >= 0"):
             SearchConfig.build(seed=bad)
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ConfigError, match=r"max_evals \(--max-evals\) must be a whole number >= 1"):
+            SearchConfig.build(max_evals=bad)
+    for bad in (0, -1.0, "60"):
+        with pytest.raises(ConfigError, match=r"time budget \(--budget\) must be more than 0 seconds"):
+            SearchConfig.build(budget_s=bad)
+    assert SearchConfig.build(max_evals=None, budget_s=0.5).budget.seconds == 0.5
     for argv in (["discover", "synthetic_chinchilla"], ["fit", "synthetic_chinchilla", "--human"]):
         with pytest.raises(SystemExit):   # argparse's own usage error, as for any malformed option
             main([*argv, "--seed", "-1"])

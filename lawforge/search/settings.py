@@ -134,8 +134,13 @@ class SearchConfig:
             target = getattr(target, part)
         if path == ("selection", "rule") and value == "stable":
             value = "shift"   # the rule's former name
-        if path == ("seed",) and (isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0):
+        if path == ("seed",) and not _whole(value, 0):
             raise ConfigError(f"seed must be a whole number >= 0, got {value!r}")
+        if path == ("budget", "max_evals") and value is not None and not _whole(value, 1):
+            raise ConfigError(f"max_evals (--max-evals) must be a whole number >= 1, got {value!r}")
+        if path == ("budget", "seconds") and value is not None and not (
+                isinstance(value, numbers.Real) and not isinstance(value, bool) and value > 0):
+            raise ConfigError(f"the time budget (--budget) must be more than 0 seconds, got {value!r}")
         f = next(f for f in dataclasses.fields(target) if f.name == path[-1])
         choices = f.metadata.get("choices")
         if choices and value not in choices:
@@ -155,6 +160,10 @@ class SearchConfig:
             else:
                 flat[k] = v
         return cls.build(**flat)
+
+
+def _whole(value, least: int) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool) and value >= least
 
 
 #: Settings as they were named before they were named after what they do (old ``--set`` keys,
