@@ -11,7 +11,7 @@ import sys
 from typing import Any, Sequence
 
 from lawforge._version import __version__
-from lawforge.errors import ConfigError, LawforgeError
+from lawforge.errors import ConfigError, LawforgeError, yaml_problem
 from lawforge.search import usable_cores
 from lawforge.search.settings import FINAL_RESTARTS
 
@@ -159,7 +159,7 @@ def _parse_params(spec: str | None):
     try:
         val = yaml.safe_load(spec)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--params is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise ConfigError(f"--params is not valid YAML: {yaml_problem(exc)}") from None
     if not isinstance(val, dict):
         raise ConfigError("--params must be a mapping like '{A: {init: 100, bounds: [0, .inf]}, E: 1.5}'")
     return val

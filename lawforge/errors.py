@@ -33,3 +33,13 @@ def did_you_mean(name: str, options) -> str:
 
     close = difflib.get_close_matches(str(name), [str(o) for o in options], n=1, cutoff=0.75)
     return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def yaml_problem(exc: Exception) -> str:
+    """A YAML parser's error in one line: where and what (``line 2, column 11: expected ',' or
+    ']', but got '<stream end>'``)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None)
+    if mark is not None and problem:
+        return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+    return " ".join(str(exc).split())

@@ -138,8 +138,9 @@ def test_card_errors(tmp_path):
         read_card(_user_card(tmp_path, GOOD, extra="param_limt: 3"))
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(DatasetError, match="invalid YAML"):
+    with pytest.raises(DatasetError, match="invalid YAML at line 2, column 1: expected ',' or ']'") as err:
         read_card(bad)
+    assert "\n" not in str(err.value)   # one line, as every error
     with pytest.raises(DatasetError, match="card file not found"):
         read_card(tmp_path / "nope.yaml")
     with pytest.raises(DatasetError, match="data file not found"):

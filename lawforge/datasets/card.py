@@ -9,7 +9,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from lawforge.errors import DatasetError, did_you_mean
+from lawforge.errors import DatasetError, did_you_mean, yaml_problem
 from lawforge.laws.expr import looks_like_param
 from lawforge.laws.law import Law
 
@@ -264,7 +264,7 @@ def read_card(path: str | Path) -> DatasetCard:
     try:
         raw = yaml.safe_load(p.read_text())
     except yaml.YAMLError as exc:
-        raise DatasetError(f"{p}: invalid YAML: {exc}") from None
+        raise DatasetError(f"{p}: invalid YAML at {yaml_problem(exc)}") from None
     return parse_card(raw, p)
 
 
