@@ -60,9 +60,9 @@ def test_byo_csv_bad_input(csv_run, capsys, argv_extra, needle):
 
 @pytest.mark.parametrize("mutate, needle", [
     (lambda df: df.assign(loss=df["loss"].astype(object).where(df.index != 3, "abc")), "non-numeric value 'abc'"),
-    (lambda df: df.assign(D=df["D"].where(df.index != 5, np.nan)), "column 'D' has a missing or non-finite"),
+    (lambda df: df.assign(D=df["D"].where(df.index != 5, np.nan)), "column 'D' has a missing or non-finite value (nan, data row 6)"),
     (lambda df: df.assign(loss=np.inf), "non-finite"),
-    (lambda df: df.assign(loss=2.0), "constant"),
+    (lambda df: df.assign(loss=2.0), "constant on the train rows (2)"),
     (lambda df: df.drop(columns=["D"]), "no column 'D'"),
     (lambda df: df.rename(columns={"D": "N"}), "column 'N' appears twice in the header"),
     (lambda df: df.iloc[[0, 47]], "row"),

@@ -151,7 +151,7 @@ def check_target_variation(ds: Dataset) -> None:
     for j, t in enumerate(tr.target_columns):
         if np.ptp(tr.y[:, j]) == 0:
             raise DatasetError(f"{ds.name}: target column {t!r} is constant on the train rows "
-                               f"({tr.y[0, j]!r}); there is nothing to fit")
+                               f"({float(tr.y[0, j]):g}); there is nothing to fit")
 
 
 def frame_dataset(train: pd.DataFrame, test: pd.DataFrame | None, features: Sequence[str],

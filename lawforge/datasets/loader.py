@@ -201,6 +201,11 @@ def _read_csv(path: Path, card: DatasetCard) -> pd.DataFrame:
     return df
 
 
+def _shown(v) -> str:
+    """A cell as a user wrote it: ``nan``, ``inf``, ``'abc'`` (not ``np.float64(nan)``)."""
+    return f"{float(v):g}" if isinstance(v, (float, np.floating, int, np.integer)) else repr(v)
+
+
 def check_header(cols: list, path) -> None:
     """A header naming a column twice is an error (pandas renames the second ``N`` to ``N.1``)."""
     twice = [c for c in cols if cols.count(c) > 1] + [str(c)[:-2] for c in cols
@@ -233,7 +238,7 @@ def validate_frame(df: pd.DataFrame, card: DatasetCard, path: str) -> pd.DataFra
         if nonfinite.any():
             i = int(np.flatnonzero(nonfinite)[0])
             raise DatasetError(f"{path}: column {c!r} has a missing or non-finite value "
-                               f"({df[c].iloc[i]!r}, data row {i + 1})")
+                               f"({_shown(df[c].iloc[i])}, data row {i + 1})")
         df[c] = arr
     if card.group:
         g = df[card.group]
