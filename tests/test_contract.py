@@ -161,6 +161,9 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + p1*(p2 + log(D))**3 + p3/N**p4", "power above 2 of a log"),
     ("p0*log(D)/(1 + D**p1)**(9/2) + p2", "fixed power of a sum"),
     ("p0 + p1*D*log(D)/(1 + p2*D)**(3/2)", "fixed power of a sum"),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*D**p6 + log(N))**2", "bowl whose centre is not a line in the logs"),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*N + log(N))**2", "bowl whose centre is not a line in the logs"),
+    ("p0 + p1*(p2 + log(N))*(p3 + p4*D**p5 + log(D))", "bowl whose centre is not a line in the logs"),
 ])
 def test_excluded_constructs(chinchilla, text, why):
     import re
@@ -178,7 +181,9 @@ def test_allowed_constructs(chinchilla):
                  "p0 + p1*(p2 + log(D))**2 + p3/N**p4", "p0 + p1/(1 + exp(p2 - p3*log(N)))**2",
                  "p0 + p1/sqrt(p2 + D**p3)", "p0 + (p1 + D**p2)**p3 + p4/N**p5",
                  "p0 + p1*(1 + D**p2)**p3 + p4/(N**p5*log(N)**2)", "p0*log(D)/sqrt(p1 + (p2 + D)**p3)",
-                 "p0 + p1*log(N*D) + p2/N**p3", "p0 + p1*log(D/N)**2 + p2*log(D/N)"):
+                 "p0 + p1*log(N*D) + p2/N**p3", "p0 + p1*log(D/N)**2 + p2*log(D/N)",
+                 "p0 + p1*(p2 + p3*log(N) + log(D))**2 + p4*(p5 + log(N))*(p6 + p7*log(N) + log(D))",
+                 "p0 + p1/(p2 + log(N) + N**p3)**2 + p4/D**p5"):
         assert form_issues(_law(text, chinchilla)) == [], text
         if not text.startswith("1 - "):
             assert form_issues(_law(text, chinchilla), unit_offset=False) == [], text

@@ -18,8 +18,10 @@ Two parts, both generic (no rule names a dataset):
   one (``(p0/D**4)**p1``, ``(log(N)/N**(7/2))**p``), a term with no fitted coefficient (``S**p``)
   or no fitted scale at all where the target is not within [-1, 1] (``exp(p*U**q)``,
   ``(U**p - 1)**(-3/2)``), a fixed non-integer power of a sum of logs (``(p + log N*log P)**(5/2)``),
-  a fixed power of a sum other than 1, 2 or 1/2 (``(1 + D**p)**(9/2)``: fit it) and a fitted power
-  of a sum of logs (``(p + log(N) + log(lr))**q``: undefined where the sum is negative).
+  a fixed power of a sum other than 1, 2 or 1/2 (``(1 + D**p)**(9/2)``: fit it), a fitted power
+  of a sum of logs (``(p + log(N) + log(lr))**q``: undefined where the sum is negative) and a
+  bowl whose centre is not a line in the logs (``(p + p*D**q + log(bsz))**2``: a best setting
+  moves as ``log h* = c + a*log(N) + b*log(D)``).
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -116,6 +118,9 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
             elif ex.free_symbols and not _has_var(ex, vars_) and (_log_polynomial(base, vars_) or (
                     isinstance(base, sp.Add) and any(_log_like(a, vars_) for a in base.args))):
                 out.append(f"a fitted power of a sum of logs (undefined where the sum is negative): {node}")
+            if ex == 2 and _off_the_line(base, vars_):
+                out.append(f"a bowl whose centre is not a line in the logs (a best setting moves as "
+                           f"log h* = c + a*log(N) + b*log(D)): {node}")
             if _rescaled(base, vars_):
                 out.append(f"a variable rescaled by a number: {node}")
             if _has_var(ex, vars_):
@@ -150,6 +155,10 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                     logs += int(e)
             if logs > 2:
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
+            sums = [f for f in node.args if isinstance(f, sp.Add) and any(_log_like(a, vars_) for a in f.args)]
+            if len(sums) >= 2 and any(_off_the_line(f, vars_) for f in sums):
+                out.append(f"a bowl whose centre is not a line in the logs (a best setting moves as "
+                           f"log h* = c + a*log(N) + b*log(D)): {node}")
     if _depth(expr, vars_) > MAX_DEPTH:
         out.append(f"exp, log and powers nested more than {MAX_DEPTH} deep: {expr}")
     out += _bare_numbers(expr, vars_, unit_offset)
@@ -321,6 +330,19 @@ def _log_like(e, vars_) -> bool:
         logs = [a for a in e.args if _is_log_of_var(a, vars_)]
         return len(logs) == 1 and all(a is logs[0] or not _has_var(a, vars_) for a in e.args)
     return False
+
+
+def _off_the_line(e, vars_) -> bool:
+    """``e`` is a sum with a log of a variable and another term in a variable that is no log
+    (``p + p*D**q + log(bsz)``, ``p + p*lr + log(lr)``). Squared, or times another sum of logs,
+    it is a bowl whose centre, the best setting, is not a line in the logs: every card's law and
+    every published hyperparameter law has ``log h* = c + a*log(N) + b*log(D)`` (a power law in
+    the scale), which keeps moving beyond the data; ``D**q`` there stops (or explodes), and
+    ``lr`` beside ``log(lr)`` makes the bowl lopsided in a way no sweep shows."""
+    if not isinstance(e, sp.Add):
+        return False
+    terms = [a for a in e.args if _has_var(a, vars_)]
+    return any(_log_like(a, vars_) for a in terms) and not all(_log_like(a, vars_) for a in terms)
 
 
 def _rescaled(e, vars_) -> bool:
