@@ -119,8 +119,7 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                     isinstance(base, sp.Add) and any(_log_like(a, vars_) for a in base.args))):
                 out.append(f"a fitted power of a sum of logs (undefined where the sum is negative): {node}")
             if ex == 2 and _off_the_line(base, vars_):
-                out.append(f"a bowl whose centre is not a line in the logs (a best setting moves as "
-                           f"log h* = c + a*log(N) + b*log(D)): {node}")
+                out.append(f"{OFF_THE_LINE}: {node}")
             if _rescaled(base, vars_):
                 out.append(f"a variable rescaled by a number: {node}")
             if _has_var(ex, vars_):
@@ -157,8 +156,7 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
             sums = [f for f in node.args if isinstance(f, sp.Add) and any(_log_like(a, vars_) for a in f.args)]
             if len(sums) >= 2 and any(_off_the_line(f, vars_) for f in sums):
-                out.append(f"a bowl whose centre is not a line in the logs (a best setting moves as "
-                           f"log h* = c + a*log(N) + b*log(D)): {node}")
+                out.append(f"{OFF_THE_LINE}: {node}")
     if _depth(expr, vars_) > MAX_DEPTH:
         out.append(f"exp, log and powers nested more than {MAX_DEPTH} deep: {expr}")
     out += _bare_numbers(expr, vars_, unit_offset)
@@ -330,6 +328,10 @@ def _log_like(e, vars_) -> bool:
         logs = [a for a in e.args if _is_log_of_var(a, vars_)]
         return len(logs) == 1 and all(a is logs[0] or not _has_var(a, vars_) for a in e.args)
     return False
+
+
+OFF_THE_LINE = ("a bowl whose centre is not a line in the logs (a best setting moves as "
+                "log h* = c + a*log(N) + b*log(D))")
 
 
 def _off_the_line(e, vars_) -> bool:
