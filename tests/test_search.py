@@ -41,6 +41,17 @@ def test_canonical_merges_powers_of_one_base():
     assert S.n_params(kept) == 3 and {N, D} <= bases   # not (N*D)**p
 
 
+def test_canonical_merges_inside_a_power_and_fixed_numbers_into_constants():
+    """``D*D**p`` inside a squared sum merges too; a fixed number with no symbol (``log(2)**2``)
+    joins the fitted constant beside it."""
+    B = sp.Symbol("B", real=True)
+    c = S.canonical(S.P(0) + S.P(1) * (S.P(2) + S.P(3) * D * D ** S.P(4) + sp.log(B)) ** 2)
+    assert not any(isinstance(n, sp.Mul) and D in n.args for n in sp.preorder_traversal(c)), c
+    assert S.n_params(c) == 5
+    c = S.canonical(S.P(0) + S.P(1) * sp.log(2) ** 2 * N ** S.P(2))
+    assert c == S.canonical(S.P(0) + S.P(1) * N ** S.P(2)) and not c.has(sp.log(2))
+
+
 def test_canonical_gives_a_repeated_constant_one_parameter():
     E = sp.Symbol("E", real=True)
     e = sp.log(N) * sp.log(E + S.P(3) * S.P(4)) + S.P(0) * sp.log(E + S.P(3) * S.P(4))

@@ -35,7 +35,7 @@ Two parts, both generic (no rule names a dataset):
   law a ceiling (a sigmoid keeps it, a line in ``log C`` does not). Only the range is checked
   there: a hyperparameter optimum that moves with scale leaves any fixed grid of settings. A
   target with no natural range (some train value <= 0: a loss less a baseline) needs its floor
-  all the same: from 1e12x to 1e30x the law may not move by more than its train range while
+  all the same: from 1e12x to 1e30x the law may not move by more than a tenth of its train range while
   still gaining per decade half of what it gains near the data (:func:`_no_floor`; a log in N
   does, a power law does not).
   A feature the card declares a hyperparameter needs a best setting in the law: at every train
@@ -453,8 +453,8 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                     reasons.append(f"{label[:label.rindex(' to ')]} further: {tcol} falls below 0 (no floor)")
                 if (sign and not bounded[j] and not (y[:, j] > 0).all() and positive
                         and _no_floor(far * sign, reach, span[j])):
-                    reasons.append(f"{label[:label.rindex(' to ')]} further: {tcol} moves by more than its "
-                                   f"train range from 1e12x to 1e30x, per decade as fast as near the data "
+                    reasons.append(f"{label[:label.rindex(' to ')]} further: {tcol} moves by more than "
+                                   f"{FLOOR_SPAN:g} of its train range from 1e12x to 1e30x, per decade as fast as near the data "
                                    f"(no floor or ceiling)")
                 if ((y[:, j] >= 0) & (y[:, j] <= 1)).all() and (p > 1 + tol * span[j]).any():
                     reasons.append(f"{label}: {tcol} rises above 1")
@@ -581,13 +581,13 @@ ACCEL_TOL = 0.5    # ... plus this fraction of the group's target range
 
 
 FLOOR_RATIO = 0.5   # far out, a law may gain at most this share per decade of what it gains near the data ...
-FLOOR_SPAN = 1.0    # ... where it still moves by more than this many train ranges from 1e12x to 1e30x
+FLOOR_SPAN = 0.1    # ... where it still moves by more than this share of the train range from 1e12x to 1e30x
 
 
 def _no_floor(q: np.ndarray, reach: float, span: float) -> bool:
     """Whether predictions ``q`` (the push's steps then the ``FAR`` factors x points, signed so
-    that the trend is up) still gain, from 1e12x to 1e30x, more than ``FLOOR_SPAN`` train ranges
-    and per decade at least ``FLOOR_RATIO`` of their gain per decade from 1x to ``reach``: a log
+    that the trend is up) still gain, from 1e12x to 1e30x, more than ``FLOOR_SPAN`` of the train
+    range and per decade at least ``FLOOR_RATIO`` of their gain per decade from 1x to ``reach``: a log
     gains the same per decade (ratio 1), ``N**-a`` 10**(-21a) as much (below 0.5 for a > 0.015).
     For targets with no natural range (a loss less a baseline, negative), where the range rule
     cannot say that a loss law has a floor."""

@@ -213,9 +213,9 @@ def _merge_param_subtrees(expr: sp.Expr, counter: list[int], memo: dict | None =
     args = list(expr.args)
     if isinstance(expr, (sp.Add, sp.Mul)):
         pure = [a for a in args if a.free_symbols and all(is_param(s) for s in a.free_symbols)]
-        nums = [a for a in args if a.is_Number]
+        nums = [a for a in args if not a.free_symbols]   # 2, pi, log(2)**2: fixed numbers
         if len(pure) >= 2 or (pure and nums):
-            rest = [a for a in args if a not in pure and not a.is_Number]
+            rest = [a for a in args if a not in pure and a.free_symbols]
             merged = expr.func(*(pure + nums))
             q = fresh(sp.srepr(merged), merged)
             args = rest + [q]
@@ -238,12 +238,15 @@ def _merge_powers(expr: sp.Expr) -> sp.Expr:
     """Powers of one base in one product as one power (``S*S**p`` -> ``S**(p + 1)``, whose
     exponent then merges into one parameter; ``exp(a)*exp(b)`` -> ``exp(a + b)``). Only
     exponents are combined (``powsimp(combine='exp')``), never bases (``N**p*D**p`` stays)."""
-    for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Mul):
-            bases = [f.as_base_exp()[0] for f in node.args if not f.is_Number]
-            if len(bases) != len(set(bases)):
-                return sp.powsimp(expr, combine="exp")
-    return expr
+    def repeats(node) -> bool:
+        if not isinstance(node, sp.Mul):
+            return False
+        bases = [f.as_base_exp()[0] for f in node.args if not f.is_Number]
+        return len(bases) != len(set(bases))
+
+    # node by node, bottom up: a product inside a power's base or a function's argument too
+    # (``(p + p*D*D**q + log(b))**2``), which ``powsimp`` of the whole tree leaves alone
+    return expr.replace(repeats, lambda node: sp.powsimp(node, combine="exp"))
 
 
 def canonical(expr: sp.Expr) -> sp.Expr:
