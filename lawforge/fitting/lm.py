@@ -4,7 +4,8 @@ Design:
 
 * One LM program runs over the rows of a batch: every (job, problem, restart) triple, where a job
   is one law on one data split (:class:`FitJob`). Laws with different parameter counts share the
-  batch with padded parameter columns (a padded column has a zero Jacobian and never moves); each
+  batch with parameter columns padded to a common width, the same alone as in a batch (a padded
+  column has a zero Jacobian and never moves; ``_WIDTH``); each
   law's residuals and Jacobian come from its own compiled program
   (:class:`~lawforge.fitting.problems._Evaluator`), everything else (transforms, normal equations,
   projection, damping, convergence) is one set of tensor operations for the whole batch.
@@ -121,9 +122,8 @@ def fit_many(jobs: Sequence[FitJob], *, device: str = "cpu", max_iter: int = 200
     """Fit every job in batched LM programs; one :class:`FitResult` per job, in order.
 
     Each job gets the starts and the per-row iteration :func:`fit_split` would give it alone;
-    jobs share a program where that is cheaper than separate ones (:func:`_partition`). The
-    padding of a shared program changes the last bits of the arithmetic, so a fit that has not
-    converged (or sits between basins) can end slightly elsewhere than alone. With
+    jobs of one padded shape share a program (:func:`_partition`, ``_WIDTH``), so a job's fit is
+    the same, bit for bit, as alone. With
     ``errors="return"`` a job whose data cannot be fitted, or whose law cannot be compiled,
     yields its :class:`~lawforge.errors.LawforgeError` in its place instead of raising; when a
     shared program raises (a numeric error in one form), its jobs are fitted one by one so the
@@ -176,38 +176,35 @@ def _run_group(group, out, t0, torch, device, max_iter, ftol, xtol, loss, chunk_
                                     {**options, "huber_delta": job.delta_h, "seed": job.job.seed})
 
 
-#: Cost model of one LM step, for choosing which jobs share a batch: a fixed cost (the step's
-#: tensor calls, measured about 1.5 ms on one CPU core) and a cost per multiply-add of its
-#: normal equations (about 1 ns on one CPU core). On a GPU the fixed cost is kernel launches
-#: and the arithmetic nearly free.
-_STEP_COST_S = {"cpu": (1.5e-3, 1e-9), "cuda": (3e-3, 1e-13)}
+#: Parameter widths. A job's nonlinear and linear parameter counts are padded up (each to at
+#: least one column) to multiples of a width that depends on the job alone, alone as in a batch,
+#: and only jobs of one padded shape share a batch: BLAS and LAPACK pick their kernels by shape
+#: (gemm by width; the recursive Cholesky splits at n/2), so a form padded to a batch's widest
+#: law would end a few last bits from the same form fitted alone, and an unconverged fit
+#: elsewhere. With one shape per batch, a form's fit is the same bit for bit whatever it is
+#: batched with. Jobs with few rows (restarts x groups) are overhead-bound: wide buckets
+#: (``_WIDTH``) let a whole generation share one batch. Jobs with many rows (sft: 42 groups x
+#: 12 restarts) pay for every padded column: narrow buckets. Above ``_EXACT_ABOVE`` residuals
+#: per problem the arithmetic dominates and widths stay exact (lr_bsz: 1,730 rows).
+_WIDTH = 8
+_MANY_ROWS, _WIDTH_MANY_ROWS = 64, 2
+_EXACT_ABOVE = 1024
+
+
+def _padded(n: int, D: int, rows: int) -> int:
+    if D > _EXACT_ABOVE:
+        return n
+    w = _WIDTH if rows <= _MANY_ROWS else _WIDTH_MANY_ROWS
+    return -(-max(n, 1) // w) * w
 
 
 def _partition(jobs: list[_Job], device) -> list[list[_Job]]:
-    """Jobs grouped into batches. Jobs of one shape (residual length, nonlinear and linear
-    parameter counts) always share one; shapes are merged, in order of size, while padding
-    them to one shape costs less arithmetic than a separate batch costs in fixed overhead
-    (large data with few forms stays unpadded; small data shares one batch)."""
-    if not jobs:
-        return []
-    fixed, per_madd = _STEP_COST_S["cuda" if str(device).startswith("cuda") else "cpu"]
-
-    def cost(group):
-        D, Pn, Pl = (max(f(j) for j in group) for f in (lambda j: j.D, lambda j: len(j.nl), lambda j: len(j.lin)))
-        rows = sum(j.Pb * j.R for j in group)
-        return fixed + per_madd * rows * D * (Pl * (Pl + Pn + 1) + Pn * (Pn + 1))
-
+    """Jobs grouped into batches, one per padded shape (residual length, nonlinear and linear
+    widths), in order of first appearance."""
     shapes: dict[tuple, list[_Job]] = {}
     for j in jobs:
-        shapes.setdefault((j.D, len(j.nl) + len(j.lin), len(j.nl)), []).append(j)
-    groups: list[list[_Job]] = []
-    for key in sorted(shapes):
-        g = shapes[key]
-        if groups and cost(groups[-1] + g) <= cost(groups[-1]) + cost(g):
-            groups[-1] = groups[-1] + g
-        else:
-            groups.append(g)
-    return groups
+        shapes.setdefault((j.D, j.wn, j.wl), []).append(j)
+    return list(shapes.values())
 
 
 def resolve_device(device: str) -> str:
@@ -249,16 +246,18 @@ class _Job:
         lin_law = set(job.law.linear_params) if project_linear and loss == "l2" else set()
         self.lin = [j for j, k in enumerate(self.pr.law_index) if k in lin_law]
         self.nl = [j for j in range(self.P) if j not in set(self.lin)]
+        self.wn, self.wl = _padded(len(self.nl), self.D, self.Pb * self.R), _padded(len(self.lin), self.D, self.Pb * self.R)
         return self
 
-    def place(self, Pn: int, start: int, torch, device) -> None:
-        """Fix the job's rows [start, start + Pb*R) and its columns in the padded layout."""
+    def place(self, Pn: int, P: int, start: int, torch, device) -> None:
+        """Fix the job's rows [start, start + Pb*R) and its columns in the padded layout of
+        ``Pn`` nonlinear then ``P - Pn`` linear columns."""
         self.start, self.stop = start, start + self.Pb * self.R
         perm = np.empty(self.P, dtype=np.int64)
         perm[self.nl] = np.arange(len(self.nl))
         perm[self.lin] = Pn + np.arange(len(self.lin))
         self.perm = torch.as_tensor(perm, device=device)
-        self.identity = bool(np.array_equal(perm, np.arange(self.P)))
+        self.identity = self.P == P and bool(np.array_equal(perm, np.arange(self.P)))
 
     def result(self, batch, u, cur, converged, iters, seconds, device, options) -> FitResult:
         torch, pr, Pb, R, P = batch.torch, self.pr, self.Pb, self.R, self.P
@@ -281,13 +280,13 @@ class _Batch:
 
     def __init__(self, jobs: list[_Job], torch, device):
         self.jobs, self.torch, self.device = jobs, torch, device
-        self.Pn = max(len(j.nl) for j in jobs)
-        self.Pl = max(len(j.lin) for j in jobs)
+        self.Pn = max(j.wn for j in jobs)
+        self.Pl = max(j.wl for j in jobs)
         self.P = self.Pn + self.Pl
         self.D = max(j.D for j in jobs)
         start = 0
         for j in jobs:
-            j.place(self.Pn, start, torch, device)
+            j.place(self.Pn, self.P, start, torch, device)
             start = j.stop
         self.n_rows = start
         self.starts = np.array([j.start for j in jobs] + [start])
