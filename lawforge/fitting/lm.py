@@ -146,7 +146,7 @@ def fit_many(jobs: Sequence[FitJob], *, device: str = "cpu", max_iter: int = 200
                 raise
             out[i] = exc
     options = {"max_iter": max_iter, "ftol": ftol, "loss": loss, "project_linear": project_linear}
-    for group in _partition(built, device):
+    for group in _partition(built):
         try:
             _run_group(group, out, t0, torch, device, max_iter, ftol, xtol, loss, chunk_elements, options)
         except (RuntimeError, ValueError, ArithmeticError):
@@ -198,7 +198,7 @@ def _padded(n: int, D: int, rows: int) -> int:
     return -(-max(n, 1) // w) * w
 
 
-def _partition(jobs: list[_Job], device) -> list[list[_Job]]:
+def _partition(jobs: list[_Job]) -> list[list[_Job]]:
     """Jobs grouped into batches, one per padded shape (residual length, nonlinear and linear
     widths), in order of first appearance."""
     shapes: dict[tuple, list[_Job]] = {}
@@ -246,7 +246,8 @@ class _Job:
         lin_law = set(job.law.linear_params) if project_linear and loss == "l2" else set()
         self.lin = [j for j, k in enumerate(self.pr.law_index) if k in lin_law]
         self.nl = [j for j in range(self.P) if j not in set(self.lin)]
-        self.wn, self.wl = _padded(len(self.nl), self.D, self.Pb * self.R), _padded(len(self.lin), self.D, self.Pb * self.R)
+        rows = self.Pb * self.R
+        self.wn, self.wl = _padded(len(self.nl), self.D, rows), _padded(len(self.lin), self.D, rows)
         return self
 
     def place(self, Pn: int, P: int, start: int, torch, device) -> None:

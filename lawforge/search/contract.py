@@ -35,9 +35,9 @@ Two parts, both generic (no rule names a dataset):
   law a ceiling (a sigmoid keeps it, a line in ``log C`` does not). Only the range is checked
   there: a hyperparameter optimum that moves with scale leaves any fixed grid of settings. A
   target with no natural range (some train value <= 0: a loss less a baseline) needs its floor
-  all the same: from 1e12x to 1e30x the law may not move by more than a tenth of its train range while
-  still gaining per decade half of what it gains near the data (:func:`_no_floor`; a log in N
-  does, a power law does not).
+  all the same: from 1e12x to 1e30x the law may not move by more than a tenth of its train
+  range while still gaining per decade half of what it gains near the data (:func:`_no_floor`;
+  a log in N does, a power law does not).
   A feature the card declares a hyperparameter needs a best setting in the law: at every train
   setting of the other features, the law's best value of it lies inside its train range widened
   1000x each way (a law without it, or with the loss falling all the way to lr -> 0, fails).
@@ -454,8 +454,8 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 if (sign and not bounded[j] and not (y[:, j] > 0).all() and positive
                         and _no_floor(far * sign, reach, span[j])):
                     reasons.append(f"{label[:label.rindex(' to ')]} further: {tcol} moves by more than "
-                                   f"{FLOOR_SPAN:g} of its train range from 1e12x to 1e30x, per decade as fast as near the data "
-                                   f"(no floor or ceiling)")
+                                   f"{FLOOR_SPAN:g} of its train range from 1e12x to 1e30x, per decade as "
+                                   f"fast as near the data (no floor or ceiling)")
                 if ((y[:, j] >= 0) & (y[:, j] <= 1)).all() and (p > 1 + tol * span[j]).any():
                     reasons.append(f"{label}: {tcol} rises above 1")
                 elif ((y[:, j] >= 0) & (y[:, j] <= 1)).all() and (far > 1 + tol * span[j]).any():
