@@ -246,6 +246,8 @@ def _merge_powers(expr: sp.Expr) -> sp.Expr:
 
     # node by node, bottom up: a product inside a power's base or a function's argument too
     # (``(p + p*D*D**q + log(b))**2``), which ``powsimp`` of the whole tree leaves alone
+    if not any(repeats(node) for node in sp.preorder_traversal(expr)):   # the usual case: nothing to do
+        return expr
     return expr.replace(repeats, lambda node: sp.powsimp(node, combine="exp"))
 
 
