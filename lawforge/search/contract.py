@@ -110,6 +110,9 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                     out.append(f"a non-integer or fitted power of a log: {node}")
                 elif abs(int(ex)) > 2:
                     out.append(f"a power above 2 of a log: {node}")
+            elif _fractional(ex) and _log_factor(base, vars_):
+                out.append(f"a non-integer or fitted power of a log (under the power, (log(D)/N)**p is "
+                           f"log(D)**p/N**p and (log(D)**-2)**p is log(D)**(-2*p)): {node}")
             elif ex.is_Number and _log_polynomial(base, vars_):
                 if not float(ex).is_integer():
                     out.append(f"a non-integer power of a sum of logs: {node}")
@@ -147,13 +150,18 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                                               for a in sp.preorder_traversal(node.args[0])):
             out.append(f"an exp of an exp: {node}")
         elif isinstance(node, sp.Mul):
-            logs = 0
+            logs, inverse = 0, 0
             for f in node.args:
                 b, e = f.as_base_exp()
-                if _is_log_of_var(b, vars_) and e.is_Integer and e > 0:
-                    logs += int(e)
+                if _is_log_of_var(b, vars_) and e.is_Integer:
+                    if e > 0:
+                        logs += int(e)
+                    else:
+                        inverse -= int(e)
             if logs > 2:
                 out.append(f"a polynomial of degree {logs} in logs: {node}")
+            if inverse > 2:
+                out.append(f"a polynomial of degree {inverse} in logs, as a divisor: {node}")
             sums = [f for f in node.args if isinstance(f, sp.Add) and any(_log_like(a, vars_) for a in f.args)]
             if len(sums) >= 2 and any(_off_the_line(f, vars_) for f in sums):
                 out.append(f"{OFF_THE_LINE}: {node}")
@@ -249,6 +257,18 @@ def _fixed_monomial(base: sp.Expr, vars_) -> bool:
     other factors' exponent; a researcher writes the variable's own fitted power instead."""
     for f in sp.Mul.make_args(base):
         if isinstance(f, sp.Pow) and f.args[0] in vars_ and f.args[1].is_Number and abs(float(f.args[1])) != 1.0:
+            return True
+    return False
+
+
+def _log_factor(base: sp.Expr, vars_) -> bool:
+    """A factor of ``base`` is a log of a variable or a fixed power of one (``log(D)/N``,
+    ``p*log(D)**-2``): a non-integer power of ``base`` is then a non-integer power of that log."""
+    for f in sp.Mul.make_args(base):
+        b, e = f.as_base_exp()
+        if isinstance(b, sp.Abs):
+            b = b.args[0]
+        if _is_log_of_var(b, vars_) and e.is_Number:
             return True
     return False
 
