@@ -147,3 +147,19 @@ def test_card_errors(tmp_path):
         card = _user_card(tmp_path, GOOD)
         (tmp_path / "data.csv").unlink()
         load_dataset(card)
+
+
+def test_a_feature_may_hold_a_log():
+    """``log: 10`` says the column is log10 of a positive quantity (log10 FLOPs); the card keeps
+    it through a run folder's copy, and an unknown base is an error naming the feature."""
+    from lawforge.datasets.card import get_card, parse_card
+
+    card = get_card("easy_question_scaling_law")
+    assert card.features[0].log == 10.0 and card.log_variables == {"x", "log_flops"}
+    again = parse_card(card.to_dict())
+    assert again.features[0].log == 10.0
+    raw = card.to_dict()
+    raw["features"][0]["log"] = 3
+    with pytest.raises(DatasetError, match=r"features\[0\] log must be the base .* got 3"):
+        parse_card(raw)
+    assert get_card("sft_scaling_law").log_variables == set()

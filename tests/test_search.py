@@ -52,6 +52,23 @@ def test_canonical_merges_inside_a_power_and_fixed_numbers_into_constants():
     assert c == S.canonical(S.P(0) + S.P(1) * N ** S.P(2)) and not c.has(sp.log(2))
 
 
+def test_canonical_merges_like_terms_into_one_fitted_coefficient():
+    """``p*T - T`` is ``p'*T``; ``p*T + q*T`` one term; not when the parameter is used elsewhere,
+    and a shared parameter does not absorb a per-group one."""
+    P = sp.Symbol("P", real=True)
+    T = sp.log(N) * sp.log(P)
+    c = S.canonical(S.P(0) + (S.P(1) / (N * (1 + S.P(2) * T - T))) ** S.P(3))
+    assert c == S.canonical(S.P(0) + (S.P(1) / (N * (1 + S.P(2) * T))) ** S.P(3)), c
+    assert S.canonical(S.P(0) + S.P(1) * N ** S.P(3) + S.P(2) * N ** S.P(3)) == S.canonical(S.P(0) + S.P(1) * N ** S.P(2))
+    kept = S.canonical(S.P(0) + S.P(1) * sp.log(N) - sp.log(N) + S.P(1) * sp.log(D))   # p1 also scales log(D)
+    assert S.n_params(kept) == 2 and kept.has(-sp.log(N))
+    s0 = sp.Symbol("s0", real=True)
+    mixed = S.canonical(S.P(0) + S.P(1) * sp.log(N) + s0 * sp.log(N))
+    assert mixed == S.canonical(S.P(0) + S.P(1) * sp.log(N))   # per group: p1 + s0 is per group
+    shared = S.canonical(S.P(0) + s0 * sp.log(N) - sp.log(N))
+    assert {s.name for s in shared.free_symbols} == {"p0", "s0", "N"}
+
+
 def test_canonical_gives_a_repeated_constant_one_parameter():
     E = sp.Symbol("E", real=True)
     e = sp.log(N) * sp.log(E + S.P(3) * S.P(4)) + S.P(0) * sp.log(E + S.P(3) * S.P(4))

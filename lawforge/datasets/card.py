@@ -15,7 +15,8 @@ from lawforge.laws.law import Law
 
 _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
               "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
-_FEATURE_KEYS = {"column", "symbol", "description", "unit", "role", "trend"}
+_FEATURE_KEYS = {"column", "symbol", "description", "unit", "role", "trend", "log"}
+_LOG_BASES = {"10": 10.0, "2": 2.0, "e": 2.718281828459045}
 _TRENDS = ("decreasing", "increasing")
 _ROLES = ("scale", "hyperparameter")
 _TARGET_KEYS = {"column", "description", "unit", "higher_is_better"}
@@ -43,6 +44,7 @@ class Feature:
     unit: str = ""
     role: str = "scale"    # 'scale' (N, D, compute...) or 'hyperparameter' (lr, batch size...)
     trend: str | None = None  # the target's known direction beyond the data along this feature
+    log: float | None = None  # the column is already a log (this base) of a positive quantity: log10 FLOPs
 
 
 @dataclass
@@ -99,6 +101,12 @@ class DatasetCard:
             if f.column.isidentifier() and f.column not in out:
                 out[f.column] = f.column
         return out
+
+    @property
+    def log_variables(self) -> set[str]:
+        """The law names (symbol, and column where it is a name) of the features that hold a log
+        already (``log: 10``): the form rules treat them as logs of a variable."""
+        return {n for f in self.features if f.log for n in (f.symbol, f.column) if n.isidentifier()}
 
     def human_law(self, name: str | None = None) -> tuple[Law, HumanLaw]:
         if not self.human_laws:
@@ -179,8 +187,17 @@ def _parse_features(raw: list, where: str) -> list[Feature]:
         trend = f.get("trend")
         if trend is not None and trend not in _TRENDS:
             raise DatasetError(f"{where}: features[{i}] trend must be one of {', '.join(_TRENDS)}, got {trend!r}")
+        log = f.get("log")
+        if log is not None:
+            base = _LOG_BASES.get(str(log))
+            if base is None and isinstance(log, (int, float)) and float(log) in _LOG_BASES.values():
+                base = float(log)   # a card written back from a run folder holds the number
+            if base is None:
+                raise DatasetError(f"{where}: features[{i}] log must be the base of the log the column holds, one of "
+                                   f"{', '.join(_LOG_BASES)}, got {log!r}")
+            log = base
         feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", "")), role,
-                             trend))
+                             trend, log))
     if not feats:
         raise DatasetError(f"{where}: 'features' is empty")
     syms = [f.symbol for f in feats]

@@ -48,6 +48,7 @@ class CandidateContext:
     domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
     readable_form: bool = False  # forms with an excluded construct (contract.form_issues) are 'invalid'
     unit_offset: bool = True     # an offset of 1 is a natural bound of the target (contract.unit_bounded)
+    log_vars: tuple = ()         # variables that hold a log already (a card's `log: 10` features)
     contract_card: Any = None    # a DatasetCard: a fitted form must keep the readable-law contract (contract.check_law)
     contract_train: Any = None   # the DataSplit the contract pushes beyond (train)
     seed_specs: Any = None       # {form text: {param: spec}}: human-law seeds keep their own inits and bounds
@@ -119,7 +120,7 @@ def _prepare(text: str, ctx: CandidateContext, inits) -> tuple[dict, Any]:
     if ctx.readable_form:
         from lawforge.search.contract import form_issues
 
-        issues = form_issues(law, ctx.unit_offset)
+        issues = form_issues(law, ctx.unit_offset, ctx.log_vars)
         if issues:
             rec["error"] = f"not a readable law: {issues[0]}"
             return rec, None

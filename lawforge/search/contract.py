@@ -21,7 +21,10 @@ Two parts, both generic (no rule names a dataset):
   a fixed power of a sum other than 1, 2 or 1/2 (``(1 + D**p)**(9/2)``: fit it), a fitted power
   of a sum of logs (``(p + log(N) + log(lr))**q``: undefined where the sum is negative) and a
   bowl whose centre is not a line in the logs (``(p + p*D**q + log(bsz))**2``: a best setting
-  moves as ``log h* = c + a*log(N) + b*log(D)``).
+  moves as ``log h* = c + a*log(N) + b*log(D)``), a log factor under a non-integer power
+  (``(log(D)/N)**p`` is ``log(D)**p/N**p``), a product of logs of degree above 2 as a divisor,
+  and a fixed multiple of logs beside a bare number in a sum (``1 - log(P)`` is
+  ``-log(P/e)``). A feature the card says holds a log already (``log: 10``) is read as one.
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed
@@ -82,11 +85,13 @@ def _is_log_of_var(e, vars_) -> bool:
     return isinstance(e, sp.log) and _has_var(e, vars_)
 
 
-def form_issues(law, unit_offset: bool = True) -> list[str]:
+def form_issues(law, unit_offset: bool = True, log_vars=()) -> list[str]:
     """The excluded constructs found in ``law``'s expressions (empty when it has none).
     ``unit_offset``: whether an offset of 1 is a natural bound of the target (:func:`unit_bounded`);
-    where it is not, a bare 1 as the law's offset is a bare number like any other."""
-    return list(dict.fromkeys(i for e in law.exprs.values() for i in expr_issues(e, law.variables, unit_offset)))
+    where it is not, a bare 1 as the law's offset is a bare number like any other. ``log_vars``:
+    the variables that hold a log already (a card's ``log: 10`` features, as log10 FLOPs)."""
+    return list(dict.fromkeys(i for e in law.exprs.values()
+                              for i in expr_issues(e, law.variables, unit_offset, log_vars)))
 
 
 def unit_bounded(y) -> bool:
@@ -97,10 +102,41 @@ def unit_bounded(y) -> bool:
     return bool(y.size) and bool(np.all(np.abs(y[np.isfinite(y)]) <= 1.0))
 
 
-def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]:
+def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True, log_vars=()) -> list[str]:
     """:func:`form_issues` of one expression over the variable names ``variables``."""
     names = set(variables)
     vars_ = {s for s in expr.free_symbols if s.name in names}
+    logs = {s for s in vars_ if s.name in set(log_vars)}
+    if logs:
+        expr, back = _as_logs(expr, logs)
+        vars_ = (vars_ - logs) | set(back)
+        return [_named_back(i, back) for i in _expr_issues(expr, vars_, unit_offset)]
+    return _expr_issues(expr, vars_, unit_offset)
+
+
+def _as_logs(expr: sp.Expr, logs) -> tuple[sp.Expr, dict]:
+    """``expr`` with each variable ``x`` that holds a log written as ``log(X)`` of a positive
+    quantity ``X``, and ``exp(c*x)`` as ``X**c``: ``(p + x)**q`` is then a fitted power of a
+    sum of logs and ``x**3`` a cubic in a log, as they are. Also the map back to names."""
+    big = {x: sp.Symbol(f"{x.name}__exp", positive=True) for x in logs}
+    e = expr.xreplace({x: sp.log(X) for x, X in big.items()})
+    inv = {X: x for x, X in big.items()}
+
+    def power(node):
+        c, rest = node.args[0].as_independent(*big.values(), as_Add=False)
+        return rest.args[0] ** c if isinstance(rest, sp.log) and rest.args[0] in inv else node
+
+    e = e.replace(lambda n: isinstance(n, sp.exp), power)
+    return e, inv
+
+
+def _named_back(issue: str, back: dict) -> str:
+    for X, x in back.items():
+        issue = issue.replace(f"log({X.name})", x.name).replace(X.name, f"exp({x.name})")
+    return issue
+
+
+def _expr_issues(expr: sp.Expr, vars_, unit_offset: bool) -> list[str]:
     out: list[str] = []
     for node in sp.preorder_traversal(expr):
         if isinstance(node, sp.Pow):
@@ -136,6 +172,10 @@ def expr_issues(expr: sp.Expr, variables, unit_offset: bool = True) -> list[str]
                 out.append(f"a power of a power (one exponent is enough): {node}")
             elif ex.free_symbols and not _has_var(ex, vars_) and _fixed_monomial(base, vars_):
                 out.append(f"a fixed power under a fitted one ((c/D**4)**p is c'*D**(-4*p): one exponent is enough): {node}")
+        elif isinstance(node, sp.Add) and any(_num(a) for a in node.args) and any(
+                _fixed_log_monomial(a, vars_) for a in node.args):
+            out.append(f"a variable rescaled by a number (1 - log(P) is -log(P/e): fit the log's coefficient, "
+                       f"as in 1 + k*log(P)): {node}")
         elif isinstance(node, sp.Abs) and node.args[0] in vars_:
             out.append(f"an absolute value of a variable (|x| is x for a positive feature): {node}")
         elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
@@ -259,6 +299,18 @@ def _fixed_monomial(base: sp.Expr, vars_) -> bool:
         if isinstance(f, sp.Pow) and f.args[0] in vars_ and f.args[1].is_Number and abs(float(f.args[1])) != 1.0:
             return True
     return False
+
+
+def _fixed_log_monomial(e: sp.Expr, vars_) -> bool:
+    """``e`` is a number times logs of variables to whole powers, with no fitted constant
+    (``-log(P)``, ``log(N)*log(P)``)."""
+    if not _has_var(e, vars_) or any(s not in vars_ for s in e.free_symbols):
+        return False
+    for f in sp.Mul.make_args(e):
+        b, k = f.as_base_exp()
+        if not (_num(f) or (_is_log_of_var(b, vars_) and k.is_Integer)):
+            return False
+    return True
 
 
 def _log_factor(base: sp.Expr, vars_) -> bool:
@@ -419,7 +471,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
     never larger than another on any train row, and equal to it on some (unique tokens and tokens),
     stays so when pushed. ``hyper_values``: settings per hyperparameter in the grid;
     ``first_only``: stop at the first broken rule (the search's screen; no building blocks)."""
-    reasons = form_issues(law, unit_bounded(train.y))
+    reasons = form_issues(law, unit_bounded(train.y), card.log_variables)
     if first_only and reasons:
         return ContractResult(False, reasons)
     k = redundant_constants(law, params, train)
@@ -434,6 +486,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
         return ContractResult(False, reasons)
     trends = {f.column: f.trend for f in card.features if f.trend}
     hyper = [f.column for f in card.features if f.role == "hyperparameter"]
+    logs = {f.column: f.log for f in card.features if f.log}
     better = np.array([1.0 if t.higher_is_better else -1.0 for t in card.targets])
     for g in train.group_names:
         if g not in params:
@@ -449,7 +502,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
         bounded = [unit_bounded(y[:, j]) for j in range(y.shape[1])]
         pushes = [[c] for c in trends] + ([list(trends)] if len(trends) > 1 else [])
         for cols in pushes:
-            preds = _push(law, params[g], X, cols, reach, hyper, better, hyper_values)  # (steps, points, targets)
+            preds = _push(law, params[g], X, cols, reach, hyper, better, hyper_values, logs)  # (steps, points, targets)
             label = f"group {g!r}, pushing {' and '.join(cols)} to {reach:g}x"
             if not np.isfinite(preds[:_STEPS]).all():
                 reasons.append(f"{label}: not finite")
@@ -458,7 +511,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 reasons.append(f"group {g!r}, pushing {' and '.join(cols)} further: not finite")
                 continue
             sign = _sign(trends, cols)
-            positive = all((X[c] > 0).all() for c in cols)   # pushed by factors (decades), not ranges
+            positive = all((X[c] > 0).all() or c in logs for c in cols)   # pushed by factors (decades), not ranges
             for j, tcol in enumerate(card.target_columns):
                 p, far = preds[:_STEPS, :, j], preds[:, :, j]
                 moves = np.diff(p, axis=0) * sign            # > 0: with the trend
@@ -687,9 +740,10 @@ def _no_optimum(law, params, X, hyper, better, n_values: int = 49) -> list[str]:
     return out
 
 
-def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49) -> np.ndarray:
+def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49, logs=None) -> np.ndarray:
     """Predictions at ``_STEPS`` points pushing ``cols`` from each one's largest value out to
-    ``reach`` times it (or, for a feature with non-positive values, by up to 3 train ranges),
+    ``reach`` times it (a feature that holds a log, ``logs``: column -> base, by the log of the
+    factor; a feature with non-positive values, by up to 3 train ranges),
     at the distinct train cells of the other features; with hyperparameters, at the best
     setting of the train grid for each cell."""
     factors = np.concatenate([np.logspace(0, np.log10(reach), _STEPS), FAR])
@@ -706,7 +760,9 @@ def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49) -> np.
     Xk = {c: np.tile(v, F) for c, v in cells.items()}
     for c in cols:
         v = X[c]
-        if (v > 0).all():
+        if c in (logs or {}):
+            Xk[c] = v.max() + np.log(factors[fk]) / np.log(logs[c])
+        elif (v > 0).all():
             Xk[c] = v.max() * factors[fk]
         else:
             ranges = np.where(fk < _STEPS, 3 * fk / (_STEPS - 1), 10.0 ** (fk - _STEPS + 1.0))

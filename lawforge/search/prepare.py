@@ -30,7 +30,8 @@ def build_space(ds: SealedDataset, cfg: SearchConfig | None = None) -> S.Space:
                                f.role == "hyperparameter"))
     grouped = (cfg is None or cfg.grammar.shared_params) and 1 < len(np.unique(ds.train.groups)) <= MAX_SHARED_GROUPS
     return S.Space(infos, n_targets=len(ds.card.targets), param_limit=ds.card.param_limit, grouped=grouped,
-                   readable=cfg is None or cfg.checks.readable_form, unit_offset=unit_bounded(ds.train.y))
+                   readable=cfg is None or cfg.checks.readable_form, unit_offset=unit_bounded(ds.train.y),
+                   log_vars=sorted(ds.card.log_variables))
 
 
 def seeds_for(ds: SealedDataset, space: S.Space) -> list[tuple[sp.Expr, str]]:
@@ -103,6 +104,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
                             scale_starts=cfg.grammar.scale_starts, domain=domain,
                             readable_form=checks.readable_form, unit_offset=unit_bounded(sealed.train.y),
+                            log_vars=tuple(sorted(card.log_variables)),
                             seed_specs=seed_specs(card),
                             contract_card=card if checks.contract else None,
                             contract_train=sealed.train if checks.contract else None)

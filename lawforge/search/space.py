@@ -59,7 +59,7 @@ class Space:
     """The variables of one dataset and the random generators over them."""
 
     def __init__(self, variables: Sequence[VarInfo], n_targets: int = 1, param_limit: int | None = None,
-                 grouped: bool = False, readable: bool = False, unit_offset: bool = True):
+                 grouped: bool = False, readable: bool = False, unit_offset: bool = True, log_vars=()):
         self.vars = list(variables)
         self.grouped = grouped  # several groups: parameters may be shared across them
         self.n_targets = n_targets
@@ -68,6 +68,7 @@ class Space:
         self.max_nodes = MAX_NODES
         self.readable = readable  # forms with an excluded construct (contract.expr_issues) are not valid
         self.unit_offset = unit_offset  # an offset of 1 is a natural bound of the target (contract.unit_bounded)
+        self.log_vars = tuple(log_vars)  # variables that hold a log already (a card's `log: 10` features)
 
     # ------------------------------------------------------------------ random pieces
     def atom(self, rng: np.random.Generator, k: int) -> sp.Expr:
@@ -251,10 +252,55 @@ def _merge_powers(expr: sp.Expr) -> sp.Expr:
     return expr.replace(repeats, lambda node: sp.powsimp(node, combine="exp"))
 
 
+def _merge_like_terms(expr: sp.Expr) -> sp.Expr:
+    """Terms of one sum that differ only by constant factors, one of them a parameter found
+    nowhere else in the law, as one term: ``p*T - T`` -> ``p*T`` (``p - 1`` is a fitted
+    constant like ``p``), ``p*T + q*T`` -> ``p*T``."""
+    count: dict = {}
+    for node in sp.preorder_traversal(expr):
+        if isinstance(node, sp.Symbol) and _scope_of(node):
+            count[node] = count.get(node, 0) + 1
+
+    def anchor(c):
+        c = c.as_coeff_Mul()[1]
+        return c if isinstance(c, sp.Symbol) and count.get(c) == 1 else None
+
+    def pick(ts):
+        """The parameter that takes over the group's coefficients: a per-group one when any
+        coefficient varies by group (a shared one cannot absorb it)."""
+        found = [a for a in (anchor(c) for _, c in ts) if a is not None]
+        per_group = [a for a in found if _scope_of(a) == PARAM_PREFIX]
+        if per_group:
+            return per_group[0]
+        varies = any(_scope_of(s) == PARAM_PREFIX for _, c in ts for s in c.free_symbols)
+        return found[0] if found and not varies else None
+
+    def groups(node):
+        out: dict = {}
+        for t in node.args:
+            vs = [s for s in t.free_symbols if not _scope_of(s)]
+            if vs:
+                c, v = t.as_independent(*vs, as_Add=False)
+                out.setdefault(v, []).append((t, c))
+        return {v: ts for v, ts in out.items() if len(ts) > 1 and pick(ts) is not None}
+
+    def merge(node):
+        args = list(node.args)
+        for v, ts in groups(node).items():
+            a = pick(ts)
+            gone = {t for t, _ in ts}
+            args = [t for t in args if t not in gone] + [a * v]
+        return sp.Add(*args)
+
+    if not count or not any(isinstance(n, sp.Add) and groups(n) for n in sp.preorder_traversal(expr)):
+        return expr
+    return expr.replace(lambda n: isinstance(n, sp.Add) and bool(groups(n)), merge)
+
+
 def canonical(expr: sp.Expr) -> sp.Expr:
-    """Merge powers of one base and parameter-only subtrees, and rename parameters in order of
-    appearance: per-group ones p0, p1, ..., shared ones s0, s1, ..."""
-    expr = _merge_param_subtrees(_merge_powers(sp.sympify(expr)), [0])
+    """Merge powers of one base, like terms of a sum and parameter-only subtrees, and rename
+    parameters in order of appearance: per-group ones p0, p1, ..., shared ones s0, s1, ..."""
+    expr = _merge_like_terms(_merge_param_subtrees(_merge_powers(sp.sympify(expr)), [0]))
     for _ in range(3):
         order: list[sp.Symbol] = []
         for node in sp.preorder_traversal(expr):
@@ -411,7 +457,7 @@ def valid(expr: sp.Expr, space: Space) -> bool:
     if space.readable:
         from lawforge.search.contract import expr_issues
 
-        if expr_issues(expr, space.syms, space.unit_offset) or _exp_of_large(expr, space):
+        if expr_issues(expr, space.syms, space.unit_offset, space.log_vars) or _exp_of_large(expr, space):
             return False
     return True
 
