@@ -127,6 +127,7 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + p1*log(N)**3 + p2/D**p3", "power above 2"),
     ("p0 + (p1/(N*(p2*log(N)*log(D) - log(D) + 1)))**p3", "rescaled by a number"),
     ("p0 + p1*(p2*log(N) + log(D) + 1)**2 + p3/N**p4", "rescaled by a number"),
+    ("p0 + p1/N**p2 + p3*(p4*log(N) + log(D))**2", "bowl with no fitted intercept"),
     ("p0 + p1/(log(N)**2*log(D)) + p2/D**p3", "degree 3 in logs, as a divisor"),
     ("p0 + p1*log(N)*log(D)*log(N) + p2/D**p3", "power above 2|degree 3"),
     ("2*log(log(p0*log(N)))", "log of a log"),

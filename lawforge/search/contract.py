@@ -159,6 +159,10 @@ def _expr_issues(expr: sp.Expr, vars_, unit_offset: bool) -> list[str]:
                 out.append(f"a fitted power of a sum of logs (undefined where the sum is negative): {node}")
             if ex == 2 and _off_the_line(base, vars_):
                 out.append(f"{OFF_THE_LINE}: {node}")
+            if (ex == 2 and isinstance(base, sp.Add) and all(_has_var(a, vars_) for a in base.args)
+                    and any(_log_like(a, vars_) or _fixed_log_monomial(a, vars_) for a in base.args)):
+                out.append(f"a bowl with no fitted intercept (its centre, log h* = a*log(N) + b*log(D), is fixed "
+                           f"at h* = 1 where N = D = 1: a researcher fits the constant): {node}")
             if _rescaled(base, vars_):
                 out.append(f"a variable rescaled by a number: {node}")
             if _has_var(ex, vars_):
