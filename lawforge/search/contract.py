@@ -24,7 +24,8 @@ Two parts, both generic (no rule names a dataset):
   moves as ``log h* = c + a*log(N) + b*log(D)``), a log factor under a non-integer power
   (``(log(D)/N)**p`` is ``log(D)**p/N**p``), a product of logs of degree above 2 as a divisor,
   a fixed multiple of logs beside a bare number in a sum (``1 - log(P)`` is ``-log(P/e)``) and
-  a bowl with no fitted constant in its centre (``(p*log(D) + log(bsz))**2``). A feature the card says holds a log already (``log: 10``) is read as one.
+  a bowl with no fitted constant in its centre (``(p*log(D) + log(bsz))**2``). A feature the
+  card says holds a log already (``log: 10``) is read as one.
 - **Behaviour beyond the data** (:func:`check_law`): for each group and each feature with a
   declared trend, the law is evaluated at the group's train rows with that feature pushed from
   its largest train value out to ``reach`` (1,000x) times it, and with all trend features pushed

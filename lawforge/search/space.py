@@ -256,6 +256,14 @@ def _merge_like_terms(expr: sp.Expr) -> sp.Expr:
     """Terms of one sum that differ only by constant factors, one of them a parameter found
     nowhere else in the law, as one term: ``p*T - T`` -> ``p*T`` (``p - 1`` is a fitted
     constant like ``p``), ``p*T + q*T`` -> ``p*T``."""
+    def var_sets(node):
+        return [frozenset(s for s in t.free_symbols if not _scope_of(s)) for t in node.args]
+
+    def alike(sets):   # only terms in the same variables can be alike
+        return {vs for vs in sets if vs and sets.count(vs) > 1}
+
+    if not any(isinstance(n, sp.Add) and alike(var_sets(n)) for n in sp.preorder_traversal(expr)):
+        return expr   # the usual case: nothing to merge
     count: dict = {}
     for node in sp.preorder_traversal(expr):
         if isinstance(node, sp.Symbol) and _scope_of(node):
@@ -276,10 +284,11 @@ def _merge_like_terms(expr: sp.Expr) -> sp.Expr:
         return found[0] if found and not varies else None
 
     def groups(node):
+        sets = var_sets(node)
+        shared = alike(sets)
         out: dict = {}
-        for t in node.args:
-            vs = [s for s in t.free_symbols if not _scope_of(s)]
-            if vs:
+        for t, vs in zip(node.args, sets):
+            if vs in shared:
                 c, v = t.as_independent(*vs, as_Add=False)
                 out.setdefault(v, []).append((t, c))
         return {v: ts for v, ts in out.items() if len(ts) > 1 and pick(ts) is not None}
@@ -292,8 +301,6 @@ def _merge_like_terms(expr: sp.Expr) -> sp.Expr:
             args = [t for t in args if t not in gone] + [a * v]
         return sp.Add(*args)
 
-    if not count or not any(isinstance(n, sp.Add) and groups(n) for n in sp.preorder_traversal(expr)):
-        return expr
     return expr.replace(lambda n: isinstance(n, sp.Add) and bool(groups(n)), merge)
 
 
