@@ -96,7 +96,8 @@ def _load(args):
 
         return load_csv_dataset(args.csv, args.features, args.target, args.test, group=args.group,
                                 validation_axis=args.validation_axis, hyperparameters=args.hyperparameters,
-                                name=args.name, decreasing=args.decreasing, increasing=args.increasing)
+                                name=args.name, decreasing=args.decreasing, increasing=args.increasing,
+                                log_features=args.log_features)
     if not args.dataset:
         raise ConfigError("give a dataset (a bundled name or a card path; see 'lawforge datasets') or --csv FILE")
     for flag in ("features", "target", "test", "group"):
@@ -479,6 +480,8 @@ def _csv_options() -> argparse.ArgumentParser:
     g.add_argument("--decreasing", help="features along which the target is known to fall beyond the data "
                    "(e.g. N,D for a loss); forms that turn up there are rejected")
     g.add_argument("--increasing", help="features along which the target is known to rise")
+    g.add_argument("--log-features", metavar="COL:BASE", help="features that already hold a log, with its base "
+                   "(10, 2 or e), e.g. log_flops:10; read as the log of a quantity and pushed by log factors")
     g.add_argument("--name", help="dataset name for the run (default: the file's stem)")
     return csvopts
 

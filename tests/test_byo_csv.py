@@ -88,3 +88,23 @@ def test_csv_and_dataset_conflict(capsys, csv_run):
     rc = main(["discover", "synthetic_chinchilla", "--csv", str(csv_run[1]), "--features", "N", "--target", "loss",
                "--test", "N >= 1e9"])
     assert rc == 1 and "not both" in capsys.readouterr().err
+
+
+def test_csv_may_say_a_feature_holds_a_log(tmp_path, capsys):
+    """``--log-features log_c:10`` is the CSV form of a card's ``log: 10``: the column is read as
+    log10 of a quantity; a missing or unknown base, or a column that is not a feature, is an error
+    naming it."""
+    from lawforge.datasets.byo import csv_card
+
+    df = chinchilla_table().assign(log_c=lambda d: np.log10(6 * d["N"] * d["D"]))
+    path = tmp_path / "logs.csv"
+    df.to_csv(path, index=False)
+    card = csv_card(path, "log_c,N", "loss", "N >= 1e9", log_features="log_c:10")
+    assert card.features[0].log == 10.0 and card.features[1].log is None
+    assert card.log_variables == {"log_c"}
+    for bad, needle in (("log_c", "give the base of the log 'log_c' holds, as log_c:10"),
+                        ("log_c:3", "must be 10, 2 or e, got '3'"), ("D:10", "'D' is not one of the features")):
+        rc = main(["discover", "--csv", str(path), "--features", "log_c,N", "--target", "loss",
+                   "--test", "N >= 1e9", "--log-features", bad, "--max-evals", "5"])
+        err = capsys.readouterr().err
+        assert rc == 1 and needle in err and err.startswith("error:"), err

@@ -285,6 +285,23 @@ def test_parse_budget():
         parse_budget("soon")
 
 
+def test_a_feature_that_holds_a_log_is_probed_by_the_log_of_the_factor():
+    """A log10-FLOPs column is pushed by log10(2) and log10(5) beyond its largest train value (x2
+    and x5 of the compute), not multiplied, and not by its range when it has negative values."""
+    from lawforge.datasets.loader import DataSplit
+    from lawforge.search.checks import make_probe, make_trend_probe
+
+    x = np.array([-0.5, 0.5, 1.0, 2.0])
+    train = DataSplit("train", {"x": x}, np.zeros((4, 1)), np.array(["a"] * 4, dtype=object), ["a"], ["y"])
+    probe = make_probe(train, "x", {"x": 10.0})
+    assert np.allclose(sorted(probe.X["x"]), [2.0 + np.log10(2.0), 2.0 + np.log10(5.0)])
+    plain = make_probe(train, "x")   # as a plain feature with negative values: +0.5 and +1 range
+    assert np.allclose(sorted(plain.X["x"]), [3.25, 4.5])
+    split, slices = make_trend_probe(train, {"x": "decreasing"}, (), {"x": 10.0})
+    assert np.allclose(split.X["x"], [2.0, 2.0 + np.log10(2.0), 2.0 + np.log10(5.0)])
+    assert np.allclose(slices[0][4:6], [np.log(2.0), np.log(2.5)])
+
+
 def test_probe_marks_wild_extrapolation_unstable():
     from lawforge.search.candidates import CandidateContext, score_candidate
     from lawforge.search.checks import make_probe

@@ -57,7 +57,8 @@ def rule_columns(rule: str, columns: Sequence[str]) -> list[str]:
 def card_dict(name: str, features: Sequence[str], targets: Sequence[str], group: str | None,
               split: dict[str, str], data: dict[str, str], validation_axis: str | list[str] | None,
               roles: dict[str, str] | None = None, param_limit: int | None = None,
-              description: str = "", trends: dict[str, str] | None = None) -> dict[str, Any]:
+              description: str = "", trends: dict[str, str] | None = None,
+              logs: dict[str, str] | None = None) -> dict[str, Any]:
     taken: set[str] = set()
     feats = []
     for c in features:
@@ -66,6 +67,8 @@ def card_dict(name: str, features: Sequence[str], targets: Sequence[str], group:
             f["role"] = roles[c]
         if trends and c in trends:
             f["trend"] = trends[c]
+        if logs and c in logs:
+            f["log"] = logs[c]
         feats.append(f)
     val: dict[str, Any] = {"axis": validation_axis, "fraction": 0.2}
     if isinstance(validation_axis, list):
@@ -79,8 +82,13 @@ def csv_card(path: str | Path, features: str | Sequence[str], target: str | Sequ
              group: str | None = None, validation_axis: str | Sequence[str] | None = None,
              hyperparameters: str | Sequence[str] | None = None, name: str | None = None,
              param_limit: int | None = None, decreasing: str | Sequence[str] | None = None,
-             increasing: str | Sequence[str] | None = None) -> DatasetCard:
+             increasing: str | Sequence[str] | None = None,
+             log_features: str | Sequence[str] | None = None) -> DatasetCard:
     """A card for one CSV file: ``test`` is a row rule over its columns (e.g. ``"N >= 1e9"``).
+
+    ``log_features``: features that already hold a log, as ``COLUMN:BASE`` (base 10, 2 or e;
+    ``"log_flops:10"``), the CSV form of a card's ``log: 10``. The form rules then read such a
+    feature as the log of a quantity, and checks beyond the data push it by the log of a factor.
 
     The validation axis defaults to the features the test rule reads (the search then holds out
     the largest train values of each, the way the test extrapolates), else the first feature.
@@ -127,17 +135,36 @@ def csv_card(path: str | Path, features: str | Sequence[str], target: str | Sequ
             if c in trends:
                 raise DatasetError(f"{c!r} is given both --decreasing and --increasing")
             trends[c] = kind
+    logs = parse_log_features(log_features, feats) if log_features else {}
     raw = card_dict(name or re.sub(r"\W", "_", p.stem), feats, targets, group,
                     {"file": str(p.resolve()), "test": str(test)}, {"source": "path"},
                     axis_cols[0] if len(axis_cols) == 1 else axis_cols, roles, param_limit,
-                    f"user data from {p.name}", trends)
+                    f"user data from {p.name}", trends, logs)
     return parse_card(raw, None)
 
 
+def parse_log_features(text: str | Sequence[str], features: Sequence[str]) -> dict[str, str]:
+    """``--log-features`` (``"log_flops:10,log_n:e"``) as {column: base}; each column must be a
+    feature and name its base, since a log of unknown base cannot be pushed by a factor."""
+    out: dict[str, str] = {}
+    for item in _split_list(text, "--log-features"):
+        col, sep, base = item.rpartition(":")
+        if not sep:
+            raise DatasetError(f"--log-features: give the base of the log {item!r} holds, "
+                               f"as {item}:10, {item}:2 or {item}:e")
+        col, base = col.strip(), base.strip()
+        if col not in features:
+            raise DatasetError(f"--log-features: {col!r} is not one of the features {list(features)}")
+        if base not in ("10", "2", "e"):
+            raise DatasetError(f"--log-features: the base of {col!r} must be 10, 2 or e, got {base!r}")
+        out[col] = base
+    return out
+
+
 def load_csv_dataset(path, features, target, test, group=None, validation_axis=None, hyperparameters=None,
-                     name=None, param_limit=None, decreasing=None, increasing=None) -> Dataset:
+                     name=None, param_limit=None, decreasing=None, increasing=None, log_features=None) -> Dataset:
     card = csv_card(path, features, target, test, group, validation_axis, hyperparameters, name, param_limit,
-                    decreasing, increasing)
+                    decreasing, increasing, log_features)
     ds = load_dataset(card)
     check_target_variation(ds)
     return ds

@@ -31,17 +31,20 @@ def probe_stats(train, probe):
     return center, span
 
 
-def _points_beyond(train, columns, include_base: bool):
+def _points_beyond(train, columns, include_base: bool, logs=None):
     """Per column and group: the group's train rows at the column's largest value, with the
-    column pushed to x2 and x5 (positive column) or by +0.5 and +1 times its range (otherwise),
-    optionally preceded by the unpushed rows. Returns the points as a DataSplit (features only)
-    and, per (column, group), the index arrays of its blocks in push order."""
+    column pushed to x2 and x5 (positive column; a column that holds a log, ``logs`` {column:
+    base}, by the log of 2 and 5, the same push of the quantity it is the log of) or by +0.5 and
+    +1 times its range (otherwise), optionally preceded by the unpushed rows. Returns the points
+    as a DataSplit (features only) and, per (column, group), the index arrays of its blocks in
+    push order."""
     from lawforge.datasets.loader import DataSplit
 
     Xs = {k: [] for k in train.X}
     groups: list = []
     blocks = []
     n = 0
+    logs = logs or {}
     for col in columns:
         pos = bool(np.all(train.X[col] > 0))
         for g in train.group_names:
@@ -49,8 +52,13 @@ def _points_beyond(train, columns, include_base: bool):
             a = train.X[col][idx]
             top = idx[a == a.max()]
             rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
-            pushes = [(lambda v: v * 2), (lambda v: v * 5)] if pos else \
-                [(lambda v: v + 0.5 * rng_a), (lambda v: v + rng_a)]
+            if col in logs:
+                step = 1.0 / np.log(logs[col])
+                pushes = [(lambda v: v + np.log(2.0) * step), (lambda v: v + np.log(5.0) * step)]
+            elif pos:
+                pushes = [(lambda v: v * 2), (lambda v: v * 5)]
+            else:
+                pushes = [(lambda v: v + 0.5 * rng_a), (lambda v: v + rng_a)]
             if include_base:
                 pushes = [lambda v: v] + pushes
             starts = []
@@ -137,17 +145,17 @@ def make_domain_probe(train, n: int = 200, seed: int = 0):
     return _points_split("domain", cols, blocks, train)
 
 
-def make_probe(train, axis):
+def make_probe(train, axis, logs=None):
     """Probe points beyond the train range along the scale axis (each axis of a list), per
     group: the group's rows at its largest axis value, with the axis pushed to x2 and x5
-    (positive axis) or by +0.5 and +1 times its range (otherwise). Built from train only;
-    targets are not used."""
+    (positive axis, or by log 2 and log 5 where it holds a log, ``logs`` {column: base}) or by
+    +0.5 and +1 times its range (otherwise). Built from train only; targets are not used."""
     if not axis:
         return None
-    return _points_beyond(train, axis if isinstance(axis, list) else [axis], include_base=False)[0]
+    return _points_beyond(train, axis if isinstance(axis, list) else [axis], include_base=False, logs=logs)[0]
 
 
-def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | list[str] = ()):
+def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | list[str] = (), logs=None):
     """Points beyond the data along each feature with a known trend (the card's ``trend``:
     ``decreasing`` loss in model size or data, say): per group, the rows at the feature's largest
     value, then x2 and x5 (positive feature) or +0.5 and +1 ranges. A form whose prediction moves
@@ -161,10 +169,12 @@ def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | lis
     Built from train features only."""
     if not trends:
         return None
-    split, blocks = _points_beyond(train, list(trends), include_base=True)
+    logs = logs or {}
+    split, blocks = _points_beyond(train, list(trends), include_base=True, logs=logs)
     # the distance of each push on the feature's natural scale: log(2), log(5/2) for a positive
-    # feature (x2 then x5), 0.5 and 0.5 ranges otherwise
-    gaps = {col: (np.log(2.0), np.log(2.5)) if np.all(train.X[col] > 0) else (0.5, 0.5) for col in trends}
+    # feature or one that holds a log (x2 then x5 of the quantity), 0.5 and 0.5 ranges otherwise
+    gaps = {col: (np.log(2.0), np.log(2.5)) if col in logs or np.all(train.X[col] > 0) else (0.5, 0.5)
+            for col in trends}
     others = [k for k in train.X if k not in set(hyper)]
     slices = []
     for col, starts in blocks:

@@ -82,14 +82,15 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
     axis = card.validation.get("axis")
     # scale datasets: points beyond the train range; mixture-type (no axis): points between and
     # across the groups' measured points, with a wider band (BETWEEN_TOL)
-    probe = make_probe(sealed.train, axis) if axis else \
+    logs = {f.column: f.log for f in card.features if f.log}
+    probe = make_probe(sealed.train, axis, logs) if axis else \
         make_between_probe(sealed.train) if checks.sane_between_points else None
     probe_tol = CandidateContext.probe_tol if axis else BETWEEN_TOL
     domain = make_domain_probe(sealed.train) if not axis and checks.finite_on_domain else None
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if checks.trend_at_best_setting else []
     trends = {f.column: f.trend for f in card.features if f.trend}
-    trend = make_trend_probe(sealed.train, trends, hyper) if checks.follow_trends else None
+    trend = make_trend_probe(sealed.train, trends, hyper, logs) if checks.follow_trends else None
     cross = cross_trend_chains(trend, trends, hyper) if checks.trends_across_features else None
     tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
     folds = sealed.extra_folds(max(0, cfg.validation.folds - 1))
