@@ -849,6 +849,31 @@ def test_a_human_law_seed_keeps_its_own_inits_and_bounds():
     assert all(p.lower == -np.inf for p in other.params)
 
 
+def test_a_converged_population_gets_immigrants_rather_than_stopping(monkeypatch):
+    """When the population's children are all forms seen before (crossover here only returns a
+    parent), the generation is filled with immigrants, two mutations from any form fitted so
+    far: new, valid, canonical. The search stops as exhausted only when none can be found."""
+    from lawforge.search.engine import Engine
+    from lawforge.search.prepare import build_space, make_context, seeds_for
+
+    sealed = SealedDataset(load_dataset("synthetic_chinchilla"), 0)
+    cfg = SearchConfig.build(max_evals=100, seed=0, crossover_rate=1.0)
+    space, ctx = build_space(sealed, cfg), make_context(sealed, cfg)
+    engine = Engine(space, ctx, seeds_for(sealed, space), cfg)
+    try:
+        engine.seed_population()
+        monkeypatch.setattr(S, "crossover", lambda a, b, space, rng: a)
+        kids = engine.propose(6)
+        assert len(kids) == 6 and {op for _, op in kids} == {"immigrant"}
+        assert all(S.key(e) not in engine.seen and S.valid(e, space) and S.canonical(e) == e for e, _ in kids)
+        assert len({S.key(e) for e, _ in kids}) == 6
+        # nothing new anywhere: an empty generation, which the loop reports as exhausted
+        monkeypatch.setattr(S, "mutations_for", lambda space: {"same": lambda e, space, rng: e})
+        assert engine.propose(6) == []
+    finally:
+        engine.close()
+
+
 def test_the_search_fits_a_cards_law_as_published():
     """The card's law enters the search in its published form, whose text keys its own specs:
     canonicalising it would change its parameterisation (``p3/D**p4`` -> ``D**p4*p3``, the sign of

@@ -174,13 +174,19 @@ class Engine:
         return self.population
 
     def propose(self, n: int | None = None) -> list[tuple[sp.Expr, str]]:
+        """Up to ``n`` new forms (never seen before, canonical, valid): children of tournament
+        winners from the population, by crossover or one mutation. When those give fewer than
+        ``n`` new forms in ``20 n`` tries (a converged population whose every neighbour is
+        seen), the rest are immigrants: two successive mutations of any form fitted so far, so
+        that the search keeps exploring rather than stopping with budget left. An empty list
+        means that neither found a new form."""
         cfg, rng = self.cfg, self.rng
         n = cfg.evolution.offspring if n is None else n
         alive = sorted((m for m in self.population if m.ok), key=lambda m: m.score(cfg.evolution.parsimony))
         if not alive:
             raise LawforgeError("no seed form could be fitted on this dataset")
         children: list[tuple[sp.Expr, str]] = []
-        keys = set()
+        keys: set[str] = set()
         tries = 0
         while len(children) < n and tries < n * 20:
             tries += 1
@@ -196,14 +202,40 @@ class Engine:
                 child = S.canonical(child)
             except (TypeError, ValueError, AttributeError, RecursionError, ZeroDivisionError):
                 continue
-            if not S.valid(child, self.space):
-                continue
-            k = S.key(child)
-            if k in self.seen or k in keys:
-                continue
-            keys.add(k)
-            children.append((child, op))
+            self._take(child, op, children, keys)
+        if len(children) < n:
+            self._immigrants(n - len(children), children, keys)
         return children
+
+    def _take(self, child, op: str, children: list, keys: set) -> None:
+        """Add ``child`` to ``children`` when it is valid and new."""
+        if not S.valid(child, self.space):
+            return
+        k = S.key(child)
+        if k in self.seen or k in keys:
+            return
+        keys.add(k)
+        children.append((child, op))
+
+    def _immigrants(self, n: int, children: list, keys: set) -> None:
+        """Up to ``n`` forms two mutations away from a form drawn uniformly from every form
+        fitted so far (not only the population's tournament winners)."""
+        rng = self.rng
+        archive = [m for m in self.members if m.ok] or [m for m in self.population if m.ok]
+        ops = S.mutations_for(self.space)
+        names = list(ops)
+        want = len(children) + n
+        tries = 0
+        while len(children) < want and tries < n * 20:
+            tries += 1
+            child = archive[rng.integers(len(archive))].expr
+            try:
+                for _ in range(2):
+                    child = ops[names[rng.integers(len(names))]](child, self.space, rng)
+                child = S.canonical(child)
+            except (TypeError, ValueError, AttributeError, RecursionError, ZeroDivisionError):
+                continue
+            self._take(child, "immigrant", children, keys)
 
     def admit(self, forms: list[tuple[sp.Expr, str]]) -> list[tuple[sp.Expr, str]]:
         """Forms from outside (LLM, PySR): canonical, valid, new; the rest dropped."""
