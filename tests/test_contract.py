@@ -98,6 +98,21 @@ def test_a_loss_below_a_baseline_needs_a_floor_too(tmp_path):
     assert not any("1e12x to 1e30x" in r for r in small.reasons), small.reasons
 
 
+def test_a_loss_that_turns_back_beyond_the_reach_fails(tmp_path):
+    """``p*log(N)`` beside a power law: the loss still falls at every point out to 1000x, then
+    rises without bound (no floor); it fails beyond the reach, and the power law alone passes."""
+    N = np.geomspace(1e7, 1e9, 12)
+    p = tmp_path / "loss.csv"
+    pd.DataFrame({"N": N, "loss": 2.0 + 10.0 * N ** -0.3}).to_csv(p, index=False)
+    ds = load_csv_dataset(p, features=["N"], target="loss", test="N > 5e8", decreasing=["N"])
+    law = _law("p0 + p1/N**p2 + p3*log(N)", ds)
+    res = check_law(law, {"all": {"p0": 2.0, "p1": 10.0, "p2": 0.3, "p3": 4e-4}}, ds.train, ds.card)
+    assert not any("moves against the trend" in r for r in res.reasons), res.reasons
+    assert any("further: loss turns against the trend" in r for r in res.reasons), res.reasons
+    ok = check_law(law, {"all": {"p0": 2.0, "p1": 10.0, "p2": 0.3, "p3": 0.0}}, ds.train, ds.card)
+    assert ok.ok, ok.reasons
+
+
 def test_a_law_against_the_trend_fails(chinchilla):
     law = _law("p0 + p1*N**p2", chinchilla)
     res = check_law(law, {"all": {"p0": 2.0, "p1": 0.01, "p2": 0.1}}, chinchilla.train, chinchilla.card)

@@ -522,6 +522,9 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 moves = np.diff(p, axis=0) * sign            # > 0: with the trend
                 if sign and (moves < -tol * span[j]).any():
                     reasons.append(f"{label}: {tcol} moves against the trend")
+                if sign and not hyper and (back := _turns_back(far * sign, span[j])):
+                    reasons.append(f"{label[:label.rindex(' to ')]} further: {tcol} turns against the trend "
+                                   f"by {back:.2g} of its train range out to {FAR[-1]:g}x (no floor: it goes back)")
                 if sign and not bounded[j] and _accelerates(p * sign, span[j]):
                     reasons.append(f"{label}: {tcol} accelerates beyond the data (its gain per decade grows "
                                    f"{ACCEL:g}x or more: no floor or ceiling in sight)")
@@ -672,6 +675,21 @@ def _no_floor(q: np.ndarray, reach: float, span: float) -> bool:
     near = (q[_STEPS - 1] - q[0]) / np.log10(reach)
     far = (q[-1] - q[-2]) / np.log10(FAR[-1] / FAR[-2])
     return bool(((far * np.log10(FAR[-1] / FAR[-2]) > FLOOR_SPAN * span) & (far >= FLOOR_RATIO * near)).any())
+
+
+TURN_TOL = 0.1   # of the train range: how far a law may move against its trend beyond 1000x
+
+
+def _turns_back(q: np.ndarray, span: float) -> float:
+    """How far predictions ``q`` (the push's steps then the ``FAR`` factors x points, signed so
+    that the trend is up) fall back from ``REACH`` out to 1e30x, in train ranges, where that is
+    more than ``TURN_TOL`` (else 0). A loss that approaches a floor never rises again; one with a
+    term that grows without bound (``p*D**-a*log(N)``, ``p*log(N)`` beside a power) does, past
+    the reach of the monotone check. Not used with hyperparameters, whose best setting far out
+    lies beyond the train grid (a bowl's centre moves with scale)."""
+    steps = q[_STEPS - 1:]
+    drop = (np.maximum.accumulate(steps, axis=0) - steps).max() / span
+    return float(drop) if drop > TURN_TOL else 0.0
 
 
 def _accelerates(q: np.ndarray, span: float) -> bool:
