@@ -184,6 +184,7 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("p0 + p1*(p2 + log(D))**(3/2) + p3/N**p4", "non-integer power of a sum of logs"),
     ("p0 + p1/N**p2 + p3*(p4 + p5*log(N) + log(D))**p6", "fitted power of a sum of logs"),
     ("p0 + p1/N**p2 + p3*(p4 + p5*D + log(D))**p6", "fitted power of a sum of logs"),
+    ("p0 + p1/N**p2 + (1/(p3 + log(D)))**p4", "fitted power of a sum of logs"),
     ("p0 + p1*(p2 + log(D))**3 + p3/N**p4", "power above 2 of a log"),
     ("p0*log(D)/(1 + D**p1)**(9/2) + p2", "fixed power of a sum"),
     ("p0 + p1*D*log(D)/(1 + p2*D)**(3/2)", "fixed power of a sum"),
@@ -333,6 +334,7 @@ def test_every_cards_own_law_has_a_readable_form():
 
 @pytest.mark.parametrize("text,why", [
     ("p0 + s0*x + (p1 + x)**p2", "fitted power of a sum of logs"),
+    ("p0 + (1/(s0 + x))**p1*(p2 + x)", "fitted power of a sum of logs"),
     ("p0 + (s0 + x)**p1*log(p2 + x)", "log of a log"),
     ("p0 + p1*x + p2*x**2 + p3*x**3", "degree 3 in logs"),
     ("p0 + p1*(x*exp(x))**p2", "non-integer or fitted power of a log"),

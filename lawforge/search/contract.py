@@ -155,8 +155,7 @@ def _expr_issues(expr: sp.Expr, vars_, unit_offset: bool) -> list[str]:
                     out.append(f"a non-integer power of a sum of logs: {node}")
                 elif abs(int(ex)) > 2:
                     out.append(f"a power above 2 of a log: {node}")
-            elif ex.free_symbols and not _has_var(ex, vars_) and (_log_polynomial(base, vars_) or (
-                    isinstance(base, sp.Add) and any(_log_like(a, vars_) for a in base.args))):
+            elif ex.free_symbols and not _has_var(ex, vars_) and _log_sum(_inner(base), vars_):
                 out.append(f"a fitted power of a sum of logs (undefined where the sum is negative): {node}")
             if ex == 2 and _off_the_line(base, vars_):
                 out.append(f"{OFF_THE_LINE}: {node}")
@@ -388,6 +387,19 @@ def _depth(e: sp.Expr, vars_) -> int:
     if isinstance(e, sp.Pow) and _fractional(e.exp):
         return inner + 1
     return inner
+
+
+def _inner(e: sp.Expr) -> sp.Expr:
+    """``e`` without whole-number powers around it: ``1/(a + x)`` is ``a + x`` (under a fitted
+    power, ``(1/(a + x))**p`` is ``(a + x)**(-p)``)."""
+    while isinstance(e, sp.Pow) and e.exp.is_Integer:
+        e = e.base
+    return e
+
+
+def _log_sum(e: sp.Expr, vars_) -> bool:
+    """``e`` is a polynomial in logs or a sum with a log among its terms."""
+    return _log_polynomial(e, vars_) or (isinstance(e, sp.Add) and any(_log_like(a, vars_) for a in e.args))
 
 
 def _fractional(e: sp.Expr) -> bool:
