@@ -33,7 +33,7 @@ def jac(law, params, X):
 
 def covariance(law, params_all, train, card, eps=1e-4):
     """worst relative residual per feature over (up to 3) groups"""
-    logs = {f.column: f.log for f in card.features if f.log}
+    logs = card.log_bases
     F = [c for c in train.X]
     cols, Fm = F, np.stack([train.X[c] for c in F], 1)
     simplex = len(F) > 1 and np.all(Fm >= 0) and np.ptp(Fm.sum(1)) < 1e-6

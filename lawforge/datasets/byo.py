@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from lawforge.datasets.card import DatasetCard, parse_card
+from lawforge.datasets.card import LOG_BASES, DatasetCard, parse_card
 from lawforge.datasets.loader import Dataset, check_header, load_dataset, validate_frame
 from lawforge.datasets.rules import parse_rule
 from lawforge.errors import DatasetError, did_you_mean
@@ -155,7 +155,7 @@ def parse_log_features(text: str | Sequence[str], features: Sequence[str]) -> di
         col, base = col.strip(), base.strip()
         if col not in features:
             raise DatasetError(f"--log-features: {col!r} is not one of the features {list(features)}")
-        if base not in ("10", "2", "e"):
+        if base not in LOG_BASES:
             raise DatasetError(f"--log-features: the base of {col!r} must be 10, 2 or e, got {base!r}")
         out[col] = base
     return out

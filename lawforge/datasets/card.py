@@ -16,7 +16,7 @@ from lawforge.laws.law import Law
 _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
               "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
 _FEATURE_KEYS = {"column", "symbol", "description", "unit", "role", "trend", "log"}
-_LOG_BASES = {"10": 10.0, "2": 2.0, "e": 2.718281828459045}
+LOG_BASES = {"10": 10.0, "2": 2.0, "e": 2.718281828459045}   # a feature's ``log:`` key -> its base
 _TRENDS = ("decreasing", "increasing")
 _ROLES = ("scale", "hyperparameter")
 _TARGET_KEYS = {"column", "description", "unit", "higher_is_better"}
@@ -108,6 +108,12 @@ class DatasetCard:
         already (``log: 10``): the form rules treat them as logs of a variable."""
         return {n for f in self.features if f.log for n in (f.symbol, f.column) if n.isidentifier()}
 
+    @property
+    def log_bases(self) -> dict[str, float]:
+        """Column -> base of the features that hold a log already (``log: 10``): pushed by the
+        log of a factor beyond the data."""
+        return {f.column: f.log for f in self.features if f.log}
+
     def human_law(self, name: str | None = None) -> tuple[Law, HumanLaw]:
         if not self.human_laws:
             raise DatasetError(f"dataset {self.name!r} has no human law in its card")
@@ -189,12 +195,12 @@ def _parse_features(raw: list, where: str) -> list[Feature]:
             raise DatasetError(f"{where}: features[{i}] trend must be one of {', '.join(_TRENDS)}, got {trend!r}")
         log = f.get("log")
         if log is not None:
-            base = _LOG_BASES.get(str(log))
-            if base is None and isinstance(log, (int, float)) and float(log) in _LOG_BASES.values():
+            base = LOG_BASES.get(str(log))
+            if base is None and isinstance(log, (int, float)) and float(log) in LOG_BASES.values():
                 base = float(log)   # a card written back from a run folder holds the number
             if base is None:
                 raise DatasetError(f"{where}: features[{i}] log must be the base of the log the column holds, one of "
-                                   f"{', '.join(_LOG_BASES)}, got {log!r}")
+                                   f"{', '.join(LOG_BASES)}, got {log!r}")
             log = base
         feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", "")), role,
                              trend, log))

@@ -503,7 +503,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
         return ContractResult(False, reasons)
     trends = {f.column: f.trend for f in card.features if f.trend}
     hyper = [f.column for f in card.features if f.role == "hyperparameter"]
-    logs = {f.column: f.log for f in card.features if f.log}
+    logs = card.log_bases
     better = np.array([1.0 if t.higher_is_better else -1.0 for t in card.targets])
     for g in train.group_names:
         if g not in params:

@@ -82,7 +82,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
     axis = card.validation.get("axis")
     # scale datasets: points beyond the train range; mixture-type (no axis): points between and
     # across the groups' measured points, with a wider band (BETWEEN_TOL)
-    logs = {f.column: f.log for f in card.features if f.log}
+    logs = card.log_bases
     probe = make_probe(sealed.train, axis, logs) if axis else \
         make_between_probe(sealed.train) if checks.sane_between_points else None
     probe_tol = CandidateContext.probe_tol if axis else BETWEEN_TOL
