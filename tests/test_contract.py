@@ -498,3 +498,61 @@ def test_a_form_that_keeps_the_contract_comes_first_even_far_down_the_ranking():
     order, keys = _contract_first(ranked, card=None, train=None, cfg=None)
     assert keys == {"k99"} and order[0].key == "k99"
     assert [m.key for m in order[1:]] == [m.key for m in ranked if m.key != "k99"]   # the rest in rank order
+
+
+def test_a_law_that_fixes_a_scale_by_the_units_fails_the_unit_rule(chinchilla):
+    """A change of units (N counted in millions) is absorbed by the constants of ``E + A/N**a``,
+    not by those of ``p0 + p1*log(N)**2`` (which needs a ``log(N)`` term for it): the opt-in unit
+    rule (``checks.unit_covariance``) names N; off, the contract does not look."""
+    from lawforge.search.contract import UNIT_TOL, unit_issues, unit_residuals
+
+    law, params = _fitted("p0 + p1/N**p2 + p3/D**p4", chinchilla)
+    res = unit_residuals(law, params, chinchilla.train, chinchilla.card)
+    assert set(res) == {"N", "D"} and max(res.values()) < 1e-6, res
+    assert unit_issues(law, params, chinchilla.train, chinchilla.card) == []
+    law, params = _fitted("p0 + p1*log(N)**2 + p2/D**p3", chinchilla)
+    res = unit_residuals(law, params, chinchilla.train, chinchilla.card)
+    assert res["N"] > 10 * UNIT_TOL and res["D"] < 1e-6, res
+    on = check_law(law, params, chinchilla.train, chinchilla.card, units=UNIT_TOL)
+    assert any("units of N" in r for r in on.reasons), on.reasons
+    off = check_law(law, params, chinchilla.train, chinchilla.card)
+    assert not any("units of" in r for r in off.reasons), off.reasons
+
+
+def test_features_with_one_unit_are_rescaled_together_and_natural_counts_not_at_all():
+    """``(D - U)**p`` fixes nothing when tokens and unique tokens are counted in the same unit
+    (the card says so with one ``unit``), but does when each could have its own; a feature with
+    ``natural_unit: true`` (experts: one expert means something) is not rescaled."""
+    from lawforge.datasets.byo import frame_dataset
+    from lawforge.search.contract import unit_classes, unit_residuals
+
+    rng = np.random.default_rng(1)
+    U = 10 ** rng.uniform(8, 10, 60)
+    D = U * (1 + 10 ** rng.uniform(-1, 1.5, 60))
+    E = rng.choice([1.0, 4.0, 16.0, 64.0], 60)
+    y = 1.8 + 400 * (D - U) ** -0.3 + 0.1 / E + 0.002 * rng.standard_normal(60)
+    ds = frame_dataset(pd.DataFrame({"U": U, "D": D, "E": E, "loss": y}), None, ["U", "D", "E"], ["loss"], None)
+    law = law_from_text("p0 + p1*(D - U)**p2 + p3/(1 + E)", ds.card.variables, ds.card.target_columns)
+    params = fit_many([FitJob(law, ds.train, 8, 0)])[0].params()
+    apart = unit_residuals(law, params, ds.train, ds.card)
+    assert apart["U"] > 1e-2 and apart["D"] > 1e-2 and apart["E"] > 1e-2, apart
+    for f in ds.card.features:
+        f.unit = "tokens" if f.column in ("U", "D") else f.unit
+        f.natural_unit = f.column == "E"
+    assert unit_classes(ds.card, ds.train, {"U", "D", "E"}) == {"tokens": ["U", "D"]}
+    together = unit_residuals(law, params, ds.train, ds.card)
+    assert set(together) == {"tokens"} and together["tokens"] < 1e-6, together
+
+
+def test_the_synthetic_cards_laws_keep_the_unit_rule():
+    """Every bundled synthetic card's own law, refit on train, absorbs a change of units: the
+    data-constrained one once tokens and unique tokens share a unit (``D/U - 1`` is unitless)."""
+    from lawforge.fitting.scoring import score_human
+    from lawforge.search.contract import UNIT_TOL, unit_residuals
+
+    for name in ("synthetic_chinchilla", "synthetic_lr_bowl", "synthetic_multigroup", "synthetic_data_constrained"):
+        ds = load_dataset(name)
+        for h in ds.card.human_laws:
+            sc = score_human(ds, "refit", law_name=h.name)
+            res = unit_residuals(sc.law, sc.params, ds.train, ds.card)
+            assert res and max(res.values()) < UNIT_TOL, (name, h.name, res)

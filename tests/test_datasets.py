@@ -163,3 +163,18 @@ def test_a_feature_may_hold_a_log():
     with pytest.raises(DatasetError, match=r"features\[0\] log must be the base .* got 3"):
         parse_card(raw)
     assert get_card("sft_scaling_law").log_variables == set()
+
+
+def test_a_feature_may_have_a_natural_unit():
+    """``natural_unit: true`` marks a count whose unit means something (experts, parallel
+    streams); it survives a run folder's copy of the card, and anything but true/false is an error
+    naming the feature."""
+    from lawforge.datasets.card import get_card, parse_card
+
+    card = get_card("moe_scaling_law")
+    assert [f.natural_unit for f in card.features] == [True, False]
+    assert [f.natural_unit for f in parse_card(card.to_dict()).features] == [True, False]
+    raw = card.to_dict()
+    raw["features"][0]["natural_unit"] = "yes"
+    with pytest.raises(DatasetError, match=r"features\[0\] natural_unit must be true or false, got 'yes'"):
+        parse_card(raw)

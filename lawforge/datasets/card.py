@@ -15,7 +15,7 @@ from lawforge.laws.law import Law
 
 _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "features", "targets",
               "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
-_FEATURE_KEYS = {"column", "symbol", "description", "unit", "role", "trend", "log"}
+_FEATURE_KEYS = {"column", "symbol", "description", "unit", "natural_unit", "role", "trend", "log"}
 LOG_BASES = {"10": 10.0, "2": 2.0, "e": 2.718281828459045}   # a feature's ``log:`` key -> its base
 _TRENDS = ("decreasing", "increasing")
 _ROLES = ("scale", "hyperparameter")
@@ -45,6 +45,7 @@ class Feature:
     role: str = "scale"    # 'scale' (N, D, compute...) or 'hyperparameter' (lr, batch size...)
     trend: str | None = None  # the target's known direction beyond the data along this feature
     log: float | None = None  # the column is already a log (this base) of a positive quantity: log10 FLOPs
+    natural_unit: bool = False  # a count whose unit means something (experts, parallel streams): 1 is special
 
 
 @dataclass
@@ -202,8 +203,11 @@ def _parse_features(raw: list, where: str) -> list[Feature]:
                 raise DatasetError(f"{where}: features[{i}] log must be the base of the log the column holds, one of "
                                    f"{', '.join(LOG_BASES)}, got {log!r}")
             log = base
+        natural = f.get("natural_unit", False)
+        if not isinstance(natural, bool):
+            raise DatasetError(f"{where}: features[{i}] natural_unit must be true or false, got {natural!r}")
         feats.append(Feature(str(f["column"]), sym, str(f.get("description", "")), str(f.get("unit", "")), role,
-                             trend, log))
+                             trend, log, natural))
     if not feats:
         raise DatasetError(f"{where}: 'features' is empty")
     syms = [f.symbol for f in feats]

@@ -51,6 +51,7 @@ class CandidateContext:
     log_vars: tuple = ()         # variables that hold a log already (a card's `log: 10` features)
     contract_card: Any = None    # a DatasetCard: a fitted form must keep the readable-law contract (contract.check_law)
     contract_train: Any = None   # the DataSplit the contract pushes beyond (train)
+    units: float = 0.0           # the contract's unit rule: residual tolerance, 0 off (contract.unit_issues)
     seed_specs: Any = None       # {form text: {param: spec}}: human-law seeds keep their own inits and bounds
 
     @property
@@ -170,7 +171,7 @@ def _keeps_contract(law, params, ctx: CandidateContext) -> bool:
 
     with np.errstate(all="ignore"):
         return check_law(law, params, ctx.contract_train, ctx.contract_card, hyper_values=SEARCH_HYPER_VALUES,
-                         first_only=True).ok
+                         first_only=True, units=ctx.units).ok
 
 
 SEARCH_HYPER_VALUES = 13  # settings per hyperparameter when the search checks the contract (49 at the choice)

@@ -479,7 +479,8 @@ def _nonlinear_nodes(expr):
 
 
 def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, reach: float = REACH,
-              tol: float = TOL, hyper_values: int = 49, first_only: bool = False) -> ContractResult:
+              tol: float = TOL, hyper_values: int = 49, first_only: bool = False,
+              units: float = 0.0) -> ContractResult:
     """Check ``law`` with fitted ``params`` (group -> name -> value) against the contract, on the
     card's declared trends beyond ``train`` (a :class:`~lawforge.datasets.DataSplit`).
 
@@ -487,19 +488,11 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
     best setting: each pushed point is scored at the best of the train grid's settings. A feature
     never larger than another on any train row, and equal to it on some (unique tokens and tokens),
     stays so when pushed. ``hyper_values``: settings per hyperparameter in the grid;
-    ``first_only``: stop at the first broken rule (the search's screen; no building blocks)."""
-    reasons = form_issues(law, unit_bounded(train.y), card.log_variables)
+    ``first_only``: stop at the first broken rule (the search's screen; no building blocks);
+    ``units``: when > 0, a change of units must be absorbed by the fitted constants, to this
+    relative residual (:func:`unit_issues`; ``checks.unit_covariance``, off by default)."""
+    reasons = _law_issues(law, params, train, card, first_only, units)
     if first_only and reasons:
-        return ContractResult(False, reasons)
-    k = redundant_constants(law, params, train)
-    if k:
-        reasons.append(f"{k} fitted constant{'s' if k > 1 else ''} the law cannot tell apart from the others "
-                       f"(as p1*(p2*x)**p3, where p1*p2**p3 is one constant): merge them")
-        if first_only:
-            return ContractResult(False, reasons)
-    vanish = vanishing_numbers(law, train)
-    reasons += vanish
-    if first_only and vanish:
         return ContractResult(False, reasons)
     trends = {f.column: f.trend for f in card.features if f.trend}
     hyper = [f.column for f in card.features if f.role == "hyperparameter"]
@@ -557,6 +550,27 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
                 return ContractResult(False, reasons)
     reasons = list(dict.fromkeys(reasons))
     return ContractResult(not reasons, reasons, building_blocks(law))
+
+
+def _law_issues(law, params, train, card, first_only: bool, units: float) -> list[str]:
+    """The contract's rules at the data (form, identifiable constants, units, vanishing terms);
+    with ``first_only``, those of the first rule that breaks."""
+    checks = [lambda: form_issues(law, unit_bounded(train.y), card.log_variables),
+              lambda: _redundant(law, params, train),
+              lambda: unit_issues(law, params, train, card, units) if units else [],
+              lambda: vanishing_numbers(law, train)]
+    reasons: list[str] = []
+    for check in checks:
+        reasons += check()
+        if first_only and reasons:
+            break
+    return reasons
+
+
+def _redundant(law, params, train) -> list[str]:
+    k = redundant_constants(law, params, train)
+    return [f"{k} fitted constant{'s' if k > 1 else ''} the law cannot tell apart from the others "
+            f"(as p1*(p2*x)**p3, where p1*p2**p3 is one constant): merge them"] if k else []
 
 
 VANISH = 1e-3   # a term with no fitted constant below this fraction of another one in its sum vanishes
@@ -625,8 +639,6 @@ def redundant_constants(law, params: Mapping[str, Mapping[str, float]], train, s
     the law itself ties (``p1*(p2*x)**p3``, ``s1*(s2*log(N)**2)**s3``) or a regime where a term
     cannot matter (``(D**p + 2)`` with D ~ 1e10). Counted when a majority of the first
     :data:`REDUNDANT_GROUPS` groups show it; a single degenerate group's fit does not."""
-    from lawforge.laws.expr import numpy_backend
-
     names = law.param_names
     groups = [g for g in train.group_names if g in params][:REDUNDANT_GROUPS]
     if not names or not groups:
@@ -636,20 +648,13 @@ def redundant_constants(law, params: Mapping[str, Mapping[str, float]], train, s
     rows = rng.choice(train.n, n, replace=False) if train.n > n else np.arange(train.n)
     env0 = {sym: rng.permutation(np.asarray(train.X[col], dtype=np.float64)[rows])
             for sym, col in law.variables.items()}
-    prog, pairs = law.jacobian_program
-    T = len(law.targets)
     found = []
     for g in groups:
         base = np.array([float(params[g][p]) for p in names])
         lost = None
         for jitter in (0.0, 0.3, 0.3):
             theta = base * np.exp(jitter * rng.standard_normal(len(names)))
-            env = dict(env0, **{p: np.float64(v) for p, v in zip(names, theta)})
-            with np.errstate(all="ignore"):
-                outs = prog.run(numpy_backend(), env)
-            J = np.zeros((n * T, len(names)))
-            for i, (t, k) in enumerate(pairs):
-                J[t * n:(t + 1) * n, k] += np.broadcast_to(np.asarray(outs[T + i], dtype=np.float64), (n,))
+            J = _jacobian(law, env0, dict(zip(names, theta)), n)
             J = J[np.isfinite(J).all(axis=1)]
             if len(J) < len(names):
                 continue
@@ -667,6 +672,118 @@ def redundant_constants(law, params: Mapping[str, Mapping[str, float]], train, s
         found.append(lost or 0)
     found.sort()
     return found[len(found) // 2] if 2 * sum(1 for f in found if f) > len(found) else 0
+
+
+def _jacobian(law, env: dict, theta: Mapping[str, float], n: int) -> np.ndarray:
+    """The law's Jacobian in its fitted constants, (n rows x targets, constants), at the features
+    ``env`` (symbol -> n values) and the constants ``theta``."""
+    from lawforge.laws.expr import numpy_backend
+
+    prog, pairs = law.jacobian_program
+    T = len(law.targets)
+    env = dict(env, **{p: np.float64(theta[p]) for p in law.param_names})
+    with np.errstate(all="ignore"):
+        outs = prog.run(numpy_backend(), env)
+    J = np.zeros((n * T, len(law.param_names)))
+    for i, (t, k) in enumerate(pairs):
+        J[t * n:(t + 1) * n, k] += np.broadcast_to(np.asarray(outs[T + i], dtype=np.float64), (n,))
+    return J
+
+
+UNIT_TOL = 1e-3    # relative residual above which a change of units is not absorbed (covariant laws: ~1e-11)
+UNIT_EPS = 1e-4    # relative step of the rescaling's central difference
+
+
+def unit_classes(card, train, used: set[str]) -> dict[str, list[str]]:
+    """Features that a change of units rescales together, ``{label: [columns]}``: the law's
+    positive features (or ``log:`` features, shifted) grouped by the card's ``unit`` (tokens and
+    unique tokens share one), each feature with no unit on its own. A feature with
+    ``natural_unit: true`` (experts, parallel streams: one means something) is left out, and so
+    are features on a simplex (mixture proportions) and features with values <= 0."""
+    logs = card.log_bases
+    cols = [c for c in train.X if c in used]
+    if len(train.X) > 1:
+        total = np.sum([np.asarray(v, float) for v in train.X.values()], axis=0)
+        if all((np.asarray(v) >= 0).all() for v in train.X.values()) and np.ptp(total) < 1e-6:
+            return {}
+    feats = {f.column: f for f in card.features}
+    out: dict[str, list[str]] = {}
+    for c in cols:
+        f = feats.get(c)
+        if f is not None and f.natural_unit or not (c in logs or (np.asarray(train.X[c]) > 0).all()):
+            continue
+        out.setdefault(f.unit if f is not None and f.unit else c, []).append(c)
+    return out
+
+
+def unit_residuals(law, params: Mapping[str, Mapping[str, float]], train, card) -> dict[str, float]:
+    """How far a change of units is from being absorbed by the law's fitted constants, per class
+    of :func:`unit_classes`: rescaling ``x -> k*x`` changes the law by ``v = x*df/dx`` (summed
+    over the class), which a covariant law (``E + A/N**a``, ``(A/(N*(1 + k*log P)))**a``)
+    absorbs in its constants: ``v`` lies in the span of the Jacobian. The relative residual of that
+    least-squares projection on a group's train rows spread 1000x each way (:func:`_spread`;
+    rows where the law is not finite left out), the median over the first
+    :data:`REDUNDANT_GROUPS` groups. ``1 + N**p`` or a bare ``log(V)`` fix a scale by the data's
+    units (N counted in units, not millions) and have a residual far above :data:`UNIT_TOL`."""
+    used = {law.variables[s.name] for e in law.exprs.values() for s in e.free_symbols if s.name in law.variables}
+    classes = unit_classes(card, train, used)
+    groups = [g for g in train.group_names if g in params][:REDUNDANT_GROUPS]
+    logs = card.log_bases
+    out = {}
+    for label, cols in classes.items():
+        found = []
+        for g in groups:
+            X = _spread(train, train.group_rows(g), cols, logs)
+            n = len(next(iter(X.values())))
+            up, dn = dict(X), dict(X)
+            for c in cols:
+                d = UNIT_EPS / np.log(logs[c]) if c in logs else None
+                up[c] = X[c] + d if d else X[c] * (1 + UNIT_EPS)
+                dn[c] = X[c] - d if d else X[c] * (1 - UNIT_EPS)
+            with np.errstate(all="ignore"):
+                v = ((law.predict(up, params[g]) - law.predict(dn, params[g])) / (2 * UNIT_EPS)).T.ravel()
+            J = _jacobian(law, {s: X[c] for s, c in law.variables.items() if c in X}, params[g], n)
+            ok = np.isfinite(v) & np.isfinite(J).all(axis=1)
+            v, J = v[ok], J[ok]
+            nv = np.linalg.norm(v)
+            if not ok.any() or nv <= 1e-12 * np.linalg.norm(np.nan_to_num(law.predict(X, params[g]))):
+                found.append(0.0)   # the law does not depend on the class here
+                continue
+            norms = np.linalg.norm(J, axis=0)
+            Jn = J[:, norms > 0] / norms[norms > 0]
+            coef = np.linalg.lstsq(Jn, v, rcond=None)[0] if Jn.shape[1] else np.zeros(0)
+            found.append(float(np.linalg.norm(v - Jn @ coef) / nv))
+        if found:
+            out[label] = float(np.median(found))
+    return out
+
+
+UNIT_SPREAD = (1e-3, 1e-1, 1.0, 1e1, 1e3)   # factors on a class's features where the identity is checked
+
+
+def _spread(train, rows, cols, logs) -> dict[str, np.ndarray]:
+    """A group's train rows, repeated with the class's features times each of
+    :data:`UNIT_SPREAD` (a ``log:`` feature shifted by the factor's log): covariance is an
+    identity in x, and over the train range alone (log N from 16 to 21) a missing ``log(N)`` term
+    is nearly a combination of the others."""
+    X = {c: np.asarray(v, dtype=np.float64)[rows] for c, v in train.X.items()}
+    out = {c: [] for c in X}
+    for k in UNIT_SPREAD:
+        for c, v in X.items():
+            out[c].append(v if c not in cols else v + np.log(k) / np.log(logs[c]) if c in logs else v * k)
+    return {c: np.concatenate(v) for c, v in out.items()}
+
+
+def unit_issues(law, params, train, card, tol: float = UNIT_TOL) -> list[str]:
+    """The contract's unit rule (``checks.unit_covariance``): a class of :func:`unit_classes` whose
+    change of units the law's constants cannot absorb (:func:`unit_residuals` above ``tol``)."""
+    out = []
+    for label, r in unit_residuals(law, params, train, card).items():
+        if r > tol:
+            out.append(f"the law fixes a scale in the units of {label} (a change of units, x -> k*x, is not "
+                       f"absorbed by its fitted constants: residual {r:.1g}, as in 1 + N**p or a bare "
+                       f"log(V)); give that scale a fitted constant")
+    return out
 
 
 ACCEL = 3.0        # a law's gain over the push's last third may be at most this times its first third's

@@ -108,7 +108,8 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             log_vars=tuple(sorted(card.log_variables)),
                             seed_specs=seed_specs(card),
                             contract_card=card if checks.contract else None,
-                            contract_train=sealed.train if checks.contract else None)
+                            contract_train=sealed.train if checks.contract else None,
+                            units=checks.unit_covariance)
 
 
 def final_train(sealed: SealedDataset, cfg: SearchConfig):

@@ -85,6 +85,11 @@ class Checks:
                                 "out to 1000x the data and in the target's range out to 1e30x (a floor, a "
                                 "ceiling); a form that breaks "
                                 "it ranks with 3x its validation error, and the choice prefers forms that keep it")
+    unit_covariance: float = _doc(0.0, "when > 0, the contract also asks that a change of a feature's units "
+                                       "(x -> k*x; features with one card unit together, natural_unit counts "
+                                       "left out) be absorbed by the law's fitted constants, to this relative "
+                                       "residual (1e-3 suits; 1 + N**p and a bare log(V) fail). Off by default: "
+                                       "measured, not yet benchmarked as a rule (docs/search-design.md)")
 
 
 @dataclass
