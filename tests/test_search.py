@@ -710,7 +710,8 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
     """Mixture-type datasets (no scale axis) also check finiteness over the whole feature domain:
     the simplex when the features are proportions with one sum, else the box of their ranges. A
     log of a sum that turns negative outside the measured mixtures passes the between probe and
-    fails here; ``domain=false`` and runs recorded before the setting have no such check."""
+    fails here, and so does an exp that explodes there (beyond DOMAIN_TOL group ranges);
+    ``domain=false`` and runs recorded before the setting have no such check."""
     import pandas as pd
 
     from lawforge.search.prepare import make_context
@@ -737,6 +738,15 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
     ctx = make_context(sealed, SearchConfig.build())
     assert ctx.domain is not None
     assert not _stable(law, undefined, ctx, [0]) and _stable(law, defined, ctx, [0])
+    # finite, flat over the measured mixtures (r1 from 0.3 to 0.7) and exploding beyond them, past
+    # DOMAIN_TOL group ranges (the train range is 0.2): 1e6*(r1 - 0.5)**12 is 4e-3 at r1 = 0.7, 17 at 0.9
+    boom = S.to_law(sp.sympify("p0 + p1*(r1 - p2)**12", locals={n: S.make_symbol(n) for n in ("p0", "p1", "p2", "r1")}),
+                    {"r1": "r1", "r2": "r2"}, ["loss"])
+    tame = {g: {"p0": 2.0, "p1": 1.0, "p2": 0.5} for g in ("small", "large")}
+    wild = {g: {"p0": 2.0, "p1": 1e6, "p2": 0.5} for g in ("small", "large")}
+    nodomain = make_context(sealed, SearchConfig.build(domain=False))
+    assert _stable(boom, wild, nodomain, [0])                  # the between probe alone passes it
+    assert _stable(boom, tame, ctx, [0]) and not _stable(boom, wild, ctx, [0])
     off = make_context(sealed, SearchConfig.build(domain=False))
     assert off.domain is None and _stable(law, undefined, off, [0])  # the between probe alone passes it
     assert config_of_run({"seed": 0}).checks.finite_on_domain is False

@@ -46,6 +46,8 @@ class CandidateContext:
     scale_starts: bool = True  # scale parameters start at the fit data's scale (space.scale_specs)
     cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
     domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
+    domain_center: Any = None  # (n_domain, d) train mean of each domain row's group
+    domain_span: Any = None    # (n_domain, d) train range of each domain row's group (DOMAIN_TOL of them allowed)
     readable_form: bool = False  # forms with an excluded construct (contract.form_issues) are 'invalid'
     unit_offset: bool = True     # an offset of 1 is a natural bound of the target (contract.unit_bounded)
     log_vars: tuple = ()         # variables that hold a log already (a card's `log: 10` features)

@@ -81,6 +81,11 @@ def _points_beyond(train, columns, include_base: bool, logs=None):
 #: ranges. On domain_mixture's inner holdout (16 runs) the forms that extrapolated sanely stayed
 #: within 3.9 ranges at these points and every form that blew up on held-out mixtures went past 10.
 BETWEEN_TOL = 5.0
+#: allowed distance of a prediction over the whole feature domain (make_domain_probe) from its
+#: group's train mean, in group ranges: far looser than between the measured points (a vertex of
+#: the simplex may never have been measured). On domain_mixture the sane laws of session 31's
+#: 10-minute run stayed within 3 ranges there; seed 1's `exp(... + s*r3*r5)` reached 1e188.
+DOMAIN_TOL = 20.0
 
 
 def _feature_matrix(train):
@@ -127,9 +132,11 @@ def make_domain_probe(train, n: int = 200, seed: int = 0):
     """Points spread over the whole feature domain, per group, for datasets without a scale axis:
     when the features are proportions (non-negative, the same sum on every train row, as
     mixture weights summing to 1), uniform draws from that simplex; otherwise uniform draws from
-    the box of the train features' ranges. A law must predict finite values there: a form such as
-    ``log(p1 + exp(...))`` with a fitted ``p1 < 0`` is finite at every measured mixture and
-    between them, and undefined at mixtures beyond them. Built from train features only."""
+    the box of the train features' ranges. A law must predict finite values there, within
+    :data:`DOMAIN_TOL` group ranges: a form such as ``log(p1 + exp(...))`` with a fitted
+    ``p1 < 0`` is finite at every measured mixture and between them, and undefined at mixtures
+    beyond them; ``exp(... + s*r3*r5)`` with a large ``s`` explodes there. Built from train
+    features only."""
     cols, F = _feature_matrix(train)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 4099]))
     total = F.sum(axis=1)
@@ -234,11 +241,16 @@ def _slice_columns(split, cols, slices):
 def passes_checks(law, params, ctx: "CandidateContext", tcols) -> bool:
     """Predictions at the probe points are finite and within ``probe_tol`` group-ranges of the
     group's observed train mean; along features with a known trend they do not move against it
-    (beyond ``trend_tol`` group-ranges); over the feature domain (``ctx.domain``) they are finite."""
+    (beyond ``trend_tol`` group-ranges); over the feature domain (``ctx.domain``) they are finite
+    and within :data:`DOMAIN_TOL` group-ranges of the group's train mean."""
     if ctx.domain is not None:
         with np.errstate(all="ignore"):
-            if not np.all(np.isfinite(predict(law, params, ctx.domain))):
-                return False
+            pd = predict(law, params, ctx.domain)
+        if not np.all(np.isfinite(pd)):
+            return False
+        if ctx.domain_span is not None and not np.all(
+                np.abs(pd - ctx.domain_center[:, tcols]) <= DOMAIN_TOL * ctx.domain_span[:, tcols]):
+            return False
     if ctx.probe is not None:
         with np.errstate(all="ignore"):
             pp = predict(law, params, ctx.probe)

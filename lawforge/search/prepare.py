@@ -88,6 +88,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
     probe_tol = CandidateContext.probe_tol if axis else BETWEEN_TOL
     domain = make_domain_probe(sealed.train) if not axis and checks.finite_on_domain else None
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
+    dcenter, dspan = probe_stats(sealed.train, domain) if domain is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if checks.trend_at_best_setting else []
     trends = {f.column: f.trend for f in card.features if f.trend}
     trend = make_trend_probe(sealed.train, trends, hyper, logs) if checks.follow_trends else None
@@ -103,7 +104,8 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             batch=cfg.fitting.batch, device=resolve_device(cfg.fitting.device), probe=probe,
                             probe_tol=probe_tol, probe_center=center, probe_span=span, folds=folds,
                             trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
-                            scale_starts=cfg.grammar.scale_starts, domain=domain,
+                            scale_starts=cfg.grammar.scale_starts, domain=domain, domain_center=dcenter,
+                            domain_span=dspan,
                             readable_form=checks.readable_form, unit_offset=unit_bounded(sealed.train.y),
                             log_vars=tuple(sorted(card.log_variables)),
                             seed_specs=seed_specs(card),

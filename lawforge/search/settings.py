@@ -77,7 +77,7 @@ class Checks:
     sane_between_points: bool = _doc(True, "no scale axis: predictions between and across the groups' measured "
                                            "points stay within a few group ranges")
     finite_on_domain: bool = _doc(True, "no scale axis: predictions are finite over the whole feature domain "
-                                        "(simplex or box)")
+                                        "(simplex or box), and within 20 group ranges of the group's train mean")
     readable_form: bool = _doc(True, "forms with a construct researchers do not publish are not fitted: a "
                                      "variable rescaled by a number, a non-integer or fitted power of a log, a "
                                      "polynomial of degree above 2 in logs")
