@@ -128,6 +128,14 @@ def make_between_probe(train, max_pairs: int = 200, max_union: int = 500, seed: 
     return _points_split("probe", cols, blocks, train)
 
 
+def on_simplex(train) -> bool:
+    """Whether ``train``'s features are proportions: two or more, non-negative, with the same sum
+    on every row (mixture weights summing to 1)."""
+    cols, F = _feature_matrix(train)
+    total = F.sum(axis=1)
+    return len(cols) > 1 and bool(np.all(F >= 0)) and np.ptp(total) <= 1e-6 * max(1.0, abs(float(total[0])))
+
+
 def make_domain_probe(train, n: int = 200, seed: int = 0):
     """Points spread over the whole feature domain, per group, for datasets without a scale axis:
     when the features are proportions (non-negative, the same sum on every train row, as
@@ -140,7 +148,7 @@ def make_domain_probe(train, n: int = 200, seed: int = 0):
     cols, F = _feature_matrix(train)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 4099]))
     total = F.sum(axis=1)
-    simplex = len(cols) > 1 and np.all(F >= 0) and np.ptp(total) <= 1e-6 * max(1.0, abs(float(total[0])))
+    simplex = on_simplex(train)
     lo, hi = F.min(axis=0), F.max(axis=0)
     blocks = []
     for g in train.group_names:
