@@ -148,6 +148,8 @@ def test_a_law_that_overflows_fails(chinchilla):
     ("2*log(log(p0*log(N)))", "log of a log"),
     ("p0 + D**(p1*log(N))*p2", "exponent depends on a variable"),
     ("p0 + p1*N**(D**p2)", "exponent depends on a variable"),
+    ("p0 + exp(D**p1*log(D))*p2 + p3/N**p4", "exponent depends on a variable, as an exp"),
+    ("p0 + p1*exp(p2*log(N)/(p3 + D))", "exponent depends on a variable, as an exp"),
     ("s0*(p0 + exp(exp(s1*exp(p1/N**p2))))", "exp of an exp"),
     ("p0 + exp(p1*log(p2 + exp(p3*log(N))))", "nested more than 2 deep"),
     ("sqrt(p0/sqrt(p1 + D**p2*log(D)))", "nested more than 2 deep"),
@@ -210,7 +212,8 @@ def test_allowed_constructs(chinchilla):
                  "p0 + p1*(1 + D**p2)**p3 + p4/(N**p5*log(N)**2)", "p0*log(D)/sqrt(p1 + (p2 + D)**p3)",
                  "p0 + p1*log(N*D) + p2/N**p3", "p0 + p1*log(D/N)**2 + p2*log(D/N)",
                  "p0 + p1*(p2 + p3*log(N) + log(D))**2 + p4*(p5 + log(N))*(p6 + p7*log(N) + log(D))",
-                 "p0 + p1/(p2 + log(N) + N**p3)**2 + p4/D**p5"):
+                 "p0 + p1/(p2 + log(N) + N**p3)**2 + p4/D**p5", "p0 + p1*exp(p2*log(N)*log(D) + p3*log(N))",
+                 "p0 + p1*exp(p2*(p3 + log(N))**2) + p4/D**p5"):
         assert form_issues(_law(text, chinchilla)) == [], text
         if not text.startswith("1 - "):
             assert form_issues(_law(text, chinchilla), unit_offset=False) == [], text

@@ -193,6 +193,8 @@ def _expr_issues(expr: sp.Expr, vars_, unit_offset: bool) -> list[str]:
         elif isinstance(node, sp.exp) and any(isinstance(a, sp.exp) and _has_var(a, vars_)
                                               for a in sp.preorder_traversal(node.args[0])):
             out.append(f"an exp of an exp: {node}")
+        elif isinstance(node, sp.exp) and _variable_exponent(node.args[0], vars_):
+            out.append(f"a power whose exponent depends on a variable, as an exp (exp(U**p*log(U)) is U**(U**p)): {node}")
         elif isinstance(node, sp.Mul):
             logs, inverse = 0, 0
             for f in node.args:
@@ -325,6 +327,19 @@ def _log_factor(base: sp.Expr, vars_) -> bool:
         if isinstance(b, sp.Abs):
             b = b.args[0]
         if _is_log_of_var(b, vars_) and e.is_Number:
+            return True
+    return False
+
+
+def _variable_exponent(arg: sp.Expr, vars_) -> bool:
+    """A term of an exp's argument is a log of a variable times a factor that depends on a
+    variable other than through its log: ``exp(U**p*log(U))`` is ``U**(U**p)`` and
+    ``exp(N**q*log(D))`` is ``D**(N**q)``, the exponent that a power may not have. Products of
+    logs alone (``exp(c*log(N)*log(E))``, ``N**(c*log(E))``) and bowls in logs are kept."""
+    z = sp.Dummy("z")
+    for t in sp.Add.make_args(sp.expand_mul(arg)):
+        bare = t.replace(lambda e: _is_log_of_var(e, vars_), lambda e: z)
+        if bare != t and _has_var(bare, vars_):
             return True
     return False
 
