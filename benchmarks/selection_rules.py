@@ -34,6 +34,16 @@ Rules (``c`` = complexity, NMSE = mean validation NMSE over the rolling-origin f
                scatter between replicate runs costs the true law on the validation cells, see
                ``replicate_noise``), the fewest parameters; datasets with replicate rows only
   noisestable  the same window re-ranked by extrapolation shift (top 20 of it by score)
+  p05s2x, p10s2x  ``stable2x`` on the ranking NMSE * (1 + 0.05 c), NMSE * (1 + 0.10 c): a
+               stronger parsimony in the final choice only (the search keeps 0.02)
+  win10, win25 the least complex form (then the fewest parameters) among those whose score is
+               within 1.1x, 1.25x the best score
+  win10s, win25s  the same windows re-ranked by extrapolation shift among the forms of the window
+               no more complex than the median of the window (top 20 of it by score)
+
+As in ``discover``, forms that kept the readable-law contract on their search fit are ranked
+(ahead of the rest, which only count where none kept it), and a choice whose refit on train breaks
+the contract falls back to the next form, like one that fails the checks.
 
 Each run's line gives every rule's inner test R2 on the rows, then on the cell means (replicate
 rows averaged; where a dataset has replicates, the rows' R2 has a ceiling below 1 that hides
@@ -61,9 +71,11 @@ from lawforge.search.prepare import final_train, make_context
 from lawforge.search.settings import config_of_run
 from lawforge.search.checks import passes_checks
 from lawforge.search.choose import extrapolation_shift
+from lawforge.search.contract import check_law
 
 RULES = ["score", "worst", "pars10", "onese", "refit", "consensus", "stable", "stable2x", "stablemix", "sestable",
-         "noisepars", "noisestable", "fold1", "fold1s2x", "geo", "geos2x"]
+         "noisepars", "noisestable", "fold1", "fold1s2x", "geo", "geos2x", "p05s2x", "p10s2x", "win10", "win25",
+         "win10s", "win25s"]
 
 
 def fold_errors(law, ctx, text, restarts=None, max_iter=None):
@@ -188,13 +200,19 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         shifts.update({id(r): None for r in todo if id(r) not in shifts})
         return {id(r): shifts[id(r)] for r in cands if shifts[id(r)] is not None}
 
-    by_score = sorted(ok, key=lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
+    def sort(key, rows=None):
+        """``rows`` (default: all ok) by ``key``, those that kept the contract first."""
+        rows = ok if rows is None else rows
+        kept = (lambda r: r.get("contract") is True) if cfg.checks.contract else (lambda r: True)
+        return sorted([r for r in rows if kept(r)], key=key) + sorted([r for r in rows if not kept(r)], key=key)
+
+    by_score = sort(lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
     head = by_score[:top]
     orders = {"score": by_score}
     if "worst" in rules:
-        orders["worst"] = sorted(ok, key=lambda r: r["_worst"] * (1 + 0.02 * r["complexity"]))
+        orders["worst"] = sort(lambda r: r["_worst"] * (1 + 0.02 * r["complexity"]))
     if "pars10" in rules:
-        orders["pars10"] = sorted(ok, key=lambda r: r["val_nmse"] * (1 + 0.10 * r["complexity"]))
+        orders["pars10"] = sort(lambda r: r["val_nmse"] * (1 + 0.10 * r["complexity"]))
     se = None
     if "onese" in rules or "sestable" in rules:
         errs = {id(r): fold_errors(law_of(r), ctx, r["expr"]) for r in head}
@@ -226,15 +244,36 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         orders["stable2x"] = sorted(near, key=lambda r: shift[id(r)]) + [r for r in by_score if r not in near]
         med = float(np.median(list(shift.values()))) if shift else 1.0
         orders["stablemix"] = sorted(cand, key=lambda r: r["val_nmse"] * (1 + shift[id(r)] / (med + 1e-12))) + rest
+    def s2x(order, sc1):
+        """``stable2x`` on ``order`` (ranked by ``sc1``)."""
+        sh = stability(order[:consensus_k], law_of, train, ctx)
+        near = [r for r in order[:consensus_k] if id(r) in sh and sc1(r) <= 2 * sc1(order[0])]
+        return sorted(near, key=lambda r: sh[id(r)]) + [r for r in order if r not in near]
+
     for name, agg in (("fold1", lambda f: f[0]), ("geo", lambda f: float(np.exp(np.mean(np.log(np.maximum(f, 1e-12))))))):
         if name in rules or name + "s2x" in rules:
             sc1 = lambda r, agg=agg: agg(r.get("fold_nmse") or [r["val_nmse"]]) * (1 + 0.02 * r["complexity"])  # noqa: E731
-            order = sorted(ok, key=sc1)
-            orders[name] = order
+            orders[name] = sort(sc1)
             if name + "s2x" in rules:
-                sh = stability(order[:consensus_k], law_of, train, ctx)
-                near = [r for r in order[:consensus_k] if id(r) in sh and sc1(r) <= 2 * sc1(order[0])]
-                orders[name + "s2x"] = sorted(near, key=lambda r: sh[id(r)]) + [r for r in order if r not in near]
+                orders[name + "s2x"] = s2x(orders[name], sc1)
+    for name, lam in (("p05s2x", 0.05), ("p10s2x", 0.10)):
+        if name in rules:
+            scl = lambda r, lam=lam: r["val_nmse"] * (1 + lam * r["complexity"])  # noqa: E731
+            orders[name] = s2x(sort(scl), scl)
+    sc0 = lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"])  # noqa: E731
+    for name, w in (("win10", 1.1), ("win25", 1.25)):
+        if name in rules or name + "s" in rules:
+            keepers = cfg.checks.contract and by_score[0].get("contract") is True  # then only they are ranked
+            win = [r for r in by_score if sc0(r) <= w * sc0(by_score[0])
+                   and (not keepers or r.get("contract") is True)]
+            rest = [r for r in by_score if r not in win]
+            orders[name] = sorted(win, key=lambda r: (r["complexity"], r["n_params"], sc0(r))) + rest
+            if name + "s" in rules:
+                med = float(np.median([r["complexity"] for r in win]))
+                cand = [r for r in win if r["complexity"] <= med][:consensus_k]
+                sh = stability(cand, law_of, train, ctx)
+                cand = [r for r in cand if id(r) in sh]
+                orders[name + "s"] = sorted(cand, key=lambda r: sh[id(r)]) + [r for r in by_score if r not in cand]
     noise = None
     if "noisepars" in rules or "noisestable" in rules:
         parts = [sealed.val] + [v for _, v in sealed.extra_folds(max(0, cfg.validation.folds - 1))]
@@ -263,6 +302,11 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
                 fit = fit_split(law, train, restarts=final_restarts, seed=cfg.seed)
                 tcols = [train.target_columns.index(t) for t in law.target_names]
                 stable = fit.ok and passes_checks(law, fit.params(), ctx, tcols)
+                if stable and cfg.checks.contract and r.get("contract") is True:  # as discover: the refit too
+                    try:
+                        stable = check_law(law, fit.params(), train, card, units=cfg.checks.unit_covariance).ok
+                    except Exception:
+                        stable = False
                 cache[r["key"]] = (stable, law, fit)
             stable, law, fit = cache[r["key"]]
             if stable:
@@ -273,7 +317,7 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         tm = test_metrics(law, fit.params(), full)
         tc = compute_metrics(cells.y, predict(law, fit.params(), cells)) if cells.n < full.test.n else None
         out[rule] = {"test_r2": tm["r2"], "test_r2_cells": tc.r2 if tc else tm["r2"],
-                     "law": sp.sstr(r["_expr"]), "n_params": r["n_params"]}
+                     "law": sp.sstr(r["_expr"]), "n_params": r["n_params"], "complexity": r["complexity"]}
     return out
 
 
@@ -304,13 +348,15 @@ def main(argv=None):
     tasks = sorted({r["dataset"] for r in rows})
     table = {t: {k: float(np.mean([r[k]["test_r2"] for r in rows if r["dataset"] == t])) for k in rules} for t in tasks}
     mean = {k: float(np.mean([table[t][k] for t in tasks])) for k in rules}
+    size = {k: [float(np.mean([r[k][f] for r in rows])) for f in ("complexity", "n_params")] for k in rules}
     if args.json:
-        print(json.dumps({"runs": rows, "tasks": table, "mean": mean}))
+        print(json.dumps({"runs": rows, "tasks": table, "mean": mean, "size": size}))
         return
     print(f"{'task (inner test R2, mean over seeds)':40s}" + "".join(f"{k:>10s}" for k in rules))
     for t in tasks:
         print(f"{t:40s}" + "".join(f"{table[t][k]:10.4f}" for k in rules))
     print(f"{'MEAN':40s}" + "".join(f"{mean[k]:10.4f}" for k in rules))
+    print(f"{'complexity / parameters of the choice':40s}" + "".join(f"{c:6.1f}/{n:<3.1f}" for c, n in size.values()))
 
 
 if __name__ == "__main__":

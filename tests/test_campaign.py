@@ -53,8 +53,9 @@ def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
     import runpy
 
     rules = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "selection_rules.py"))
-    row = rules["analyse"](run, top=5, rules=["score", "onese", "fold1", "fold1s2x", "noisepars"])
+    row = rules["analyse"](run, top=5, rules=["score", "onese", "fold1", "fold1s2x", "noisepars", "p05s2x", "win10s"])
     assert row["score"]["test_r2"] is not None and row["onese"]["law"] and row["fold1s2x"]["law"]
+    assert row["p05s2x"]["law"] and row["win10s"]["complexity"] >= 1
     assert row["noise"] is None and row["noisepars"]["law"]  # no replicate rows: no noise window
     # the replicate-noise NMSE: pooled within-cell variance / cell size / variance of the cell means
     from lawforge.datasets.loader import DataSplit

@@ -1031,3 +1031,33 @@ def test_past_their_deadline_the_final_stages_take_on_no_more_forms(tmp_path, mo
     rows = [json.loads(x) for x in (tmp_path / "b" / "candidates.jsonl").read_text().splitlines()]
     best = min((r for r in rows if r["status"] == "ok"), key=lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
     assert late["val_r2"] == pytest.approx(best["val_r2"])
+
+
+def test_the_final_choice_ranks_with_its_own_parsimony():
+    """``selection.parsimony_choice`` weighs complexity in the final choice only: a form that
+    scores a little better on validation but is twice as complex is chosen at the search's
+    parsimony (the default, 0.02) and passed over at 0.10."""
+    from lawforge.laws.expr import parse_expression
+    from lawforge.search.choose import choose
+    from lawforge.search.engine import Member
+    from lawforge.search.prepare import final_train, make_context
+    from lawforge.search.settings import config_of_run
+
+    ds = load_dataset("synthetic_chinchilla")
+
+    def member(text, nmse):
+        expr = parse_expression(text, None, what="candidate")
+        rec = {"status": "ok", "val_nmse": nmse, "complexity": S.complexity(expr), "n_params": S.n_params(expr)}
+        return Member(expr, sp.srepr(expr), rec, "test")
+
+    members = [member("p0 + p1/N**p2 + p3/D**p4", 0.11),
+               member("p0 + p1/N**p2 + p3/D**p4 + p5/(N**p6*D**p7) + p8*log(D)/D", 0.08)]
+    assert members[1].rec["complexity"] >= 1.8 * members[0].rec["complexity"]
+    picks = {}
+    for pc in (None, 0.02, 0.10):
+        cfg = SearchConfig.build(seed=0, select="score", **({} if pc is None else {"parsimony_choice": pc}))
+        sealed = SealedDataset(ds, cfg.seed)
+        picks[pc] = choose(members, make_context(sealed, cfg), ds.card, final_train(sealed, cfg), cfg).member
+    assert picks[None] is members[1] and picks[0.02] is members[1] and picks[0.10] is members[0]
+    assert SearchConfig().selection.parsimony_choice is None and SearchConfig().evolution.parsimony == 0.02
+    assert config_of_run({"seed": 0}).selection.parsimony_choice is None   # runs before the setting: as the search

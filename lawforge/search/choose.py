@@ -124,7 +124,7 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig,
     a refit that fails or breaks the checks falls back to the next (up to 10). Train only.
     ``deadline`` (a :func:`time.perf_counter` value, from a time budget): the re-ranking measures
     the forms in score order until then, and re-ranks those it measured."""
-    parsimony = cfg.evolution.parsimony
+    parsimony = cfg.evolution.parsimony if cfg.selection.parsimony_choice is None else cfg.selection.parsimony_choice
     ranked = sorted((m for m in members if m.ok), key=lambda m: m.score(parsimony))
     if not ranked:
         raise ConfigError(f"{card.name}: no candidate could be fitted")

@@ -98,6 +98,11 @@ class Selection:
     rule: str = _doc("shift", "final choice: 'shift' (among the top 20 forms within 2x the best validation "
                               "score, the one whose extrapolation moves least when the validation rows join "
                               "its fit) or 'score' (the best validation score)", choices=("shift", "score"))
+    parsimony_choice: float | None = _doc(None, "when set, the final choice ranks the forms by validation NMSE "
+                                                "x (1 + this x complexity) before the shift re-ranking; None: "
+                                                "evolution.parsimony, as the search (a stronger one gave simpler "
+                                                "laws and a lower mean R2 on the catalogue's inner holdouts, see "
+                                                "docs/search-design.md)")
     top_k: int = _doc(5, "runners-up refit and scored for the top-laws table")
     incumbent: float = _doc(0.0, "when > 0, the card's own (human) law is kept unless the discovered law's "
                                  "validation NMSE (mean over the folds, both refit with final_restarts) is at "
