@@ -69,6 +69,13 @@ def test_inner_campaign_never_reads_the_real_test_split(tmp_path, capsys):
                  "--no-report", "--json"]) == 0
     with pytest.raises(SystemExit, match="not an inner-holdout run"):
         rules["analyse"](tmp_path / "real", top=5, rules=["score"])
+    # replaying a finished run's final choice on its logged candidates gives back the law it chose
+    replay = runpy.run_path(str(Path(__file__).parents[1] / "benchmarks" / "replay_choice.py"))
+    row = replay["replay"](tmp_path / "real", {"selection.parsimony_choice": 1.0})
+    assert row["own"]["test_r2"] == pytest.approx(row["recorded"]["test_r2"], abs=1e-6)
+    assert row["replay"]["complexity"] <= row["own"]["complexity"]
+    with pytest.raises(SystemExit, match="only selection"):
+        replay["replay"](tmp_path / "real", {"evolution.parsimony": 0.1})
 
 
 @pytest.mark.slow
