@@ -200,11 +200,10 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
         shifts.update({id(r): None for r in todo if id(r) not in shifts})
         return {id(r): shifts[id(r)] for r in cands if shifts[id(r)] is not None}
 
-    def sort(key, rows=None):
-        """``rows`` (default: all ok) by ``key``, those that kept the contract first."""
-        rows = ok if rows is None else rows
+    def sort(key):
+        """The ok forms by ``key``, those that kept the contract first (as ``discover`` ranks)."""
         kept = (lambda r: r.get("contract") is True) if cfg.checks.contract else (lambda r: True)
-        return sorted([r for r in rows if kept(r)], key=key) + sorted([r for r in rows if not kept(r)], key=key)
+        return sorted([r for r in ok if kept(r)], key=key) + sorted([r for r in ok if not kept(r)], key=key)
 
     by_score = sort(lambda r: r["val_nmse"] * (1 + 0.02 * r["complexity"]))
     head = by_score[:top]
