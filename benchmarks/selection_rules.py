@@ -132,7 +132,7 @@ def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
     """``cands`` ordered by how far their extrapolations (refit on train, predicted at the probe
     points beyond the train range) are from the candidates' median, in units of each probe
     row's group range; forms that cannot be refit or predict non-finite values go last."""
-    if ctx.probe is None:
+    if ctx.screen.probe is None:
         return list(cands)
     preds, kept = [], []
     for r in cands:
@@ -145,7 +145,7 @@ def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
             continue
         tcols = [train.target_columns.index(t) for t in law.target_names]
         with np.errstate(all="ignore"):
-            p = predict(law, fit.params(), ctx.probe)
+            p = predict(law, fit.params(), ctx.screen.probe)
         if p.shape[1] != len(tcols) or not np.all(np.isfinite(p)):
             continue
         preds.append(p)
@@ -154,7 +154,7 @@ def consensus_order(cands, law_of, train, ctx, restarts: int = 16):
         return list(cands)
     P = np.stack(preds)                                  # (k, n_probe, d)
     med = np.median(P, axis=0)
-    dev = np.mean(((P - med) / ctx.probe_span[None, :, :P.shape[2]]) ** 2, axis=(1, 2))
+    dev = np.mean(((P - med) / ctx.screen.probe_span[None, :, :P.shape[2]]) ** 2, axis=(1, 2))
     order = [kept[i] for i in np.argsort(dev, kind="stable")]
     return order + [r for r in cands if r not in kept]
 
@@ -300,10 +300,10 @@ def analyse(run: Path, top: int, rules: list[str], consensus_k: int = 20) -> dic
                 law = law_of(r)
                 fit = fit_split(law, train, restarts=final_restarts, seed=cfg.seed)
                 tcols = [train.target_columns.index(t) for t in law.target_names]
-                stable = fit.ok and passes_checks(law, fit.params(), ctx, tcols)
+                stable = fit.ok and passes_checks(law, fit.params(), ctx.screen, tcols)
                 if stable and cfg.checks.contract and r.get("contract") is True:  # as discover: the refit too
                     try:
-                        stable = check_law(law, fit.params(), train, card, units=cfg.checks.unit_covariance).ok
+                        stable = check_law(law, fit.params(), train, card).ok
                     except Exception:
                         stable = False
                 cache[r["key"]] = (stable, law, fit)

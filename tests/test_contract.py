@@ -130,75 +130,74 @@ def test_a_law_that_overflows_fails(chinchilla):
 
 
 @pytest.mark.parametrize("text,why", [
-    ("D**s0*p0 + (N/2)**p1*log(D)", "rescaled by a number"),
-    ("p0 + p1*log(3*D) + p2/N**p3", "rescaled by a number"),
-    ("p0 + p1*log(D)**1.5 + p2/N**p3", "non-integer or fitted power"),
-    ("p0 + p1*log(D)**p4 + p2/N**p3", "non-integer or fitted power"),
-    ("p0 + (p1*log(D))**p4 + p2/N**p3", "non-integer or fitted power"),
-    ("p0*log(D)/(p1 + Abs(log(D))**p2)", "non-integer or fitted power"),
-    ("p0*(log(D)**(-2))**p1 + p2/N**p3", "non-integer or fitted power of a log"),
-    ("p0 + (p1*log(N)/N)**p2 + p3/D**p4", "non-integer or fitted power of a log"),
-    ("p0 + p1/sqrt(N*log(N)) + p2/D**p3", "non-integer or fitted power of a log"),
-    ("p0 + p1*log(N)**3 + p2/D**p3", "power above 2"),
-    ("p0 + (p1/(N*(p2*log(N)*log(D) - log(D) + 1)))**p3", "rescaled by a number"),
-    ("p0 + p1*(p2*log(N) + log(D) + 1)**2 + p3/N**p4", "rescaled by a number"),
-    ("p0 + p1/N**p2 + p3*(p4*log(N) + log(D))**2", "bowl with no fitted intercept"),
-    ("p0 + p1/(log(N)**2*log(D)) + p2/D**p3", "degree 3 in logs, as a divisor"),
-    ("p0 + p1*log(N)*log(D)*log(N) + p2/D**p3", "power above 2|degree 3"),
-    ("2*log(log(p0*log(N)))", "log of a log"),
-    ("p0 + D**(p1*log(N))*p2", "exponent depends on a variable"),
-    ("p0 + p1*N**(D**p2)", "exponent depends on a variable"),
-    ("p0 + exp(D**p1*log(D))*p2 + p3/N**p4", "exponent depends on a variable, as an exp"),
-    ("p0 + p1*exp(p2*log(N)/(p3 + D))", "exponent depends on a variable, as an exp"),
-    ("s0*(p0 + exp(exp(s1*exp(p1/N**p2))))", "exp of an exp"),
-    ("p0 + exp(p1*log(p2 + exp(p3*log(N))))", "nested more than 2 deep"),
-    ("sqrt(p0/sqrt(p1 + D**p2*log(D)))", "nested more than 2 deep"),
-    ("p0 + p1/sqrt(p2 + (N*log(D))**p3)", "nested more than 2 deep"),
-    ("p0 + exp(p1/sqrt(p2 + N**p3))", "nested more than 2 deep"),
-    ("p0 + log(exp(p1/N**p2) + exp(p3/D**p4))", "nested more than 2 deep"),
-    ("exp(p0*((D**p2*p1 + p3/N**p4)**p5)**p6)", "power of a power"),
-    ("p0*(N*log(N))**p3 + p1/D**19", "fixed exponent"),
-    ("p0 + p1*log(N**(17/2) + p2)", "fixed exponent"),
-    ("p0 + p1/N**(2/7)", "fixed exponent"),
-    ("2 + p0/N**p1 + p2/D**p3", "bare number as the law's offset"),
-    ("p0 + 2*N**p1 + p2/D**p3", "bare number as a term's coefficient"),
-    ("p0 + p1/N**p2 + 1/(2*D)", "bare number as a term's coefficient"),
-    ("2*N**p0*(p1 + p2/D**p3)", "bare number as the law's coefficient"),
-    ("p0 + N**p1 + p2/D**p3", "without a fitted coefficient"),
-    ("p0 + p1/N**p2 + log(D)", "without a fitted coefficient"),
-    ("p0 + p1*log(D**(9/2)) + p2/N**p3", "bare number hidden in a log"),
-    ("p0 + p1*log(N*D**2) + p2/N**p3", "bare number hidden in a log"),
-    ("p0 + (p1/(N*(p2*log(D) + log(N**2*D**5)**(-2))))**p3", "bare number hidden in a log"),
-    ("p0 + p1/(N*(log(D)/2 + 1))**p2", "bare number inside a compound"),
-    ("p0 + p1*log(p2 + 3*N) + p3/D**p4", "bare number inside a compound"),
-    ("p0 + p1/(D**p2 + 2)", "bare number inside a compound"),
-    ("p0*(log(D)**2/2 + p1*log(D)) + p2/N**p3", "bare number inside a compound"),
-    ("p0 + sqrt(2)*N**p1 + p2/D**p3", "bare number as a term's coefficient"),
-    ("log(2)**2*D**p0*(p1 + log(D))**p2", "bare number as the law's coefficient"),
-    ("(p0/D**4)**p1*(p2 + log(D))**p3", "fixed power under a fitted one"),
-    ("p0 + (p1*log(N)/(N**(7/2)*(p2 + log(N)*log(D))))**p3", "fixed power under a fitted one"),
-    ("p0 + p1/(p2 + log(N)*log(D))**(5/2) + p3/N**p4", "non-integer power of a sum of logs"),
-    ("exp(p3*D**p4) + p0/N**p1 + p2/D", "without a fitted coefficient"),
-    ("(-1 + D**p0)**(-3/2) + p1/N**p2 + p3", "without a fitted coefficient"),
-    ("p0 + log(p1 + N) + p2/D**p3", "without a fitted coefficient"),
-    ("log(p3 + sqrt(D))/(1 + D**p0)", "without a fitted scale"),
-    ("log(p3 + sqrt(D))/sqrt((1 + p1*D**p2)/(1 + D**p0))", "without a fitted scale"),
-    ("p0 + p1*(p2 + log(D))**(3/2) + p3/N**p4", "non-integer power of a sum of logs"),
-    ("p0 + p1/N**p2 + p3*(p4 + p5*log(N) + log(D))**p6", "fitted power of a sum of logs"),
-    ("p0 + p1/N**p2 + p3*(p4 + p5*D + log(D))**p6", "fitted power of a sum of logs"),
-    ("p0 + p1/N**p2 + (1/(p3 + log(D)))**p4", "fitted power of a sum of logs"),
-    ("p0 + p1*(p2 + log(D))**3 + p3/N**p4", "power above 2 of a log"),
-    ("p0*log(D)/(1 + D**p1)**(9/2) + p2", "fixed power of a sum"),
-    ("p0 + p1*D*log(D)/(1 + p2*D)**(3/2)", "fixed power of a sum"),
-    ("p0 + p1/N**p2 + p3*(p4 + p5*D**p6 + log(N))**2", "bowl whose centre is not a line in the logs"),
-    ("p0 + p1/N**p2 + p3*(p4 + p5*N + log(N))**2", "bowl whose centre is not a line in the logs"),
-    ("p0 + p1*(p2 + log(N))*(p3 + p4*D**p5 + log(D))", "bowl whose centre is not a line in the logs"),
+    ("D**s0*p0 + (N/2)**p1*log(D)", 'rescaled-variable'),
+    ("p0 + p1*log(3*D) + p2/N**p3", 'rescaled-variable'),
+    ("p0 + p1*log(D)**1.5 + p2/N**p3", 'fractional-log-power'),
+    ("p0 + p1*log(D)**p4 + p2/N**p3", 'fractional-log-power'),
+    ("p0 + (p1*log(D))**p4 + p2/N**p3", 'fractional-log-power'),
+    ("p0*log(D)/(p1 + Abs(log(D))**p2)", 'fractional-log-power'),
+    ("p0*(log(D)**(-2))**p1 + p2/N**p3", 'fractional-log-power'),
+    ("p0 + (p1*log(N)/N)**p2 + p3/D**p4", 'fractional-log-power'),
+    ("p0 + p1/sqrt(N*log(N)) + p2/D**p3", 'fractional-log-power'),
+    ("p0 + p1*log(N)**3 + p2/D**p3", 'log-power-above-2'),
+    ("p0 + (p1/(N*(p2*log(N)*log(D) - log(D) + 1)))**p3", 'rescaled-variable'),
+    ("p0 + p1*(p2*log(N) + log(D) + 1)**2 + p3/N**p4", 'rescaled-variable'),
+    ("p0 + p1/N**p2 + p3*(p4*log(N) + log(D))**2", 'bowl-without-intercept'),
+    ("p0 + p1/(log(N)**2*log(D)) + p2/D**p3", 'log-degree-above-2'),
+    ("p0 + p1*log(N)*log(D)*log(N) + p2/D**p3", ('log-power-above-2', 'log-degree-above-2')),
+    ("2*log(log(p0*log(N)))", 'log-of-log'),
+    ("p0 + D**(p1*log(N))*p2", 'variable-exponent'),
+    ("p0 + p1*N**(D**p2)", 'variable-exponent'),
+    ("p0 + exp(D**p1*log(D))*p2 + p3/N**p4", 'variable-exponent'),
+    ("p0 + p1*exp(p2*log(N)/(p3 + D))", 'variable-exponent'),
+    ("s0*(p0 + exp(exp(s1*exp(p1/N**p2))))", 'exp-of-exp'),
+    ("p0 + exp(p1*log(p2 + exp(p3*log(N))))", 'nested-too-deep'),
+    ("sqrt(p0/sqrt(p1 + D**p2*log(D)))", 'nested-too-deep'),
+    ("p0 + p1/sqrt(p2 + (N*log(D))**p3)", 'nested-too-deep'),
+    ("p0 + exp(p1/sqrt(p2 + N**p3))", 'nested-too-deep'),
+    ("p0 + log(exp(p1/N**p2) + exp(p3/D**p4))", 'nested-too-deep'),
+    ("exp(p0*((D**p2*p1 + p3/N**p4)**p5)**p6)", 'power-of-power'),
+    ("p0*(N*log(N))**p3 + p1/D**19", 'odd-fixed-exponent'),
+    ("p0 + p1*log(N**(17/2) + p2)", 'odd-fixed-exponent'),
+    ("p0 + p1/N**(2/7)", 'odd-fixed-exponent'),
+    ("2 + p0/N**p1 + p2/D**p3", 'bare-offset'),
+    ("p0 + 2*N**p1 + p2/D**p3", 'bare-coefficient'),
+    ("p0 + p1/N**p2 + 1/(2*D)", 'bare-coefficient'),
+    ("2*N**p0*(p1 + p2/D**p3)", 'bare-coefficient'),
+    ("p0 + N**p1 + p2/D**p3", 'term-without-coefficient'),
+    ("p0 + p1/N**p2 + log(D)", 'term-without-coefficient'),
+    ("p0 + p1*log(D**(9/2)) + p2/N**p3", 'number-in-log'),
+    ("p0 + p1*log(N*D**2) + p2/N**p3", 'number-in-log'),
+    ("p0 + (p1/(N*(p2*log(D) + log(N**2*D**5)**(-2))))**p3", 'number-in-log'),
+    ("p0 + p1/(N*(log(D)/2 + 1))**p2", 'bare-number-in-compound'),
+    ("p0 + p1*log(p2 + 3*N) + p3/D**p4", 'bare-number-in-compound'),
+    ("p0 + p1/(D**p2 + 2)", 'bare-number-in-compound'),
+    ("p0*(log(D)**2/2 + p1*log(D)) + p2/N**p3", 'bare-number-in-compound'),
+    ("p0 + sqrt(2)*N**p1 + p2/D**p3", 'bare-coefficient'),
+    ("log(2)**2*D**p0*(p1 + log(D))**p2", 'bare-coefficient'),
+    ("(p0/D**4)**p1*(p2 + log(D))**p3", 'fixed-power-under-fitted'),
+    ("p0 + (p1*log(N)/(N**(7/2)*(p2 + log(N)*log(D))))**p3", 'fixed-power-under-fitted'),
+    ("p0 + p1/(p2 + log(N)*log(D))**(5/2) + p3/N**p4", 'fractional-power-of-log-sum'),
+    ("exp(p3*D**p4) + p0/N**p1 + p2/D", 'term-without-coefficient'),
+    ("(-1 + D**p0)**(-3/2) + p1/N**p2 + p3", 'term-without-coefficient'),
+    ("p0 + log(p1 + N) + p2/D**p3", 'term-without-coefficient'),
+    ("log(p3 + sqrt(D))/(1 + D**p0)", 'no-fitted-scale'),
+    ("log(p3 + sqrt(D))/sqrt((1 + p1*D**p2)/(1 + D**p0))", 'no-fitted-scale'),
+    ("p0 + p1*(p2 + log(D))**(3/2) + p3/N**p4", 'fractional-power-of-log-sum'),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*log(N) + log(D))**p6", 'fitted-power-of-log-sum'),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*D + log(D))**p6", 'fitted-power-of-log-sum'),
+    ("p0 + p1/N**p2 + (1/(p3 + log(D)))**p4", 'fitted-power-of-log-sum'),
+    ("p0 + p1*(p2 + log(D))**3 + p3/N**p4", 'log-power-above-2'),
+    ("p0*log(D)/(1 + D**p1)**(9/2) + p2", 'fixed-power-of-sum'),
+    ("p0 + p1*D*log(D)/(1 + p2*D)**(3/2)", 'fixed-power-of-sum'),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*D**p6 + log(N))**2", 'bowl-off-the-line'),
+    ("p0 + p1/N**p2 + p3*(p4 + p5*N + log(N))**2", 'bowl-off-the-line'),
+    ("p0 + p1*(p2 + log(N))*(p3 + p4*D**p5 + log(D))", 'bowl-off-the-line'),
 ])
 def test_excluded_constructs(chinchilla, text, why):
-    import re
-
     issues = form_issues(_law(text, chinchilla), unit_offset=False)   # a loss in nats: 1 is no bound
-    assert issues and any(re.search(why, i) for i in issues), issues
+    rules = why if isinstance(why, tuple) else (why,)
+    assert issues and any(i.rule in rules for i in issues), issues
 
 
 def test_allowed_constructs(chinchilla):
@@ -319,8 +318,6 @@ def test_every_cards_own_law_has_a_readable_form():
     """The form rules are drawn so that every human law on the bundled cards keeps them, but
     one: SLDBench's law for easy_question is a 5th-degree polynomial in log10 compute (its card
     says the feature holds a log), which is what the rules exclude."""
-    import re
-
     from lawforge.datasets.card import bundled_card_paths, read_card
 
     for name, path in bundled_card_paths().items():
@@ -329,26 +326,24 @@ def test_every_cards_own_law_has_a_readable_form():
             law, _ = card.human_law(h.name)
             issues = form_issues(law, log_vars=card.log_variables)
             if (name, h.name) == ("easy_question_scaling_law", "poly5"):
-                assert issues and all(re.search("degree [345] in logs|power above 2 of a log", i) for i in issues)
+                assert issues and all(i.rule in ("log-degree-above-2", "log-power-above-2") for i in issues)
                 assert form_issues(law) == []   # as a polynomial in a plain variable, nothing
             else:
                 assert issues == [], (name, h.name, issues)
 
 
 @pytest.mark.parametrize("text,why", [
-    ("p0 + s0*x + (p1 + x)**p2", "fitted power of a sum of logs"),
-    ("p0 + (1/(s0 + x))**p1*(p2 + x)", "fitted power of a sum of logs"),
-    ("p0 + (s0 + x)**p1*log(p2 + x)", "log of a log"),
-    ("p0 + p1*x + p2*x**2 + p3*x**3", "degree 3 in logs"),
-    ("p0 + p1*(x*exp(x))**p2", "non-integer or fitted power of a log"),
+    ("p0 + s0*x + (p1 + x)**p2", 'fitted-power-of-log-sum'),
+    ("p0 + (1/(s0 + x))**p1*(p2 + x)", 'fitted-power-of-log-sum'),
+    ("p0 + (s0 + x)**p1*log(p2 + x)", 'log-of-log'),
+    ("p0 + p1*x + p2*x**2 + p3*x**3", 'log-degree-above-2'),
+    ("p0 + p1*(x*exp(x))**p2", 'fractional-log-power'),
     ("p0 + p1*exp(p2*x)", None), ("p0 + p1*(x - p2)**2", None), ("p0 + p1/(1 + exp(p2 - p3*x))", None),
     ("p0 + p1*exp(-p2*x) + p3*exp(p4*x)", None), ("(p0 + exp(p1*x))**p2 + p3", None), ("p0 + s0*x", None),
 ])
 def test_a_feature_that_holds_a_log_is_judged_as_one(text, why):
     """A card's ``log: 10`` feature (log10 FLOPs) is a log: ``(p + x)**q`` is a fitted power of
     a sum of logs, ``exp(p*x)`` a power of the quantity; as a plain variable, neither is flagged."""
-    import re
-
     from lawforge.laws.expr import parse_expression
     from lawforge.search.contract import expr_issues
 
@@ -358,13 +353,15 @@ def test_a_feature_that_holds_a_log_is_judged_as_one(text, why):
     if why is None:
         assert issues == [], issues
     else:
-        assert any(re.search(why, i) for i in issues), issues
-        assert all("__exp" not in i for i in issues), issues   # named as the card names it
+        rules = why if isinstance(why, tuple) else (why,)
+        assert any(i.rule in rules for i in issues), issues
+        assert all("__exp" not in str(i) for i in issues), issues   # named as the card names it
 
 
 def test_a_feature_that_holds_a_log_is_pushed_by_the_log_of_the_factor():
     from lawforge.laws.law import law_from_text
-    from lawforge.search.contract import FAR, _push
+    from lawforge.search.contract import FAR
+    from lawforge.search.contract.beyond import _push
 
     law = law_from_text("p0*x", {"x": "x"}, ["y"])
     X = {"x": np.array([-0.5, 0.5, 2.0])}
@@ -407,7 +404,7 @@ def test_an_offset_of_one_is_a_bound_only_for_a_target_within_one(chinchilla):
     assert unit_bounded(np.array([[0.2], [0.97]])) and unit_bounded(np.array([[-0.77], [-0.001]]))
     law = _law("1 + p0/N**p1 + p2/D**p3", chinchilla)
     assert form_issues(law, unit_offset=True) == []
-    assert any("bare number as the law's offset" in i for i in form_issues(law, unit_offset=False))
+    assert "bare-offset" in {i.rule for i in form_issues(law, unit_offset=False)}
     params = {g: {"p0": 400.0, "p1": 0.34, "p2": 400.0, "p3": 0.28} for g in chinchilla.train.group_names}
     res = check_law(law, params, chinchilla.train, chinchilla.card)
     assert any("offset" in r for r in res.reasons), res.reasons
@@ -442,7 +439,7 @@ def test_a_law_that_accelerates_beyond_the_data_fails(tmp_path):
 
 
 def test_an_absolute_value_of_a_variable_is_not_a_readable_form(chinchilla):
-    assert any("absolute value" in i for i in form_issues(_law("p0 + p1*Abs(N)**p2 + p3/D**p4", chinchilla)))
+    assert "abs-of-variable" in {i.rule for i in form_issues(_law("p0 + p1*Abs(N)**p2 + p3/D**p4", chinchilla))}
 
 
 @pytest.mark.slow
@@ -475,7 +472,7 @@ def test_a_bare_number_that_vanishes_beside_its_variable_on_the_data_fails(chinc
     for text in ("p0*(1 + N)**p1", "p0 + p1*(1 + 1/N)**p2", "p0 + p1/(sqrt(D) + 1)"):
         law = _law(text, chinchilla)
         issues = vanishing_numbers(law, chinchilla.train)
-        assert issues and "vanishes beside" in issues[0], text
+        assert issues and issues[0].rule == "vanishing-term", text
         params = {"all": {p: 0.5 for p in law.param_names}}
         assert not check_law(law, params, chinchilla.train, chinchilla.card, first_only=True).ok
     for text in ("p0 + p1*(1 + log(N))", "p0 + p1*(1 + D/N)**p2", "p0 + p1*(1 + p2*N)**p3", "p0 + p1/N**p2 + p3/D**p4",
@@ -485,7 +482,7 @@ def test_a_bare_number_that_vanishes_beside_its_variable_on_the_data_fails(chinc
     for text in ("p0 + p1/sqrt(p2*log(N)*log(D) + log(N)**(-2) + N**(-4))", "p0 + p1*(1 + N + p2*D)**p3",
                  "p0 + p1*(N + D**2)**p2"):
         issues = vanishing_numbers(_law(text, chinchilla), chinchilla.train)
-        assert issues and "vanishes beside" in issues[0], text
+        assert issues and issues[0].rule == "vanishing-term", text
 
 
 def test_a_form_that_keeps_the_contract_comes_first_even_far_down_the_ranking():
@@ -503,23 +500,19 @@ def test_a_form_that_keeps_the_contract_comes_first_even_far_down_the_ranking():
     assert [m.key for m in order[1:]] == [m.key for m in ranked if m.key != "k99"]   # the rest in rank order
 
 
-def test_a_law_that_fixes_a_scale_by_the_units_fails_the_unit_rule(chinchilla):
+def test_a_law_that_fixes_a_scale_by_the_units_is_measured_by_unit_residuals(chinchilla):
     """A change of units (N counted in millions) is absorbed by the constants of ``E + A/N**a``,
-    not by those of ``p0 + p1*log(N)**2`` (which needs a ``log(N)`` term for it): the opt-in unit
-    rule (``checks.unit_covariance``) names N; off, the contract does not look."""
-    from lawforge.search.contract import UNIT_TOL, unit_issues, unit_residuals
+    not by those of ``p0 + p1*log(N)**2`` (which needs a ``log(N)`` term for it); the measurement
+    ``benchmarks/unit_covariance.py`` reports (a retired rule: the contract does not look)."""
+    from lawforge.search.contract.identify import UNIT_TOL, unit_residuals
 
     law, params = _fitted("p0 + p1/N**p2 + p3/D**p4", chinchilla)
     res = unit_residuals(law, params, chinchilla.train, chinchilla.card)
     assert set(res) == {"N", "D"} and max(res.values()) < 1e-6, res
-    assert unit_issues(law, params, chinchilla.train, chinchilla.card) == []
     law, params = _fitted("p0 + p1*log(N)**2 + p2/D**p3", chinchilla)
     res = unit_residuals(law, params, chinchilla.train, chinchilla.card)
     assert res["N"] > 10 * UNIT_TOL and res["D"] < 1e-6, res
-    on = check_law(law, params, chinchilla.train, chinchilla.card, units=UNIT_TOL)
-    assert any("units of N" in r for r in on.reasons), on.reasons
-    off = check_law(law, params, chinchilla.train, chinchilla.card)
-    assert not any("units of" in r for r in off.reasons), off.reasons
+    assert "units of" not in " ".join(check_law(law, params, chinchilla.train, chinchilla.card).reasons)
 
 
 def test_features_with_one_unit_are_rescaled_together_and_natural_counts_not_at_all():
@@ -527,7 +520,7 @@ def test_features_with_one_unit_are_rescaled_together_and_natural_counts_not_at_
     (the card says so with one ``unit``), but does when each could have its own; a feature with
     ``natural_unit: true`` (experts: one expert means something) is not rescaled."""
     from lawforge.datasets.byo import frame_dataset
-    from lawforge.search.contract import unit_classes, unit_residuals
+    from lawforge.search.contract.identify import unit_classes, unit_residuals
 
     rng = np.random.default_rng(1)
     U = 10 ** rng.uniform(8, 10, 60)
@@ -551,7 +544,7 @@ def test_the_synthetic_cards_laws_keep_the_unit_rule():
     """Every bundled synthetic card's own law, refit on train, absorbs a change of units: the
     data-constrained one once tokens and unique tokens share a unit (``D/U - 1`` is unitless)."""
     from lawforge.fitting.scoring import score_human
-    from lawforge.search.contract import UNIT_TOL, unit_residuals
+    from lawforge.search.contract.identify import UNIT_TOL, unit_residuals
 
     for name in ("synthetic_chinchilla", "synthetic_lr_bowl", "synthetic_multigroup", "synthetic_data_constrained"):
         ds = load_dataset(name)

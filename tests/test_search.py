@@ -21,6 +21,13 @@ def _space(limit=None, targets=1):
     return S.Space([S.VarInfo("N", True, False), S.VarInfo("D", True, False)], n_targets=targets, param_limit=limit)
 
 
+
+def _stable(law, params, ctx, tcols) -> bool:
+    """Whether a fitted law passes the context's probe rules."""
+    from lawforge.search.checks import passes_checks
+
+    return passes_checks(law, params, ctx.screen, tcols)
+
 def test_canonical_merges_parameter_subtrees_and_renames():
     e = S.P(5) * S.P(7) + S.P(3) * N ** (-S.P(1)) + sp.exp(S.P(2))
     c = S.canonical(e)
@@ -304,7 +311,7 @@ def test_a_feature_that_holds_a_log_is_probed_by_the_log_of_the_factor():
 
 def test_probe_marks_wild_extrapolation_unstable():
     from lawforge.search.candidates import CandidateContext, score_candidate
-    from lawforge.search.checks import make_probe
+    from lawforge.search.checks import Screen, make_probe
 
     ds = load_dataset("synthetic_chinchilla")
     fit, val = carve_validation(ds.train, ds.card)
@@ -312,8 +319,9 @@ def test_probe_marks_wild_extrapolation_unstable():
 
     probe = make_probe(ds.train, "N")
     center, span = probe_stats(ds.train, probe)
-    ctx = CandidateContext({"N": "N", "D": "D"}, ["loss"], fit, val, probe=probe, probe_center=center, probe_span=span)
-    assert ctx.probe.X["N"].min() > ds.train.X["N"].max()
+    ctx = CandidateContext({"N": "N", "D": "D"}, ["loss"], fit, val,
+                           screen=Screen(probe=probe, probe_center=center, probe_span=span))
+    assert ctx.screen.probe.X["N"].min() > ds.train.X["N"].max()
     good = score_candidate("p0 + p1*N**(-p2) + p3*D**(-p4)", ctx)
     assert good["status"] == "ok"
     wild = score_candidate("p0 + p1*log(N) + p2*log(N)**2 + p3*log(N)**3 + p4*log(N)**4 + p5*log(N)**5", ctx)
@@ -452,13 +460,13 @@ def test_form_tree_roundtrip_is_exact():
 def test_trend_probe_rejects_forms_that_turn_against_the_trend():
     from lawforge.laws.law import Law
     from lawforge.search.candidates import CandidateContext
-    from lawforge.search.checks import passes_checks as _stable, make_trend_probe, probe_stats
+    from lawforge.search.checks import Screen, make_trend_probe, probe_stats
 
     ds = load_dataset("synthetic_chinchilla")
     s = SealedDataset(ds)
     trend = make_trend_probe(s.train, {"N": "decreasing", "D": "decreasing"})
-    ctx = CandidateContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
-                      trend_span=probe_stats(s.train, trend[0])[1])
+    ctx = CandidateContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val,
+                           screen=Screen(trend=trend, trend_span=probe_stats(s.train, trend[0])[1]))
     law = Law("E + A/N**a + B/D**b + C*log(N)**2", {"N": "N", "D": "D"}, target_names=["loss"])
     falling = {g: {"E": 1.7, "A": 400.0, "a": 0.34, "B": 410.0, "b": 0.28, "C": 0.0} for g in s.train.group_names}
     assert _stable(law, falling, ctx, [0])
@@ -512,27 +520,6 @@ def test_discover_cli_replicates_option_is_recorded(tmp_path):
     assert json.loads((out / "config.json").read_text())["settings"]["validation"]["replicates"] == "rows"
 
 
-def test_returns_check_rejects_gains_that_grow_beyond_the_data():
-    from lawforge.laws.law import Law
-    from lawforge.search.candidates import CandidateContext
-    from lawforge.search.checks import passes_checks as _stable, make_trend_probe, probe_stats
-
-    ds = load_dataset("synthetic_chinchilla")
-    s = SealedDataset(ds)
-    trend = make_trend_probe(s.train, {"N": "decreasing", "D": "decreasing"})
-
-    def ctx(returns):
-        return CandidateContext(dict(ds.card.variables), ds.card.target_columns, s.fit, s.val, trend=trend,
-                           trend_span=probe_stats(s.train, trend[0])[1], returns=returns)
-
-    law = Law("E + A/N**a + B/D**b - C*log(N)**4", {"N": "N", "D": "D"}, target_names=["loss"])
-    power = {g: {"E": 1.7, "A": 400.0, "a": 0.34, "B": 410.0, "b": 0.28, "C": 0.0} for g in s.train.group_names}
-    accel = {g: {**v, "C": 1e-3} for g, v in power.items()}  # falls faster and faster in log N
-    assert _stable(law, power, ctx(True), [0])          # a power law's gains shrink: kept
-    assert _stable(law, accel, ctx(False), [0])         # it still falls, so the trend check alone keeps it
-    assert not _stable(law, accel, ctx(True), [0])      # its gain per doubling grows: rejected
-
-
 def test_scale_starts_setting_reaches_the_context_and_old_runs_keep_unit_starts():
     from lawforge.search.prepare import make_context
     from lawforge.search.settings import config_of_run
@@ -551,7 +538,7 @@ def test_trend_with_hyperparameters_is_checked_on_each_cells_best_setting():
     from lawforge.datasets.loader import DataSplit
     from lawforge.laws.law import Law
     from lawforge.search.candidates import CandidateContext
-    from lawforge.search.checks import passes_checks as _stable, make_trend_probe, probe_stats
+    from lawforge.search.checks import Screen, make_trend_probe, probe_stats
 
     N, lr = np.meshgrid([1e7, 3e7, 1e8, 3e8], np.exp(np.linspace(-11, -3, 9)))
     N, lr = N.ravel(), lr.ravel()
@@ -563,44 +550,13 @@ def test_trend_with_hyperparameters_is_checked_on_each_cells_best_setting():
 
     def ctx(hyper):
         trend = make_trend_probe(train, {"N": "decreasing"}, hyper)
-        return CandidateContext({"N": "N", "lr": "lr"}, ["loss"], train, train, trend=trend,
-                           trend_span=probe_stats(train, trend[0])[1])
+        return CandidateContext({"N": "N", "lr": "lr"}, ["loss"], train, train,
+                                screen=Screen(trend=trend, trend_span=probe_stats(train, trend[0])[1]))
 
     assert not _stable(law, shifting, ctx(()), [0])       # every row: the high-lr rows get worse with N
     assert _stable(law, shifting, ctx(["lr"]), [0])       # each cell's best setting keeps improving
     rising = {"all": {**shifting["all"], "A": -5000.0}}   # the best loss itself rises with N
     assert not _stable(law, rising, ctx(["lr"]), [0])
-
-
-def test_cross_trend_checks_each_trend_at_the_points_pushed_along_another():
-    """Loss falls with the number of experts E inside the data; a form whose E-benefit turns
-    into a penalty at larger N than the data holds passes the per-feature trend check (beyond the
-    largest E, and along N) but not the cross check (along E, at N pushed x2 and x5)."""
-    from lawforge.datasets.loader import DataSplit
-    from lawforge.laws.law import Law
-    from lawforge.search.candidates import CandidateContext
-    from lawforge.search.checks import passes_checks as _stable, cross_trend_chains, make_trend_probe, probe_stats
-
-    N, E = np.meshgrid([1e7, 3e7, 1e8, 3e8], [1.0, 2.0, 4.0, 8.0])
-    N, E = N.ravel(), E.ravel()
-    g = np.array(["all"] * len(N), dtype=object)
-    law = Law("L0 + A/N**a * E**(-k*log(N0/N))", {"N": "N", "E": "E"}, target_names=["loss"])
-    params = {"all": {"L0": 2.0, "A": 30.0, "a": 0.3, "k": 0.1, "N0": 5e8}}  # E helps below N0 only
-    y = predict(law, params, DataSplit("x", {"N": N, "E": E}, np.zeros((len(N), 1)), g, ["all"], ["loss"]))
-    assert np.all(np.diff(y.reshape(4, 4), axis=0) < 0)                      # inside the data: E helps
-    train = DataSplit("train", {"N": N, "E": E}, y, g, ["all"], ["loss"])
-    trends = {"N": "decreasing", "E": "decreasing"}
-    trend = make_trend_probe(train, trends)
-    chains = cross_trend_chains(trend, trends)
-    assert len(chains) == 2                                                  # E along pushed N, N along pushed E
-    ctx = CandidateContext({"N": "N", "E": "E"}, ["loss"], train, train, trend=trend,
-                      trend_span=probe_stats(train, trend[0])[1])
-    assert _stable(law, params, ctx, [0])
-    assert not _stable(law, params, dataclasses.replace(ctx, cross_trend=chains), [0])
-    good = {"all": {**params["all"], "N0": 1e12}}                            # E helps at every N probed
-    assert _stable(law, good, dataclasses.replace(ctx, cross_trend=chains), [0])
-    assert cross_trend_chains(make_trend_probe(train, {"N": "decreasing"}), {"N": "decreasing"}) is None
-    assert SearchConfig.build().checks.trends_across_features is False
 
 
 def test_trend_best_setting_reaches_the_context_and_old_runs_check_every_row():
@@ -627,7 +583,7 @@ def test_extrapolation_shift_is_small_for_a_law_the_data_pins_down():
                 dict(ds.card.variables), target_names=ds.card.target_columns)
     sp_, sc = extrapolation_shift(power, ctx, train), extrapolation_shift(cubic, ctx, train)
     assert sp_ is not None and sc is not None and sc > 10 * sp_
-    no_probe = dataclasses.replace(ctx, probe=None)
+    no_probe = dataclasses.replace(ctx, screen=dataclasses.replace(ctx.screen, probe=None))
     assert extrapolation_shift(power, no_probe, train) is None  # no probe points: not measured
 
 
@@ -655,7 +611,8 @@ def test_shift_is_measured_only_when_the_fit_part_spans_three_axis_values():
     from lawforge.search.choose import shift_measurable
 
     def ctx(values, probe=True):
-        return SimpleNamespace(probe=object() if probe else None, fit=SimpleNamespace(X={"P": np.array(values)}))
+        return SimpleNamespace(screen=SimpleNamespace(probe=object() if probe else None),
+                               fit=SimpleNamespace(X={"P": np.array(values)}))
 
     assert shift_measurable(ctx([1.0, 2.0, 4.0, 4.0]), "P")
     assert not shift_measurable(ctx([1.0, 2.0, 2.0]), "P")       # two values: any 2-parameter curve fits
@@ -671,7 +628,7 @@ def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
 
     from lawforge.search.prepare import make_context
     from lawforge.search.settings import config_of_run
-    from lawforge.search.checks import BETWEEN_TOL, make_between_probe, passes_checks as _stable
+    from lawforge.search.checks import BETWEEN_TOL, make_between_probe
 
     rng = np.random.default_rng(0)
     rows = []
@@ -693,7 +650,7 @@ def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
     assert 0.8 in probe.X["r1"][small]  # "small" is probed where "large" was measured
 
     ctx = make_context(sealed, SearchConfig.build())
-    assert ctx.probe is not None and ctx.probe_tol == BETWEEN_TOL
+    assert ctx.screen.probe is not None and ctx.screen.probe_tol == BETWEEN_TOL
     law = S.to_law(sp.sympify("p0 + p1/(r1 - p2)", locals={n: S.make_symbol(n) for n in ("p0", "p1", "p2", "r1")}),
                    {"r1": "r1", "r2": "r2"}, ["loss"])
     pole = {g: {"p0": 2.0, "p1": 0.01, "p2": 0.2001} for g in ("small", "large")}  # a pole at r1 = 0.2001
@@ -702,7 +659,7 @@ def test_between_probe_rejects_a_pole_inside_a_mixture_dataset(tmp_path):
     assert _stable(law, tame, ctx, [0])
     # the pole sits between "small"'s points 0.1 and 0.3 and at "large"'s 0.2: the same check
     # without the probe (as before) would pass it
-    assert make_context(sealed, SearchConfig.build(between=False)).probe is None
+    assert make_context(sealed, SearchConfig.build(between=False)).screen.probe is None
     assert config_of_run({"seed": 0}).checks.sane_between_points is False
 
 
@@ -716,7 +673,7 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
 
     from lawforge.search.prepare import make_context
     from lawforge.search.settings import config_of_run
-    from lawforge.search.checks import passes_checks as _stable, make_domain_probe
+    from lawforge.search.checks import make_domain_probe
 
     rows = []
     for g, mixes in [("small", [0.3, 0.4, 0.5, 0.6, 0.7]), ("large", [0.35, 0.45, 0.55, 0.65])]:
@@ -736,7 +693,7 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
     undefined = {g: {"p0": 2.7, "p1": -0.2} for g in ("small", "large")}  # log of a negative below r1 = 0.2
     defined = {g: {"p0": 2.0, "p1": 0.5} for g in ("small", "large")}
     ctx = make_context(sealed, SearchConfig.build())
-    assert ctx.domain is not None
+    assert ctx.screen.domain is not None
     assert not _stable(law, undefined, ctx, [0]) and _stable(law, defined, ctx, [0])
     # finite, flat over the measured mixtures (r1 from 0.3 to 0.7) and exploding beyond them, past
     # DOMAIN_TOL group ranges (the train range is 0.2): 1e6*(r1 - 0.5)**12 is 4e-3 at r1 = 0.7, 17 at 0.9
@@ -748,7 +705,7 @@ def test_domain_probe_rejects_a_law_undefined_beyond_the_measured_mixtures(tmp_p
     assert _stable(boom, wild, nodomain, [0])                  # the between probe alone passes it
     assert _stable(boom, tame, ctx, [0]) and not _stable(boom, wild, ctx, [0])
     off = make_context(sealed, SearchConfig.build(domain=False))
-    assert off.domain is None and _stable(law, undefined, off, [0])  # the between probe alone passes it
+    assert off.screen.domain is None and _stable(law, undefined, off, [0])  # the between probe alone passes it
     assert config_of_run({"seed": 0}).checks.finite_on_domain is False
     # features that are not proportions: the box of their ranges
     from lawforge.datasets.loader import DataSplit

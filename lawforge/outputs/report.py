@@ -401,7 +401,9 @@ def render_markdown(rep) -> str:
               "fitting.final_restarts", "final_restarts", "selection.rule"):
         if k in flat:
             out.append(f"| {k} | {flat[k]} |")
+    rejected = (rep["run"].get("metrics") or {}).get("rejected_by_rule")
     out += [f"| validation | {cfg['card'].get('validation')} |", f"| candidate statuses | {rep['statuses']} |",
+            *([f"| rejected by rule | {', '.join(f'{k}: {v}' for k, v in rejected.items())} |"] if rejected else []),
             f"| LLM | {spend} |", ""]
     return "\n".join(out)
 
@@ -413,7 +415,9 @@ def _law_notes(lj: dict) -> list[str]:
     if lj.get("contract"):
         c = lj["contract"]
         out += [f"Building blocks: {', '.join(c['blocks']) or 'none'}. Readable-law contract: "
-                + ("kept." if c["ok"] else "broken: " + "; ".join(c["reasons"][:5]) + "."), ""]
+                + ("kept." if c["ok"] else "broken"
+                   + (f" ({', '.join(c['rules'])}, docs/rules.md)" if c.get("rules") else "")
+                   + ": " + "; ".join(c["reasons"][:5]) + "."), ""]
     if lj.get("incumbent"):
         inc = lj["incumbent"]
         verdict = ("the card's law was kept" if inc["chosen"] == "human" else

@@ -366,6 +366,20 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig,
     return top
 
 
+def rule_counts(candidates: list[dict]) -> dict:
+    """How many candidates each rule of the contract rejected (``rule``: a form rule made it
+    ``invalid``, a probe rule ``unstable``) and how many fitted candidates broke each contract
+    rule first (``contract_rule``: they rank lower), by rule id, most first."""
+    def count(key):
+        out: dict[str, int] = {}
+        for c in candidates:
+            if c.get(key):
+                out[c[key]] = out.get(c[key], 0) + 1
+        return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    return {"rejected_by_rule": count("rule"), "contract_broken_by_rule": count("contract_rule")}
+
+
 def test_metrics(law, params, full: Dataset) -> dict:
     """Test metrics as a dict, or Nones when the dataset has no test rows (in-memory data)."""
     if full.test.n == 0:
@@ -409,6 +423,7 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                "ensemble_size": len(ensemble or []), "ensemble_test_r2": ens_test,
                "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
                "run_dir": str(run.path), "timings": {k: round(v, 2) for k, v in st.timings.items()}}
+    summary.update(rule_counts(run.read_candidates()))
     if st.proposer is not None:
         summary["llm"] = st.proposer.usage()
     run.write_json(METRICS, summary)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -12,7 +12,8 @@ import numpy as np
 from lawforge.errors import LawforgeError
 from lawforge.fitting.lm import FitJob, fit_many, predict
 from lawforge.laws.metrics import compute_metrics
-from lawforge.search.checks import passes_checks
+from lawforge.search.checks import Screen, screen_issue
+from lawforge.search.contract import check_law, form_issues
 from lawforge.fitting.defaults import SEARCH_RESTARTS
 from lawforge.search.space import complexity, to_law
 
@@ -33,33 +34,20 @@ class CandidateContext:
     max_iter: int = 60
     device: str = "cpu"
     batch: int = 16            # candidate forms fitted together in one batched fit
-    probe: Any = None          # DataSplit of extrapolation probe points (features only), or None
-    probe_tol: float = 2.0     # allowed |prediction - group mean| in units of the group's y range
-    probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
-    probe_span: Any = None     # (n_probe, d) train range of each probe row's group
+    screen: Screen = field(default_factory=Screen)   # the probes a fitted law must pass (checks.screen_issue)
     folds: Any = None          # extra (fit, val) rolling-origin folds; val NMSE is averaged over all
-    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2, gap1, gap2, cells)]) from make_trend_probe, or None
-    trend_tol: float = 0.02    # allowed move against the trend, in units of the group's y range
-    trend_span: Any = None     # (n_trend, d) train range of each trend row's group
-    returns: bool = False      # diminishing returns: along trend features, the gain per log-step must not grow beyond the data
-    returns_tol: float = 0.1   # allowed relative growth of that gain
     scale_starts: bool = True  # scale parameters start at the fit data's scale (space.scale_specs)
-    cross_trend: Any = None    # [(sign, [chain of trend-row index arrays])] from cross_trend_chains, or None
-    domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe): finite there
-    domain_center: Any = None  # (n_domain, d) train mean of each domain row's group
-    domain_span: Any = None    # (n_domain, d) train range of each domain row's group (DOMAIN_TOL of them allowed)
     readable_form: bool = False  # forms with an excluded construct (contract.form_issues) are 'invalid'
     unit_offset: bool = True     # an offset of 1 is a natural bound of the target (contract.unit_bounded)
     log_vars: tuple = ()         # variables that hold a log already (a card's `log: 10` features)
     contract_card: Any = None    # a DatasetCard: a fitted form must keep the readable-law contract (contract.check_law)
     contract_train: Any = None   # the DataSplit the contract pushes beyond (train)
-    units: float = 0.0           # the contract's unit rule: residual tolerance, 0 off (contract.unit_issues)
     seed_specs: Any = None       # {form text: {param: spec}}: human-law seeds keep their own inits and bounds
 
     @property
     def checks(self) -> bool:
-        """Whether a fitted law must pass :func:`~lawforge.search.checks.passes_checks` (some probe is set)."""
-        return self.probe is not None or self.trend is not None or self.domain is not None
+        """Whether a fitted law must pass the probe rules (some probe is set)."""
+        return self.screen.active
 
 
 def score_candidate(expr_text: str, ctx: CandidateContext, inits: dict[str, float] | None = None) -> dict:
@@ -121,11 +109,9 @@ def _prepare(text: str, ctx: CandidateContext, inits) -> tuple[dict, Any]:
         rec["error"] = str(exc)
         return rec, None
     if ctx.readable_form:
-        from lawforge.search.contract import form_issues
-
         issues = form_issues(law, ctx.unit_offset, ctx.log_vars)
         if issues:
-            rec["error"] = f"not a readable law: {issues[0]}"
+            rec.update(error=f"not a readable law: {issues[0]}", rule=issues[0].rule)
             return rec, None
     return rec, law
 
@@ -157,23 +143,27 @@ def _finish_primary(rec: dict, law, res, ctx: CandidateContext) -> bool:
     if mv.status != "ok":
         rec["status"] = "nan"
         return False
-    if ctx.checks and not passes_checks(law, params, ctx, tcols):
-        rec["status"] = "unstable"
+    broken = screen_issue(law, params, ctx.screen, tcols) if ctx.checks else None
+    if broken is not None:
+        rec.update(status="unstable", rule=broken)
         return False
     if ctx.contract_card is not None:
-        rec["contract"] = _keeps_contract(law, params, ctx)
+        broken = _contract_rule(law, params, ctx)
+        rec["contract"] = broken is None
+        if broken is not None:
+            rec["contract_rule"] = broken
     mf = compute_metrics(ctx.fit.y[:, tcols], pf)
     rec.update(status="ok", val_r2=1.0 - mv.nmse, val_nmse=mv.nmse, val_nmae=mv.nmae,
                fit_r2=mf.r2_raw if mf.status == "ok" else None, _tcols=tcols)
     return True
 
 
-def _keeps_contract(law, params, ctx: CandidateContext) -> bool:
-    from lawforge.search.contract import check_law
-
+def _contract_rule(law, params, ctx: CandidateContext) -> str | None:
+    """The id of the first contract rule the fitted law breaks, or None."""
     with np.errstate(all="ignore"):
-        return check_law(law, params, ctx.contract_train, ctx.contract_card, hyper_values=SEARCH_HYPER_VALUES,
-                         first_only=True, units=ctx.units).ok
+        res = check_law(law, params, ctx.contract_train, ctx.contract_card, hyper_values=SEARCH_HYPER_VALUES,
+                        first_only=True)
+    return None if res.ok else res.issues[0].rule
 
 
 SEARCH_HYPER_VALUES = 13  # settings per hyperparameter when the search checks the contract (49 at the choice)

@@ -2,21 +2,72 @@
 
 The probe builders make feature-only point sets once per run: beyond the train range along the
 scale axis (:func:`make_probe`), along each feature with a declared trend
-(:func:`make_trend_probe`, :func:`cross_trend_chains`), between and across the measured points of
+(:func:`make_trend_probe`), between and across the measured points of
 mixture-type data (:func:`make_between_probe`) and over their whole feature domain
 (:func:`make_domain_probe`). :func:`passes_checks` tells whether a fitted law behaves there.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from lawforge.fitting.lm import predict
+from lawforge.search.contract.push import SCREEN, on_simplex, push_values
+from lawforge.search.contract.rules import rule
 
-if TYPE_CHECKING:  # pragma: no cover
-    from lawforge.search.candidates import CandidateContext
+_BOTH = ("screen", "choice")
+#: allowed distance of a between-points probe prediction from its group's train mean, in group
+#: ranges. On domain_mixture's inner holdout (16 runs) the forms that extrapolated sanely stayed
+#: within 3.9 ranges at these points and every form that blew up on held-out mixtures went past 10.
+BETWEEN_TOL = 5.0
+#: allowed distance of a prediction over the whole feature domain (make_domain_probe) from its
+#: group's train mean, in group ranges: far looser than between the measured points (a vertex of
+#: the simplex may never have been measured). On domain_mixture the sane laws of the 10-minute run
+#: of 2026-12-05 (e1d50e5) stayed within 3 ranges there; seed 1's `exp(... + s*r3*r5)` reached 1e188.
+DOMAIN_TOL = 20.0
+#: allowed distance of a scale-axis probe prediction from its group's train mean, in group ranges.
+PROBE_TOL = 2.0
+#: allowed move against a declared trend at the screen's pushes, in group ranges.
+TREND_TOL = 0.02
+
+DOMAIN_NOT_FINITE = rule(
+    "domain-not-finite", "probe", _BOTH, "not finite somewhere on the feature domain (no scale axis)",
+    """On a dataset without a scale axis (mixture-type), a law predicts finite values at points spread over
+    the whole feature domain (uniform on the simplex when the features are proportions, else the box of
+    their train ranges): ``log(p1 + exp(...))`` with a fitted ``p1 < 0`` is finite at every measured
+    mixture and undefined at others.""",
+    keeps="p0 + p1*exp(p2*r1)", breaks="p0*log(p1 + r1)  (p1 < 0)", setting="checks.finite_on_domain")
+DOMAIN_FAR = rule(
+    "domain-far", "probe", _BOTH, f"more than {DOMAIN_TOL:g} group ranges off on the feature domain",
+    f"""Over the same points, predictions stay within {DOMAIN_TOL:g} group ranges of the group's train mean:
+    ``exp(... + s*r3*r5)`` with a large ``s`` explodes at mixtures no run measured.""",
+    keeps="p0 + p1*exp(p2*r1)", breaks="p0 + p1*exp(p2*r1*r2)  (p2 = 50)", setting="checks.finite_on_domain")
+PROBE_NOT_FINITE = rule(
+    "probe-not-finite", "probe", _BOTH, "not finite at the probe points",
+    """The probe points are each group's rows at its largest scale pushed to x2 and x5 along the scale axis
+    (a dataset without one: midpoints of pairs of measured points, and every group's measured points):
+    the law is finite there.""",
+    keeps="p0 + p1/N**p2", breaks="p0 + p1*log(p2 - N)")
+PROBE_FAR = rule(
+    "probe-far", "probe", _BOTH, "far from the group's data at the probe points",
+    f"""At the probe points, predictions stay within {PROBE_TOL:g} group ranges of the group's train mean
+    ({BETWEEN_TOL:g} between measured points, where there is no scale axis): at 5x the largest model a law
+    has not left the data's scale.""",
+    keeps="p0 + p1/N**p2", breaks="p0 + p1*N**p2  (p2 = 3)")
+TREND_NOT_FINITE = rule(
+    "trend-probe-not-finite", "probe", _BOTH, "not finite at x2 and x5 along a declared trend",
+    """Per group, the rows at a trend feature's largest value pushed to x2 and x5 (by log 2 and log 5 for a
+    feature that holds a log; half a range and a range for one that can be <= 0): the law is finite there.""",
+    keeps="p0 + p1/N**p2", breaks="p0 + p1*log(p2 - N)", setting="checks.follow_trends")
+TREND_AGAINST = rule(
+    "trend-probe-against", "probe", _BOTH, "moves against a declared trend at x2 and x5",
+    f"""At the same points the law does not move against the card's trend by more than {TREND_TOL:g} of the
+    group's range; with hyperparameters, each cell's best setting is compared (a too-large learning rate
+    can make a larger model worse, the best run cannot).""",
+    keeps="p0 + p1/N**p2", breaks="p0 + p1*N**p2  (a decreasing loss)", setting="checks.follow_trends")
 
 
 def probe_stats(train, probe):
@@ -33,9 +84,9 @@ def probe_stats(train, probe):
 
 def _points_beyond(train, columns, include_base: bool, logs=None):
     """Per column and group: the group's train rows at the column's largest value, with the
-    column pushed to x2 and x5 (positive column; a column that holds a log, ``logs`` {column:
-    base}, by the log of 2 and 5, the same push of the quantity it is the log of) or by +0.5 and
-    +1 times its range (otherwise), optionally preceded by the unpushed rows. Returns the points
+    column pushed by the screen's pushes (:data:`~lawforge.search.contract.push.SCREEN`: x2 and x5
+    of a positive column or of the quantity a ``logs`` {column: base} column is the log of; +0.5
+    and +1 times its range otherwise), optionally preceded by the unpushed rows. Returns the points
     as a DataSplit (features only) and, per (column, group), the index arrays of its blocks in
     push order."""
     from lawforge.datasets.loader import DataSplit
@@ -52,13 +103,8 @@ def _points_beyond(train, columns, include_base: bool, logs=None):
             a = train.X[col][idx]
             top = idx[a == a.max()]
             rng_a = float(a.max() - a.min()) or abs(float(a.max())) or 1.0
-            if col in logs:
-                step = 1.0 / np.log(logs[col])
-                pushes = [(lambda v: v + np.log(2.0) * step), (lambda v: v + np.log(5.0) * step)]
-            elif pos:
-                pushes = [(lambda v: v * 2), (lambda v: v * 5)]
-            else:
-                pushes = [(lambda v: v + 0.5 * rng_a), (lambda v: v + rng_a)]
+            pushes = [(lambda v, f=f, o=o: push_values(v, f, o, log_base=logs.get(col), positive=pos, span=rng_a))
+                      for f, o in zip(SCREEN.factors, SCREEN.offsets)]
             if include_base:
                 pushes = [lambda v: v] + pushes
             starts = []
@@ -75,17 +121,6 @@ def _points_beyond(train, columns, include_base: bool, logs=None):
     split = DataSplit("probe", X, np.zeros((len(groups), len(train.target_columns))), groups,
                       list(dict.fromkeys(groups.tolist())), train.target_columns)
     return split, blocks
-
-
-#: allowed distance of a between-points probe prediction from its group's train mean, in group
-#: ranges. On domain_mixture's inner holdout (16 runs) the forms that extrapolated sanely stayed
-#: within 3.9 ranges at these points and every form that blew up on held-out mixtures went past 10.
-BETWEEN_TOL = 5.0
-#: allowed distance of a prediction over the whole feature domain (make_domain_probe) from its
-#: group's train mean, in group ranges: far looser than between the measured points (a vertex of
-#: the simplex may never have been measured). On domain_mixture the sane laws of session 31's
-#: 10-minute run stayed within 3 ranges there; seed 1's `exp(... + s*r3*r5)` reached 1e188.
-DOMAIN_TOL = 20.0
 
 
 def _feature_matrix(train):
@@ -126,14 +161,6 @@ def make_between_probe(train, max_pairs: int = 200, max_union: int = 500, seed: 
             i, j = i[pick], j[pick]
         blocks.append((g, np.concatenate([0.5 * (F[i] + F[j]), union])))
     return _points_split("probe", cols, blocks, train)
-
-
-def on_simplex(train) -> bool:
-    """Whether ``train``'s features are proportions: two or more, non-negative, with the same sum
-    on every row (mixture weights summing to 1)."""
-    cols, F = _feature_matrix(train)
-    total = F.sum(axis=1)
-    return len(cols) > 1 and bool(np.all(F >= 0)) and np.ptp(total) <= 1e-6 * max(1.0, abs(float(total[0])))
 
 
 def make_domain_probe(train, n: int = 200, seed: int = 0):
@@ -203,79 +230,58 @@ def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | lis
     return split, slices
 
 
-def cross_trend_chains(trend, trends: dict[str, str], hyper: tuple[str, ...] | list[str] = ()):
-    """The declared trend of each feature, checked at the points pushed beyond the data along
-    another one: at x2 and x5 the largest model, say, loss must still fall with the number of
-    experts. Per pushed block and other trend feature ``g``: chains of row-index arrays into the
-    trend split, one array per value of ``g`` in increasing order, among rows that share every
-    other feature (hyperparameters aside: an array then holds a cell's settings, whose best
-    prediction is used). Returns ``[(sign of g's trend, chains)]``; None when fewer than two
-    features have a trend. Train features only."""
-    if trend is None or len(trends) < 2:
-        return None
-    split, slices = trend
-    cols = list(trends)
-    out = []
-    for (sign_f, _, i1, i2, *_), col in zip(slices, _slice_columns(split, cols, slices)):
-        for g in cols:
-            if g == col:
-                continue
-            keys = [k for k in split.X if k != g and k not in set(hyper)]
-            chains = []
-            for idx in (i1, i2):
-                key = np.stack([np.unique(split.groups[idx], return_inverse=True)[1].ravel().astype(float)]
-                               + [np.asarray(split.X[k][idx], dtype=float) for k in keys], axis=1)
-                _, inv = np.unique(key, axis=0, return_inverse=True)
-                inv = inv.ravel()
-                for c in range(int(inv.max()) + 1):
-                    rows = idx[inv == c]
-                    vals = np.unique(split.X[g][rows])
-                    if len(vals) >= 2:
-                        chains.append([rows[split.X[g][rows] == v] for v in vals])
-            if chains:
-                out.append((-1.0 if trends[g] == "decreasing" else 1.0, sign_f, chains))
-    return out or None
+@dataclass
+class Screen:
+    """The search's probes of a fitted law (train features only): the points, each point's group
+    train mean and range, and the tolerances. Built once per run (``prepare.make_context``)."""
+
+    probe: Any = None          # DataSplit of extrapolation probe points (features only), or None
+    probe_tol: float = PROBE_TOL
+    probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
+    probe_span: Any = None     # (n_probe, d) train range of each probe row's group
+    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2, gap1, gap2, cells)]) from make_trend_probe, or None
+    trend_tol: float = TREND_TOL
+    trend_span: Any = None     # (n_trend, d) train range of each trend row's group
+    domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe)
+    domain_center: Any = None  # (n_domain, d) train mean of each domain row's group
+    domain_span: Any = None    # (n_domain, d) train range of each domain row's group
+
+    @property
+    def active(self) -> bool:
+        """Whether some probe is set (a fitted law must then pass :func:`screen_issue`)."""
+        return self.probe is not None or self.trend is not None or self.domain is not None
 
 
-def _slice_columns(split, cols, slices):
-    """The pushed column of each trend slice: the one whose values differ between its base and
-    x2 rows."""
-    out = []
-    for _, i0, i1, *_ in slices:
-        out.append(next(c for c in cols if np.any(split.X[c][i0] != split.X[c][i1])))
-    return out
-
-
-def passes_checks(law, params, ctx: "CandidateContext", tcols) -> bool:
-    """Predictions at the probe points are finite and within ``probe_tol`` group-ranges of the
-    group's observed train mean; along features with a known trend they do not move against it
-    (beyond ``trend_tol`` group-ranges); over the feature domain (``ctx.domain``) they are finite
-    and within :data:`DOMAIN_TOL` group-ranges of the group's train mean."""
-    if ctx.domain is not None:
+def screen_issue(law, params, screen: Screen, tcols) -> str | None:
+    """The id of the first probe rule ``law`` with ``params`` breaks, or None: over the feature
+    domain (``screen.domain``) predictions are finite and within :data:`DOMAIN_TOL` group ranges of
+    the group's train mean; at the probe points, finite and within ``probe_tol`` group ranges; along
+    features with a declared trend, finite and not moving against it beyond ``trend_tol`` group
+    ranges."""
+    if screen.domain is not None:
         with np.errstate(all="ignore"):
-            pd = predict(law, params, ctx.domain)
+            pd = predict(law, params, screen.domain)
         if not np.all(np.isfinite(pd)):
-            return False
-        if ctx.domain_span is not None and not np.all(
-                np.abs(pd - ctx.domain_center[:, tcols]) <= DOMAIN_TOL * ctx.domain_span[:, tcols]):
-            return False
-    if ctx.probe is not None:
+            return DOMAIN_NOT_FINITE
+        if screen.domain_span is not None and not np.all(
+                np.abs(pd - screen.domain_center[:, tcols]) <= DOMAIN_TOL * screen.domain_span[:, tcols]):
+            return DOMAIN_FAR
+    if screen.probe is not None:
         with np.errstate(all="ignore"):
-            pp = predict(law, params, ctx.probe)
+            pp = predict(law, params, screen.probe)
         if not np.all(np.isfinite(pp)):
-            return False
-        dev = np.abs(pp - ctx.probe_center[:, tcols])
-        if not np.all(dev <= ctx.probe_tol * ctx.probe_span[:, tcols] + 1e-12):
-            return False
-    if ctx.trend is not None:
-        split, slices = ctx.trend
+            return PROBE_NOT_FINITE
+        dev = np.abs(pp - screen.probe_center[:, tcols])
+        if not np.all(dev <= screen.probe_tol * screen.probe_span[:, tcols] + 1e-12):
+            return PROBE_FAR
+    if screen.trend is not None:
+        split, slices = screen.trend
         with np.errstate(all="ignore"):
             pt = predict(law, params, split)
         if not np.all(np.isfinite(pt)):
-            return False
-        span = np.array([[np.ptp(ctx.fit.y[ctx.fit.groups == g][:, j]) + 1e-12 for j in tcols]
-                         for g in split.groups]) if ctx.trend_span is None else ctx.trend_span[:, tcols]
-        for sign, i0, i1, i2, g1, g2, cells in slices:
+            return TREND_NOT_FINITE
+        span = screen.trend_span[:, tcols]
+        for sign, i0, i1, i2, _g1, _g2, cells in slices:
             v0, v1, v2, sp0 = pt[i0], pt[i1], pt[i2], span[i0]
             if cells is not None:  # each cell's best prediction over its hyperparameter settings
                 best = np.min if sign < 0 else np.max
@@ -283,19 +289,11 @@ def passes_checks(law, params, ctx: "CandidateContext", tcols) -> bool:
                 sp0 = np.stack([sp0[c[0]] for c in cells])
             for a, b in ((v0, v1), (v1, v2)):
                 step = (b - a) * sign    # > 0: moves with the trend
-                if np.any(step < -ctx.trend_tol * sp0):
-                    return False
-            if ctx.returns:  # diminishing returns: the gain per unit step does not grow
-                gain1 = (v1 - v0) * sign / g1
-                gain2 = (v2 - v1) * sign / g2
-                if np.any(gain2 > np.maximum(gain1, 0.0) * (1 + ctx.returns_tol) + ctx.trend_tol * sp0):
-                    return False
-        for sign, sign_best, chains in ctx.cross_trend or ():
-            best = np.min if sign_best < 0 else np.max
-            for chain in chains:
-                v = np.stack([best(pt[c], axis=0) for c in chain])
-                if np.any(np.diff(v, axis=0) * sign < -ctx.trend_tol * span[chain[0][0]]):
-                    return False
-    return True
+                if np.any(step < -screen.trend_tol * sp0):
+                    return TREND_AGAINST
+    return None
 
 
+def passes_checks(law, params, screen: Screen, tcols) -> bool:
+    """Whether ``law`` breaks none of the probe rules (:func:`screen_issue`)."""
+    return screen_issue(law, params, screen, tcols) is None

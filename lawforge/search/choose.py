@@ -39,7 +39,7 @@ def extrapolation_shifts(laws: list, ctx: CandidateContext, train, restarts: int
     With a ``deadline`` (a :func:`time.perf_counter` value) the laws are fitted
     :data:`CHUNK` at a time, in order, and those not reached by then are None (not measured);
     none is measured when it has already passed."""
-    if ctx.probe is None or not laws:
+    if ctx.screen.probe is None or not laws:
         return [None] * len(laws)
     if deadline is not None:
         out = by_chunks(laws, lambda chunk: extrapolation_shifts(chunk, ctx, train, restarts), deadline)
@@ -51,13 +51,13 @@ def extrapolation_shifts(laws: list, ctx: CandidateContext, train, restarts: int
             out.append(None)
             continue
         with np.errstate(all="ignore"):
-            preds = [predict(law, f.params(), ctx.probe) for f in (a, b)]
+            preds = [predict(law, f.params(), ctx.screen.probe) for f in (a, b)]
         if not all(np.all(np.isfinite(p)) for p in preds):
             out.append(None)
             continue
         d = preds[0].shape[1]
         tcols = [ctx.fit.target_columns.index(t) for t in law.target_names][:d]
-        out.append(float(np.mean(((preds[0] - preds[1]) / ctx.probe_span[:, tcols]) ** 2)))
+        out.append(float(np.mean(((preds[0] - preds[1]) / ctx.screen.probe_span[:, tcols]) ** 2)))
     return out
 
 
@@ -89,7 +89,7 @@ def shift_measurable(ctx: CandidateContext, axis) -> bool:
     With one value a form's trend along the axis is not fitted at all, and with two any
     two-parameter curve passes through them; forms flat along the axis would then look the most
     stable."""
-    if ctx.probe is None or not axis:
+    if ctx.screen.probe is None or not axis:
         return False
     axes = axis if isinstance(axis, list) else [axis]
     return all(len(np.unique(ctx.fit.X[a])) >= 3 for a in axes)
@@ -144,7 +144,7 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig,
         fit = fit_split(law, train, restarts=cfg.fitting.final_restarts, seed=cfg.seed, device=ctx.device)
         first = first or (best, law, fit)
         tcols = [train.target_columns.index(t) for t in law.target_names]
-        if fit.ok and (not ctx.checks or passes_checks(law, fit.params(), ctx, tcols)):
+        if fit.ok and (not ctx.checks or passes_checks(law, fit.params(), ctx.screen, tcols)):
             if cfg.checks.contract:
                 contract = _check(law, fit.params(), train, card, cfg)
                 if not contract.ok and best.key in screened:
@@ -212,7 +212,7 @@ def _incumbent(best, members: list, ctx: CandidateContext, card, train, cfg: Sea
     law = laws[1]
     fit = fit_split(law, train, restarts=cfg.fitting.final_restarts, seed=cfg.seed, device=ctx.device)
     tcols = [train.target_columns.index(t) for t in law.target_names]
-    if not fit.ok or (ctx.checks and not passes_checks(law, fit.params(), ctx, tcols)):
+    if not fit.ok or (ctx.checks and not passes_checks(law, fit.params(), ctx.screen, tcols)):
         rec["why_not"] = "its refit on train fails the checks"
         return None, rec
     contract = _check(law, fit.params(), train, card, cfg) if cfg.checks.contract else None
@@ -329,8 +329,8 @@ def _normalised(out: list[EnsembleMember]) -> list[EnsembleMember]:
 
 
 def _check(law, params, train, card, cfg: SearchConfig, **kw):
-    """:func:`~lawforge.search.contract.check_law` with the run's unit rule (``checks.unit_covariance``)."""
-    return check_law(law, params, train, card, units=cfg.checks.unit_covariance, **kw)
+    """:func:`~lawforge.search.contract.check_law` of a law at the choice."""
+    return check_law(law, params, train, card, **kw)
 
 
 def _keeps_contract(law, params, train, card, cfg: SearchConfig) -> bool:

@@ -11,7 +11,7 @@ from lawforge.fitting.lm import resolve_device
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.contract import unit_bounded
-from lawforge.search.checks import (BETWEEN_TOL, cross_trend_chains, make_between_probe, make_domain_probe,
+from lawforge.search.checks import (BETWEEN_TOL, PROBE_TOL, Screen, make_between_probe, make_domain_probe,
                                     make_probe, make_trend_probe, probe_stats)
 from lawforge.search.settings import SearchConfig
 
@@ -85,14 +85,13 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
     logs = card.log_bases
     probe = make_probe(sealed.train, axis, logs) if axis else \
         make_between_probe(sealed.train) if checks.sane_between_points else None
-    probe_tol = CandidateContext.probe_tol if axis else BETWEEN_TOL
+    probe_tol = PROBE_TOL if axis else BETWEEN_TOL
     domain = make_domain_probe(sealed.train) if not axis and checks.finite_on_domain else None
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     dcenter, dspan = probe_stats(sealed.train, domain) if domain is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if checks.trend_at_best_setting else []
     trends = {f.column: f.trend for f in card.features if f.trend}
     trend = make_trend_probe(sealed.train, trends, hyper, logs) if checks.follow_trends else None
-    cross = cross_trend_chains(trend, trends, hyper) if checks.trends_across_features else None
     tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
     folds = sealed.extra_folds(max(0, cfg.validation.folds - 1))
     fit, val = sealed.fit, sealed.val
@@ -101,17 +100,16 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
         folds = [(f.cell_means(), v.cell_means()) for f, v in folds]
     return CandidateContext(dict(card.variables), card.target_columns, fit, val,
                             restarts=cfg.fitting.restarts, max_iter=cfg.fitting.max_iter,
-                            batch=cfg.fitting.batch, device=resolve_device(cfg.fitting.device), probe=probe,
-                            probe_tol=probe_tol, probe_center=center, probe_span=span, folds=folds,
-                            trend=trend, trend_span=tspan, returns=checks.diminishing_returns, cross_trend=cross,
-                            scale_starts=cfg.grammar.scale_starts, domain=domain, domain_center=dcenter,
-                            domain_span=dspan,
+                            batch=cfg.fitting.batch, device=resolve_device(cfg.fitting.device),
+                            screen=Screen(probe=probe, probe_tol=probe_tol, probe_center=center, probe_span=span,
+                                          trend=trend, trend_span=tspan, domain=domain, domain_center=dcenter,
+                                          domain_span=dspan),
+                            folds=folds, scale_starts=cfg.grammar.scale_starts,
                             readable_form=checks.readable_form, unit_offset=unit_bounded(sealed.train.y),
                             log_vars=tuple(sorted(card.log_variables)),
                             seed_specs=seed_specs(card),
                             contract_card=card if checks.contract else None,
-                            contract_train=sealed.train if checks.contract else None,
-                            units=checks.unit_covariance)
+                            contract_train=sealed.train if checks.contract else None)
 
 
 def final_train(sealed: SealedDataset, cfg: SearchConfig):

@@ -19,6 +19,7 @@ import sympy as sp
 from lawforge.laws.expr import looks_like_param, make_symbol
 from lawforge.errors import LawError
 from lawforge.laws.law import Law
+from lawforge.search.contract.form import exp_of_large, expr_issues
 
 PARAM_PREFIX = "p"
 SHARED_PREFIX = "s"
@@ -66,7 +67,7 @@ class Space:
         self.param_limit = param_limit
         self.syms = {v.symbol: make_symbol(v.symbol) for v in self.vars}
         self.max_nodes = MAX_NODES
-        self.readable = readable  # forms with an excluded construct (contract.expr_issues) are not valid
+        self.readable = readable  # forms with an excluded construct (contract.form.expr_issues) are not valid
         self.unit_offset = unit_offset  # an offset of 1 is a natural bound of the target (contract.unit_bounded)
         self.log_vars = tuple(log_vars)  # variables that hold a log already (a card's `log: 10` features)
 
@@ -461,31 +462,10 @@ def valid(expr: sp.Expr, space: Space) -> bool:
         return False
     if space.param_limit is not None and n_params(expr) * space.n_targets > space.param_limit:
         return False
-    if space.readable:
-        from lawforge.search.contract import expr_issues
-
-        if expr_issues(expr, space.syms, space.unit_offset, space.log_vars) or _exp_of_large(expr, space):
-            return False
-    return True
-
-
-def _exp_of_large(expr: sp.Expr, space: Space) -> bool:
-    """An ``exp`` whose exponent has a term growing like a raw large-valued variable
-    (``exp(p*D)`` with D ~ 1e10: flat across the data, a cliff beyond it). Variables with small
-    values (``exp(-p*x)``, |x| <= 50), logs, power laws (``exp(p*D**q)``) and ratios of
-    variables (``exp(-(D/U - 1)/p)``) in the exponent stay."""
-    large = {space.syms[v.symbol] for v in space.vars if not v.small}
-    if not large:
+    if space.readable and (expr_issues(expr, space.syms, space.unit_offset, space.log_vars)
+                           or exp_of_large(expr, {space.syms[v.symbol] for v in space.vars if not v.small})):
         return False
-    for n in sp.preorder_traversal(expr):
-        if isinstance(n, sp.exp):
-            for term in sp.Add.make_args(sp.expand_mul(n.args[0])):   # exp(s0*(C + s1)) holds s0*C
-                pw = term.as_powers_dict()
-                up = any(b in large and ex.is_Number and ex > 0 for b, ex in pw.items())
-                down = any(ex.is_Number and ex < 0 and (b.free_symbols & large) for b, ex in pw.items())
-                if up and not down:
-                    return True
-    return False
+    return True
 
 
 def to_law(expr: sp.Expr, variables: dict[str, str], targets: Sequence[str], name: str = "candidate",
