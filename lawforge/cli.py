@@ -436,6 +436,20 @@ def cmd_settings(args) -> int:
     return 0
 
 
+def cmd_rules(args) -> int:
+    from lawforge.search.reference import all_rules, rules_doc
+
+    if args.markdown:
+        print(rules_doc(), end="")
+    elif args.json:
+        _print_json([{"id": r.id, "kind": r.kind, "stages": list(r.stages), "title": r.title, "doc": r.doc,
+                      "keeps": r.keeps, "breaks": r.breaks, "setting": r.setting} for r in all_rules()])
+    else:
+        _table("The readable-law contract's rules (docs/rules.md)", ["id", "kind", "stages", "rule"],
+               [[r.id, r.kind, ", ".join(r.stages), r.title] for r in all_rules()], width=160)
+    return 0
+
+
 def cmd_doctor(args) -> int:
     from lawforge.doctor import run_checks
 
@@ -611,6 +625,9 @@ def _add_run_commands(sub, o) -> None:
     sp.add_argument("run_dir", help="a run folder written by 'lawforge discover'")
     sp.add_argument("--format", choices=["html", "md", "both"], default="both")
     sp.set_defaults(func=cmd_report)
+    sp = sub.add_parser("rules", parents=[o["common"]], help="list the readable-law contract's rules")
+    sp.add_argument("--markdown", action="store_true", help="print the reference as Markdown (docs/rules.md)")
+    sp.set_defaults(func=cmd_rules)
     sp = sub.add_parser("settings", parents=[o["common"]], help="list the search settings --set takes")
     sp.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/settings.md)")
     sp.set_defaults(func=cmd_settings)
