@@ -23,7 +23,7 @@ from typing import Callable
 
 import pandas as pd
 
-from lawforge.datasets.loader import cache_root, data_root
+from lawforge.datasets.locations import catalogue_cache
 from lawforge.errors import DatasetError, did_you_mean
 from lawforge.fileio import atomic_write_bytes
 
@@ -231,18 +231,6 @@ def entry(name: str) -> CatalogueEntry:
         raise DatasetError(f"unknown catalogue dataset {name!r}{did_you_mean(name, CATALOGUE)}; "
                            f"the catalogue holds {', '.join(CATALOGUE)}")
     return CATALOGUE[name]
-
-
-def catalogue_cache(name: str) -> Path:
-    return cache_root() / "catalogue" / name
-
-
-def find_catalogue_file(name: str, data_dir=None) -> Path | None:
-    """The table of catalogue dataset ``name``: in the data directory, else in the cache."""
-    root = data_root(data_dir)
-    cands = [root / "external" / name / "data.csv", root / name / "data.csv"] if root is not None else []
-    cands.append(catalogue_cache(name) / "data.csv")
-    return next((p for p in cands if p.is_file()), None)
 
 
 def sha256_file(path: Path) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lawforge.datasets.card import DatasetCard, get_card
+from lawforge.datasets.locations import ENV_DATA, data_root, find_catalogue_file, find_sldbench_files, hub_cache_dir
 from lawforge.datasets.rules import evaluate_rule
 from lawforge.errors import DatasetError
 from lawforge.fileio import atomic_write_bytes
@@ -23,7 +24,6 @@ from lawforge.fileio import atomic_write_bytes
 log = logging.getLogger(__name__)
 
 HUB_REPO = "pkuHaowei/sldbench"
-ENV_DATA = "LAWFORGE_DATA"
 ENV_HUMAN = "LAWFORGE_HUMAN"
 
 
@@ -126,41 +126,6 @@ class Dataset:
 
 
 # ------------------------------------------------------------------------- resolution
-def data_root(data_dir: str | Path | None = None) -> Path | None:
-    d = data_dir or os.environ.get(ENV_DATA)
-    return Path(d).expanduser() if d else None
-
-
-def _task_dir_candidates(task: str, root: Path) -> list[Path]:
-    return [root / task, root / "sldbench-rebuilt" / task]
-
-
-def find_sldbench_files(card: DatasetCard, data_dir=None) -> tuple[Path, Path] | None:
-    task = card.data["task"]
-    root = data_root(data_dir)
-    if root is not None:
-        for d in _task_dir_candidates(task, root):
-            tr, te = d / card.split["train"], d / card.split["test"]
-            if tr.is_file() and te.is_file():
-                return tr, te
-    cached = _hub_cache_dir() / task
-    tr, te = cached / card.split["train"], cached / card.split["test"]
-    if tr.is_file() and te.is_file():
-        return tr, te
-    return None
-
-
-def cache_root() -> Path:
-    """lawforge's download cache: $LAWFORGE_CACHE, else $XDG_CACHE_HOME/lawforge (~/.cache/lawforge)."""
-    base = os.environ.get("LAWFORGE_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "lawforge")
-    return Path(base)
-
-
-def _hub_cache_dir() -> Path:
-    return cache_root() / "sldbench"
-
-
 def download_from_hub(task: str) -> tuple[Path, Path]:
     """Download one task's splits from the benchmark's public hub dataset into the cache.
 
@@ -171,7 +136,7 @@ def download_from_hub(task: str) -> tuple[Path, Path]:
         from huggingface_hub import hf_hub_download  # lazy: optional
     except ImportError as exc:
         raise DatasetError("huggingface_hub is not installed") from exc
-    out = _hub_cache_dir() / task
+    out = hub_cache_dir() / task
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for split in ("train", "test"):
@@ -279,8 +244,6 @@ def load_dataset(name_or_card: str | Path | DatasetCard, data_dir: str | Path | 
         paths = (base / card.split["file"],) if "file" in card.split else (
             base / card.split["train"], base / card.split["test"])
     elif src == "catalogue":
-        from lawforge.datasets.catalogue import find_catalogue_file
-
         found = find_catalogue_file(card.data["task"], data_dir)
         if found is None:
             raise _no_catalogue_error(card, data_dir)
@@ -316,8 +279,6 @@ def data_available(card: DatasetCard, data_dir=None) -> bool:
     if card.data["source"] == "sldbench":
         return find_sldbench_files(card, data_dir) is not None
     if card.data["source"] == "catalogue":
-        from lawforge.datasets.catalogue import find_catalogue_file
-
         return find_catalogue_file(card.data["task"], data_dir) is not None
     return True
 

@@ -10,7 +10,6 @@ import csv
 import datetime as _dt
 import io
 import multiprocessing as mp
-import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from lawforge.fileio import atomic_write
 from lawforge.procs import FolderLock, start_worker
+from lawforge.runs.job import run_job
 
 COLUMNS = ["dataset", "seed", "status", "test_r2", "val_r2", "n_params", "evaluations", "seconds", "wall_s", "llm_calls",
            "llm_tokens", "llm_cost", "law", "run_dir"]
@@ -28,35 +28,6 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)
-
-
-def _one(job: dict) -> dict:
-    """One discovery (in a worker process, or a Ray task): a leaderboard row."""
-    from lawforge.agent.llm import LLMConfig
-    from lawforge.errors import LawforgeError
-    from lawforge.runs.discover import discover
-    from lawforge.search.settings import SearchConfig
-
-    row: dict[str, Any] = {"dataset": job["name"], "seed": job["seed"], "run_dir": job["out"]}
-    t0 = time.perf_counter()
-    try:
-        cfg = SearchConfig.build(max_evals=job["max_evals"], budget_s=job["budget_s"], seed=job["seed"], workers=1,
-                                 **(job.get("search") or {}))
-        llm = LLMConfig(**job["llm"]) if job.get("llm") else None
-        s = discover(job["dataset"], cfg, job.get("write_to") or job["out"], data_dir=job["data_dir"], llm=llm,
-                     report=job.get("report", True), hooks=job.get("hooks") or ())
-    except LawforgeError as exc:
-        row.update(status=f"error: {exc}")
-        return row
-    except Exception as exc:  # one run's crash is a row of the leaderboard, not the end of the campaign
-        row.update(status=f"error: {type(exc).__name__}: {exc}")
-        return row
-    led = s.get("llm") or {}
-    row.update(status="ok", test_r2=s["test_r2"], val_r2=s["val_r2"], n_params=s["n_params"],
-               evaluations=s["evaluations"], seconds=s["seconds"], law=s["law"],
-               llm_calls=led.get("calls", 0), llm_tokens=led.get("tokens_in", 0) + led.get("tokens_out", 0),
-               llm_cost=round(led.get("cost", 0.0), 6), wall_s=round(time.perf_counter() - t0, 1))
-    return row
 
 
 def _load(name: str, data_dir: str | None, inner: bool):
@@ -82,7 +53,7 @@ def _pool_rows(jobs: list[dict], workers: int) -> Iterator[dict]:
                                 initargs=("lawforge.runs.campaign:_init_worker", None))
     finished = False
     try:
-        futs = [ex.submit(_one, j) for j in jobs]
+        futs = [ex.submit(run_job, j) for j in jobs]
         for f in cf.as_completed(futs):
             yield f.result()
         finished = True

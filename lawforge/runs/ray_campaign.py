@@ -25,12 +25,12 @@ def _ray_one(job: dict) -> tuple[dict, dict[str, bytes]]:
     """One discovery in a Ray worker: its row and its run folder's files (relative path -> bytes)."""
     import torch
 
-    from lawforge.runs.campaign import _one
+    from lawforge.runs.job import run_job
 
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory(prefix="lawforge-ray-") as tmp:
         folder = Path(tmp) / Path(job["out"]).name
-        row = _one({**job, "write_to": str(folder)})
+        row = run_job({**job, "write_to": str(folder)})
         files = {}
         if folder.is_dir():
             for p in sorted(folder.rglob("*")):
