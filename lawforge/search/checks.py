@@ -10,7 +10,7 @@ mixture-type data (:func:`make_between_probe`) and over their whole feature doma
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -197,6 +197,25 @@ def make_probe(train, axis, logs=None):
     return _points_beyond(train, axis if isinstance(axis, list) else [axis], include_base=False, logs=logs)[0]
 
 
+class TrendSlice(NamedTuple):
+    """One pushed block of a trend probe: the trend's sign (-1 decreasing), the row indices of the
+    unpushed rows and of their x2 and x5 pushes, and (with hyperparameters) each cell's positions
+    within the block, or None."""
+
+    sign: float
+    base: np.ndarray
+    x2: np.ndarray
+    x5: np.ndarray
+    cells: list | None
+
+
+class TrendProbe(NamedTuple):
+    """The points of :func:`make_trend_probe` (features only) and their blocks."""
+
+    split: Any
+    slices: list[TrendSlice]
+
+
 def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | list[str] = (), logs=None):
     """Points beyond the data along each feature with a known trend (the card's ``trend``:
     ``decreasing`` loss in model size or data, say): per group, the rows at the feature's largest
@@ -213,10 +232,6 @@ def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | lis
         return None
     logs = logs or {}
     split, blocks = _points_beyond(train, list(trends), include_base=True, logs=logs)
-    # the distance of each push on the feature's natural scale: log(2), log(5/2) for a positive
-    # feature or one that holds a log (x2 then x5 of the quantity), 0.5 and 0.5 ranges otherwise
-    gaps = {col: (np.log(2.0), np.log(2.5)) if col in logs or np.all(train.X[col] > 0) else (0.5, 0.5)
-            for col in trends}
     others = [k for k in train.X if k not in set(hyper)]
     slices = []
     for col, starts in blocks:
@@ -226,8 +241,8 @@ def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | lis
                 np.zeros((len(starts[0]), 1))
             _, inv = np.unique(key, axis=0, return_inverse=True)
             cells = [np.flatnonzero(inv.ravel() == c) for c in range(int(inv.max()) + 1)]
-        slices.append((-1.0 if trends[col] == "decreasing" else 1.0, *starts, *gaps[col], cells))
-    return split, slices
+        slices.append(TrendSlice(-1.0 if trends[col] == "decreasing" else 1.0, *starts, cells))
+    return TrendProbe(split, slices)
 
 
 @dataclass
@@ -239,7 +254,7 @@ class Screen:
     probe_tol: float = PROBE_TOL
     probe_center: Any = None   # (n_probe, d) train mean of each probe row's group
     probe_span: Any = None     # (n_probe, d) train range of each probe row's group
-    trend: Any = None          # (DataSplit, [(sign, i0, i1, i2, gap1, gap2, cells)]) from make_trend_probe, or None
+    trend: TrendProbe | None = None   # from make_trend_probe
     trend_tol: float = TREND_TOL
     trend_span: Any = None     # (n_trend, d) train range of each trend row's group
     domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe)
@@ -281,7 +296,7 @@ def screen_issue(law, params, screen: Screen, tcols) -> str | None:
         if not np.all(np.isfinite(pt)):
             return TREND_NOT_FINITE
         span = screen.trend_span[:, tcols]
-        for sign, i0, i1, i2, _g1, _g2, cells in slices:
+        for sign, i0, i1, i2, cells in slices:
             v0, v1, v2, sp0 = pt[i0], pt[i1], pt[i2], span[i0]
             if cells is not None:  # each cell's best prediction over its hyperparameter settings
                 best = np.min if sign < 0 else np.max
