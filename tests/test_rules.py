@@ -272,3 +272,16 @@ def test_retired_settings_are_refused_by_set_and_dropped_from_old_runs():
     assert config_of_run({"settings": old}).to_dict() == SearchConfig.build().to_dict()
     assert config_of_run({"seed": 2, "returns": True, "cross_trend": True}).seed == 2   # a flat, older run
     assert set(RETIRED) <= set(rules_doc().split("`"))
+
+
+def test_one_reading_of_a_whole_exponent_for_the_grammar_and_the_contract():
+    """``D**2.0`` is a whole power for the contract's rules and for the scale starts alike (the
+    grammar's copy once read ``Float(2.0)`` as fractional)."""
+    import sympy as sp
+
+    from lawforge.search import space as S
+    from lawforge.search.contract.form import fractional
+
+    assert not fractional(sp.Float(2.0)) and not fractional(sp.Integer(-1))
+    assert fractional(sp.Rational(1, 2)) and fractional(sp.Float(1.5)) and fractional(sp.Symbol("p"))
+    assert S.fractional is fractional

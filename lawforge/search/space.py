@@ -19,7 +19,7 @@ import sympy as sp
 from lawforge.laws.expr import looks_like_param, make_symbol
 from lawforge.errors import LawError
 from lawforge.laws.law import Law
-from lawforge.search.contract.form import exp_of_large, expr_issues
+from lawforge.search.contract.form import exp_of_large, expr_issues, fractional
 
 PARAM_PREFIX = "p"
 SHARED_PREFIX = "s"
@@ -503,11 +503,6 @@ def to_law(expr: sp.Expr, variables: dict[str, str], targets: Sequence[str], nam
     return Law(tmap, variables, spec, name=name)
 
 
-def _fractional(e: sp.Expr) -> bool:
-    """An exponent that is not a fixed integer (a parameter, an expression, 1/2...)."""
-    return not (e.is_Number and e.is_integer)
-
-
 SCALE_BAND = (1e-2, 1e2)  # products whose median magnitude lies here keep the unit start
 
 
@@ -539,7 +534,7 @@ def scale_specs(expr: sp.Expr, data, variables: dict[str, str]) -> dict[str, dic
                 elif isinstance(a, sp.Pow) and is_param(a.base) and a.exp == -1:
                     sites.append((a.base, -1, node, ctx))
         if isinstance(node, sp.Pow):
-            visit(node.base, "pow" if _fractional(node.exp) else None)
+            visit(node.base, "pow" if fractional(node.exp) else None)
             visit(node.exp, None)
             return
         for a in node.args:

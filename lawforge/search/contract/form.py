@@ -222,7 +222,7 @@ def _expr_issues(expr: sp.Expr, vars_, unit_offset: bool) -> list[Issue]:
                     out.append(Issue(FRACTIONAL_LOG_POWER, "a non-integer or fitted power of a log", node))
                 elif abs(int(ex)) > 2:
                     out.append(Issue(LOG_POWER_ABOVE_2, "a power above 2 of a log", node))
-            elif _fractional(ex) and _log_factor(base, vars_):
+            elif fractional(ex) and _log_factor(base, vars_):
                 out.append(Issue(FRACTIONAL_LOG_POWER, "a non-integer or fitted power of a log (under the power, "
                                  "(log(D)/N)**p is log(D)**p/N**p and (log(D)**-2)**p is log(D)**(-2*p))", node))
             elif ex.is_Number and _log_polynomial(base, vars_):
@@ -250,7 +250,7 @@ def _expr_issues(expr: sp.Expr, vars_, unit_offset: bool) -> list[Issue]:
             if (isinstance(base, sp.Add) and _has_var(base, vars_) and ex.is_Number
                     and abs(float(ex)) not in (0.5, 1.0, 2.0)):
                 out.append(Issue(FIXED_POWER_OF_SUM, "a fixed power of a sum other than 1, 2 or 1/2 (fit it)", node))
-            if isinstance(base, sp.Pow) and _fractional(ex) and _fractional(base.exp) and _has_var(base.base, vars_):
+            if isinstance(base, sp.Pow) and fractional(ex) and fractional(base.exp) and _has_var(base.base, vars_):
                 out.append(Issue(POWER_OF_POWER, "a power of a power (one exponent is enough)", node))
             elif ex.free_symbols and not _has_var(ex, vars_) and _fixed_monomial(base, vars_):
                 out.append(Issue(FIXED_POWER_UNDER_FITTED, "a fixed power under a fitted one ((c/D**4)**p is "
@@ -475,7 +475,7 @@ def _depth(e: sp.Expr, vars_) -> int:
         return inner
     if isinstance(e, (sp.exp, sp.log)):
         return inner + 1
-    if isinstance(e, sp.Pow) and _fractional(e.exp):
+    if isinstance(e, sp.Pow) and fractional(e.exp):
         return inner + 1
     return inner
 
@@ -493,7 +493,9 @@ def _log_sum(e: sp.Expr, vars_) -> bool:
     return _log_polynomial(e, vars_) or (isinstance(e, sp.Add) and any(_log_like(a, vars_) for a in e.args))
 
 
-def _fractional(e: sp.Expr) -> bool:
+def fractional(e: sp.Expr) -> bool:
+    """An exponent that is not a whole number: a parameter, an expression, 1/2, 1.5 (``2`` and
+    ``2.0`` are whole)."""
     return not (e.is_Number and float(e).is_integer())
 
 
