@@ -215,87 +215,99 @@ def _named_back(issue: Issue, back: dict) -> Issue:
 def _expr_issues(expr: sp.Expr, vars_, unit_offset: bool) -> list[Issue]:
     out: list[Issue] = []
     for node in sp.preorder_traversal(expr):
-        if isinstance(node, sp.Pow):
-            base, ex = node.args
-            if _log_like(base, vars_):
-                if not (ex.is_Integer or (ex.is_Number and float(ex).is_integer())):
-                    out.append(Issue(FRACTIONAL_LOG_POWER, "a non-integer or fitted power of a log", node))
-                elif abs(int(ex)) > 2:
-                    out.append(Issue(LOG_POWER_ABOVE_2, "a power above 2 of a log", node))
-            elif fractional(ex) and _log_factor(base, vars_):
-                out.append(Issue(FRACTIONAL_LOG_POWER, "a non-integer or fitted power of a log (under the power, "
-                                 "(log(D)/N)**p is log(D)**p/N**p and (log(D)**-2)**p is log(D)**(-2*p))", node))
-            elif ex.is_Number and _log_polynomial(base, vars_):
-                if not float(ex).is_integer():
-                    out.append(Issue(FRACTIONAL_POWER_OF_LOG_SUM, "a non-integer power of a sum of logs", node))
-                elif abs(int(ex)) > 2:
-                    out.append(Issue(LOG_POWER_ABOVE_2, "a power above 2 of a log", node))
-            elif ex.free_symbols and not _has_var(ex, vars_) and _log_sum(_inner(base), vars_):
-                out.append(Issue(FITTED_POWER_OF_LOG_SUM,
-                                 "a fitted power of a sum of logs (undefined where the sum is negative)", node))
-            if ex == 2 and _off_the_line(base, vars_):
-                out.append(Issue(BOWL_OFF_THE_LINE, OFF_THE_LINE, node))
-            if (ex == 2 and isinstance(base, sp.Add) and all(_has_var(a, vars_) for a in base.args)
-                    and any(_log_like(a, vars_) or _fixed_log_monomial(a, vars_) for a in base.args)):
-                out.append(Issue(BOWL_WITHOUT_INTERCEPT, "a bowl with no fitted intercept (its centre, log h* = "
-                                 "a*log(N) + b*log(D), is fixed at h* = 1 where N = D = 1: a researcher fits the "
-                                 "constant)", node))
-            if _rescaled(base, vars_):
-                out.append(Issue(RESCALED_VARIABLE, "a variable rescaled by a number", node))
-            if _has_var(ex, vars_):
-                out.append(Issue(VARIABLE_EXPONENT, "a power whose exponent depends on a variable", node))
-            if ex.is_Rational and _has_var(base, vars_) and (abs(ex) > MAX_FIXED_POWER or ex.q > 3):
-                out.append(Issue(ODD_FIXED_EXPONENT, "a fixed exponent no researcher would write (fit it instead)",
-                                 node))
-            if (isinstance(base, sp.Add) and _has_var(base, vars_) and ex.is_Number
-                    and abs(float(ex)) not in (0.5, 1.0, 2.0)):
-                out.append(Issue(FIXED_POWER_OF_SUM, "a fixed power of a sum other than 1, 2 or 1/2 (fit it)", node))
-            if isinstance(base, sp.Pow) and fractional(ex) and fractional(base.exp) and _has_var(base.base, vars_):
-                out.append(Issue(POWER_OF_POWER, "a power of a power (one exponent is enough)", node))
-            elif ex.free_symbols and not _has_var(ex, vars_) and _fixed_monomial(base, vars_):
-                out.append(Issue(FIXED_POWER_UNDER_FITTED, "a fixed power under a fitted one ((c/D**4)**p is "
-                                 "c'*D**(-4*p): one exponent is enough)", node))
-        elif isinstance(node, sp.Add) and any(_num(a) for a in node.args) and any(
-                _fixed_log_monomial(a, vars_) for a in node.args):
-            out.append(Issue(RESCALED_VARIABLE, "a variable rescaled by a number (1 - log(P) is -log(P/e): fit the "
-                             "log's coefficient, as in 1 + k*log(P))", node))
-        elif isinstance(node, sp.Abs) and node.args[0] in vars_:
-            out.append(Issue(ABS_OF_VARIABLE, "an absolute value of a variable (|x| is x for a positive feature)",
-                             node))
-        elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
-            out.append(Issue(RESCALED_VARIABLE, "a variable rescaled by a number", node))
-        elif isinstance(node, sp.log) and _hidden_weight(node.args[0], vars_):
-            out.append(Issue(NUMBER_IN_LOG, "a bare number hidden in a log (log(x**k) is k*log(x), log(N*P**2) "
-                             "is log(N) + 2*log(P))", node))
-        elif isinstance(node, sp.log) and any(isinstance(a, sp.log) and _has_var(a, vars_)
-                                              for a in sp.preorder_traversal(node.args[0])):
-            out.append(Issue(LOG_OF_LOG, "a log of a log", node))
-        elif isinstance(node, sp.exp) and any(isinstance(a, sp.exp) and _has_var(a, vars_)
-                                              for a in sp.preorder_traversal(node.args[0])):
-            out.append(Issue(EXP_OF_EXP, "an exp of an exp", node))
-        elif isinstance(node, sp.exp) and _variable_exponent(node.args[0], vars_):
-            out.append(Issue(VARIABLE_EXPONENT, "a power whose exponent depends on a variable, as an exp "
-                             "(exp(U**p*log(U)) is U**(U**p))", node))
-        elif isinstance(node, sp.Mul):
-            logs, inverse = 0, 0
-            for f in node.args:
-                b, e = f.as_base_exp()
-                if _is_log_of_var(b, vars_) and e.is_Integer:
-                    if e > 0:
-                        logs += int(e)
-                    else:
-                        inverse -= int(e)
-            if logs > 2:
-                out.append(Issue(LOG_DEGREE_ABOVE_2, f"a polynomial of degree {logs} in logs", node))
-            if inverse > 2:
-                out.append(Issue(LOG_DEGREE_ABOVE_2, f"a polynomial of degree {inverse} in logs, as a divisor", node))
-            sums = [f for f in node.args if isinstance(f, sp.Add) and any(_log_like(a, vars_) for a in f.args)]
-            if len(sums) >= 2 and any(_off_the_line(f, vars_) for f in sums):
-                out.append(Issue(BOWL_OFF_THE_LINE, OFF_THE_LINE, node))
+        out += _pow_issues(node, vars_) if isinstance(node, sp.Pow) else _node_issues(node, vars_)
     if _depth(expr, vars_) > MAX_DEPTH:
         out.append(Issue(NESTED_TOO_DEEP, f"exp, log and powers nested more than {MAX_DEPTH} deep", expr))
     out += _bare_numbers(expr, vars_, unit_offset)
     return list(dict.fromkeys(out))
+
+
+def _pow_issues(node: sp.Pow, vars_) -> list[Issue]:
+    """The form rules that look at a power ``node``."""
+    out: list[Issue] = []
+    base, ex = node.args
+    if _log_like(base, vars_):
+        if not (ex.is_Integer or (ex.is_Number and float(ex).is_integer())):
+            out.append(Issue(FRACTIONAL_LOG_POWER, "a non-integer or fitted power of a log", node))
+        elif abs(int(ex)) > 2:
+            out.append(Issue(LOG_POWER_ABOVE_2, "a power above 2 of a log", node))
+    elif fractional(ex) and _log_factor(base, vars_):
+        out.append(Issue(FRACTIONAL_LOG_POWER, "a non-integer or fitted power of a log (under the power, "
+                         "(log(D)/N)**p is log(D)**p/N**p and (log(D)**-2)**p is log(D)**(-2*p))", node))
+    elif ex.is_Number and _log_polynomial(base, vars_):
+        if not float(ex).is_integer():
+            out.append(Issue(FRACTIONAL_POWER_OF_LOG_SUM, "a non-integer power of a sum of logs", node))
+        elif abs(int(ex)) > 2:
+            out.append(Issue(LOG_POWER_ABOVE_2, "a power above 2 of a log", node))
+    elif ex.free_symbols and not _has_var(ex, vars_) and _log_sum(_inner(base), vars_):
+        out.append(Issue(FITTED_POWER_OF_LOG_SUM,
+                         "a fitted power of a sum of logs (undefined where the sum is negative)", node))
+    if ex == 2 and _off_the_line(base, vars_):
+        out.append(Issue(BOWL_OFF_THE_LINE, OFF_THE_LINE, node))
+    if (ex == 2 and isinstance(base, sp.Add) and all(_has_var(a, vars_) for a in base.args)
+            and any(_log_like(a, vars_) or _fixed_log_monomial(a, vars_) for a in base.args)):
+        out.append(Issue(BOWL_WITHOUT_INTERCEPT, "a bowl with no fitted intercept (its centre, log h* = "
+                         "a*log(N) + b*log(D), is fixed at h* = 1 where N = D = 1: a researcher fits the "
+                         "constant)", node))
+    if _rescaled(base, vars_):
+        out.append(Issue(RESCALED_VARIABLE, "a variable rescaled by a number", node))
+    if _has_var(ex, vars_):
+        out.append(Issue(VARIABLE_EXPONENT, "a power whose exponent depends on a variable", node))
+    if ex.is_Rational and _has_var(base, vars_) and (abs(ex) > MAX_FIXED_POWER or ex.q > 3):
+        out.append(Issue(ODD_FIXED_EXPONENT, "a fixed exponent no researcher would write (fit it instead)",
+                         node))
+    if (isinstance(base, sp.Add) and _has_var(base, vars_) and ex.is_Number
+            and abs(float(ex)) not in (0.5, 1.0, 2.0)):
+        out.append(Issue(FIXED_POWER_OF_SUM, "a fixed power of a sum other than 1, 2 or 1/2 (fit it)", node))
+    if isinstance(base, sp.Pow) and fractional(ex) and fractional(base.exp) and _has_var(base.base, vars_):
+        out.append(Issue(POWER_OF_POWER, "a power of a power (one exponent is enough)", node))
+    elif ex.free_symbols and not _has_var(ex, vars_) and _fixed_monomial(base, vars_):
+        out.append(Issue(FIXED_POWER_UNDER_FITTED, "a fixed power under a fitted one ((c/D**4)**p is "
+                         "c'*D**(-4*p): one exponent is enough)", node))
+    return out
+
+
+def _node_issues(node: sp.Expr, vars_) -> list[Issue]:
+    """The form rules that look at a node other than a power (the first that applies)."""
+    out: list[Issue] = []
+    if isinstance(node, sp.Add) and any(_num(a) for a in node.args) and any(
+            _fixed_log_monomial(a, vars_) for a in node.args):
+        out.append(Issue(RESCALED_VARIABLE, "a variable rescaled by a number (1 - log(P) is -log(P/e): fit the "
+                         "log's coefficient, as in 1 + k*log(P))", node))
+    elif isinstance(node, sp.Abs) and node.args[0] in vars_:
+        out.append(Issue(ABS_OF_VARIABLE, "an absolute value of a variable (|x| is x for a positive feature)",
+                         node))
+    elif isinstance(node, sp.log) and _rescaled(node.args[0], vars_):
+        out.append(Issue(RESCALED_VARIABLE, "a variable rescaled by a number", node))
+    elif isinstance(node, sp.log) and _hidden_weight(node.args[0], vars_):
+        out.append(Issue(NUMBER_IN_LOG, "a bare number hidden in a log (log(x**k) is k*log(x), log(N*P**2) "
+                         "is log(N) + 2*log(P))", node))
+    elif isinstance(node, sp.log) and any(isinstance(a, sp.log) and _has_var(a, vars_)
+                                          for a in sp.preorder_traversal(node.args[0])):
+        out.append(Issue(LOG_OF_LOG, "a log of a log", node))
+    elif isinstance(node, sp.exp) and any(isinstance(a, sp.exp) and _has_var(a, vars_)
+                                          for a in sp.preorder_traversal(node.args[0])):
+        out.append(Issue(EXP_OF_EXP, "an exp of an exp", node))
+    elif isinstance(node, sp.exp) and _variable_exponent(node.args[0], vars_):
+        out.append(Issue(VARIABLE_EXPONENT, "a power whose exponent depends on a variable, as an exp "
+                         "(exp(U**p*log(U)) is U**(U**p))", node))
+    elif isinstance(node, sp.Mul):
+        logs, inverse = 0, 0
+        for f in node.args:
+            b, e = f.as_base_exp()
+            if _is_log_of_var(b, vars_) and e.is_Integer:
+                if e > 0:
+                    logs += int(e)
+                else:
+                    inverse -= int(e)
+        if logs > 2:
+            out.append(Issue(LOG_DEGREE_ABOVE_2, f"a polynomial of degree {logs} in logs", node))
+        if inverse > 2:
+            out.append(Issue(LOG_DEGREE_ABOVE_2, f"a polynomial of degree {inverse} in logs, as a divisor", node))
+        sums = [f for f in node.args if isinstance(f, sp.Add) and any(_log_like(a, vars_) for a in f.args)]
+        if len(sums) >= 2 and any(_off_the_line(f, vars_) for f in sums):
+            out.append(Issue(BOWL_OFF_THE_LINE, OFF_THE_LINE, node))
+    return out
 
 
 def _bare_numbers(expr: sp.Expr, vars_, unit_offset: bool = True) -> list[Issue]:
