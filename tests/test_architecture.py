@@ -30,3 +30,20 @@ def test_readme_stays_a_short_user_guide_with_both_setup_commands():
     assert len(text.splitlines()) <= 220
     assert "pip install -e . && lawforge discover synthetic_multigroup" in text
     assert 'pip install -e ".[dev,ray]" && LAWFORGE_DATA=../shared python -m pytest -q' in text
+
+
+def test_readme_layout_table_names_every_module():
+    """Each module under lawforge/ is named in the README's layout table (a package below a layer,
+    such as ``search/contract/``, by one entry for its submodules)."""
+    text = (ROOT / "README.md").read_text()
+    table = text[text.index("## Layout and development"):]
+    table = "\n".join(line for line in table.splitlines() if line.startswith("| `"))
+    missing = []
+    for path in sorted((ROOT / "lawforge").rglob("*.py")):
+        parts = path.relative_to(ROOT / "lawforge").with_suffix("").parts
+        if parts[-1].startswith("_"):
+            continue
+        name = f"`{parts[1]}/`" if len(parts) > 2 else f"`{parts[-1]}`"
+        if name not in table:
+            missing.append("/".join(parts))
+    assert not missing, f"modules the README's layout table does not name: {missing}"
