@@ -141,7 +141,7 @@ def _search_and_write(st: Stage, cfg: SearchConfig, clock: "_Clock", progress, h
 #: never more than FINAL_MAX_SHARE of the budget (the first evaluations, which start the workers,
 #: make the early pace look slow). Measured: the final stages took the time of 26 and 43 such
 #: evaluations on moe and sft (before the ensemble), and of 31 to 454 (median 129, 75th
-#: percentile 164) on the catalogue's 27 runs of session 23 with the ensemble; the outputs 2 to
+#: percentile 164) on the catalogue's 27 runs of 8dce2a7 (2026-12-04) with the ensemble; the outputs 2 to
 #: 7 s. Where the estimate falls short, the final stages' deadlines (FINAL_SHARES) hold the rest.
 FINAL_FIXED_S, FINAL_EVALS, FINAL_MAX_SHARE = 8.0, 150, 0.25
 
