@@ -6,7 +6,7 @@ relative residual per class of features rescaled together (``contract.unit_resid
     python benchmarks/unit_covariance.py cards            # every card's human law, refit on train
     python benchmarks/unit_covariance.py runs DIR [DIR]   # the chosen law (law.json) of each run folder
 
-See docs/search-design.md ("unit covariance")."""
+See docs/history.md ("unit covariance") and docs/rules.md ("Retired")."""
 import glob
 import json
 import os
