@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lawforge.fitting.lm import predict
-from lawforge.search.contract.push import SCREEN, on_simplex, push_values
+from lawforge.search.contract.push import SCREEN, cell_index, on_simplex, push_values
 from lawforge.search.contract.rules import rule
 
 _BOTH = ("screen", "choice")
@@ -232,16 +232,13 @@ def make_trend_probe(train, trends: dict[str, str], hyper: tuple[str, ...] | lis
         return None
     logs = logs or {}
     split, blocks = _points_beyond(train, list(trends), include_base=True, logs=logs)
-    others = [k for k in train.X if k not in set(hyper)]
     slices = []
     for col, starts in blocks:
-        cells = None
+        block_cells = None
         if hyper:  # positions (into the block) of each cell's rows
-            key = np.stack([split.X[k][starts[0]] for k in others], axis=1) if others else \
-                np.zeros((len(starts[0]), 1))
-            _, inv = np.unique(key, axis=0, return_inverse=True)
-            cells = [np.flatnonzero(inv.ravel() == c) for c in range(int(inv.max()) + 1)]
-        slices.append(TrendSlice(-1.0 if trends[col] == "decreasing" else 1.0, *starts, cells))
+            _, inv = cell_index({k: v[starts[0]] for k, v in split.X.items()}, hyper)
+            block_cells = [np.flatnonzero(inv == c) for c in range(int(inv.max()) + 1)]
+        slices.append(TrendSlice(-1.0 if trends[col] == "decreasing" else 1.0, *starts, block_cells))
     return TrendProbe(split, slices)
 
 

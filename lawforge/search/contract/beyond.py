@@ -18,7 +18,7 @@ import numpy as np
 
 from lawforge.search.contract.form import building_blocks, form_issues, unit_bounded
 from lawforge.search.contract.identify import redundant_issues, vanishing_numbers
-from lawforge.search.contract.push import FAR, REACH, STEPS, contract_push, push_values
+from lawforge.search.contract.push import FAR, REACH, STEPS, cell_index, contract_push, push_values
 from lawforge.search.contract.rules import Issue, rule
 
 #: Of the group's target range: how far a law may move against its trend out to :data:`REACH`.
@@ -269,11 +269,9 @@ def _sign(trends, cols) -> int:
 
 
 def _cells(X, hyper) -> dict[str, np.ndarray]:
-    """The distinct train cells of the features other than the hyperparameters."""
-    others = [c for c in X if c not in hyper]
-    keys = np.stack([X[c] for c in others], axis=1) if others else np.zeros((len(next(iter(X.values()))), 1))
-    _, first = np.unique(keys, axis=0, return_index=True)
-    return {c: X[c][np.sort(first)] for c in others}
+    """The distinct train cells of the features other than the hyperparameters (:func:`~.push.cell_index`)."""
+    first, _ = cell_index(X, hyper)
+    return {c: X[c][np.sort(first)] for c in X if c not in hyper}
 
 
 def _settings(X, hyper, n_values):

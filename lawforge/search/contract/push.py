@@ -64,3 +64,14 @@ def on_simplex(train) -> bool:
     F = np.stack([np.asarray(train.X[c], dtype=float) for c in cols], axis=1)
     total = F.sum(axis=1)
     return len(cols) > 1 and bool(np.all(F >= 0)) and np.ptp(total) <= 1e-6 * max(1.0, abs(float(total[0])))
+
+
+def cell_index(X: dict, hyper) -> tuple[np.ndarray, np.ndarray]:
+    """The cells of rows ``X`` (column -> values) that share every feature but the hyperparameters
+    ``hyper``: where a trend is a statement about the best setting, each cell's best is compared.
+    Returns the first row of each distinct cell and each row's cell (as ``np.unique`` numbers them)."""
+    others = [c for c in X if c not in set(hyper)]
+    n = len(next(iter(X.values())))
+    keys = np.stack([np.asarray(X[c]) for c in others], axis=1) if others else np.zeros((n, 1))
+    _, first, inv = np.unique(keys, axis=0, return_index=True, return_inverse=True)
+    return first, inv.ravel()
