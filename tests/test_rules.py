@@ -285,3 +285,24 @@ def test_one_reading_of_a_whole_exponent_for_the_grammar_and_the_contract():
     assert not fractional(sp.Float(2.0)) and not fractional(sp.Integer(-1))
     assert fractional(sp.Rational(1, 2)) and fractional(sp.Float(1.5)) and fractional(sp.Symbol("p"))
     assert S.fractional is fractional
+
+
+def test_a_run_records_which_rules_rejected_its_candidates(run_dir):
+    """``candidates.jsonl`` names the rule behind each rejection; ``metrics.json`` counts them by
+    id and the report shows the counts."""
+    import json
+
+    cands = [json.loads(line) for line in (run_dir / "candidates.jsonl").read_text().splitlines()]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    counted: dict[str, int] = {}
+    for c in cands:
+        if c.get("rule"):
+            assert c["status"] in ("unstable", "invalid") and c["rule"] in RULES, c
+            counted[c["rule"]] = counted.get(c["rule"], 0) + 1
+        if c.get("contract_rule"):
+            assert c["contract"] is False and c["contract_rule"] in RULES, c
+    assert metrics["rejected_by_rule"] == counted
+    assert all(c.get("rule") for c in cands if c["status"] == "unstable")
+    assert set(metrics["contract_broken_by_rule"]) <= set(RULES)
+    if counted:
+        assert "rejected by rule" in (run_dir / "report.md").read_text()
