@@ -11,6 +11,7 @@ grid of settings around the train range.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -177,12 +178,17 @@ def _law_issues(law, params, train, card, first_only: bool) -> list[Issue]:
     return issues
 
 
+@functools.lru_cache(maxsize=8)
+def _push_arrays(reach: float) -> tuple[np.ndarray, np.ndarray]:
+    push = contract_push(reach)
+    return np.asarray(push.factors), np.asarray(push.offsets)
+
+
 def _push(law, params, X, cols, reach, hyper, better, n_values: int = 49, logs=None) -> np.ndarray:
     """Predictions at the contract's pushes (:func:`~.push.contract_push`) of ``cols`` from each
     one's largest value, at the distinct train cells of the other features; with hyperparameters,
     at the best setting of the train grid for each cell. (factors, cells, targets)."""
-    push = contract_push(reach)
-    factors, offsets = np.asarray(push.factors), np.asarray(push.offsets)
+    factors, offsets = _push_arrays(reach)
     others = [c for c in X if c not in hyper]
     cells = _cells(X, hyper)
     n = len(next(iter(cells.values()))) if cells else 1

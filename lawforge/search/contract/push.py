@@ -8,6 +8,7 @@ is the log of; a feature with values <= 0 by offsets in units of its train range
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,17 +45,14 @@ def push_values(v, factor, offset, *, log_base: float | None = None, positive: b
 SCREEN = Push((2.0, 5.0), (0.5, 1.0))
 
 
-def _contract_push(reach: float) -> Push:
+@functools.lru_cache(maxsize=8)
+def contract_push(reach: float = REACH) -> Push:
+    """The contract's pushes: quarter decades from 1x to ``reach`` (3 ranges for a feature that can be
+    <= 0), then the :data:`FAR` factors (10, 100 and 1000 ranges)."""
     factors = np.concatenate([np.logspace(0, np.log10(reach), STEPS), FAR])
     k = np.arange(len(factors))
     offsets = np.where(k < STEPS, 3 * k / (STEPS - 1), 10.0 ** (k - STEPS + 1.0))
     return Push(tuple(factors), tuple(offsets))
-
-
-def contract_push(reach: float = REACH) -> Push:
-    """The contract's pushes: quarter decades from 1x to ``reach`` (3 ranges for a feature that can be
-    <= 0), then the :data:`FAR` factors (10, 100 and 1000 ranges)."""
-    return _contract_push(reach)
 
 
 def on_simplex(train) -> bool:
