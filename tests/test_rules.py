@@ -287,6 +287,7 @@ def test_one_reading_of_a_whole_exponent_for_the_grammar_and_the_contract():
     assert S.fractional is fractional
 
 
+@pytest.mark.slow
 def test_a_run_records_which_rules_rejected_its_candidates(run_dir):
     """``candidates.jsonl`` names the rule behind each rejection; ``metrics.json`` counts them by
     id and the report shows the counts."""
