@@ -146,7 +146,7 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig,
         tcols = [train.target_columns.index(t) for t in law.target_names]
         if fit.ok and (not ctx.checks or passes_checks(law, fit.params(), ctx.screen, tcols)):
             if cfg.checks.contract:
-                contract = _check(law, fit.params(), train, card, cfg)
+                contract = check_law(law, fit.params(), train, card)
                 if not contract.ok and best.key in screened:
                     fallback += 1   # kept it on the search fit, not on the refit: the next
                     continue
@@ -154,7 +154,7 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig,
         fallback += 1
     else:  # none passes: keep the top-ranked form (already refit)
         best, law, fit = first
-        contract = _check(law, fit.params(), train, card, cfg) if cfg.checks.contract and fit.ok else None
+        contract = check_law(law, fit.params(), train, card) if cfg.checks.contract and fit.ok else None
     incumbent = None
     if cfg.selection.incumbent > 0 and not _is_human(best):
         swap, incumbent = _incumbent(best, members, ctx, card, train, cfg)
@@ -215,7 +215,7 @@ def _incumbent(best, members: list, ctx: CandidateContext, card, train, cfg: Sea
     if not fit.ok or (ctx.checks and not passes_checks(law, fit.params(), ctx.screen, tcols)):
         rec["why_not"] = "its refit on train fails the checks"
         return None, rec
-    contract = _check(law, fit.params(), train, card, cfg) if cfg.checks.contract else None
+    contract = check_law(law, fit.params(), train, card) if cfg.checks.contract else None
     if contract is not None and not contract.ok:
         rec["why_not"] = "its refit on train breaks the contract"
         return None, rec
@@ -255,7 +255,7 @@ def _contract_first(ranked: list, card, train, cfg: SearchConfig) -> tuple[list,
         ok = m.rec.get("contract")
         if ok is None and params and pos < CONTRACT_TOP:
             try:
-                ok = _check(law_of(m, card, train, cfg), params, train, card, cfg).ok
+                ok = check_law(law_of(m, card, train, cfg), params, train, card).ok
             except Exception:  # a law that cannot be evaluated does not keep the contract
                 ok = False
         (keep if ok is True else drop).append(m)
@@ -328,14 +328,9 @@ def _normalised(out: list[EnsembleMember]) -> list[EnsembleMember]:
     return out
 
 
-def _check(law, params, train, card, cfg: SearchConfig, **kw):
-    """:func:`~lawforge.search.contract.check_law` of a law at the choice."""
-    return check_law(law, params, train, card, **kw)
-
-
 def _keeps_contract(law, params, train, card, cfg: SearchConfig) -> bool:
     try:
-        return _check(law, params, train, card, cfg, first_only=True).ok
+        return check_law(law, params, train, card, first_only=True).ok
     except Exception:  # a law that cannot be evaluated does not keep the contract
         return False
 
