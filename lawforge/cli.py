@@ -281,6 +281,10 @@ def _print_summary(s, args) -> int:
     if s.get("timings"):
         print("stages: " + ", ".join(f"{k} {v:.1f}s" for k, v in s["timings"].items())
               + (f"; wall {s['wall_s']:.1f}s" if "wall_s" in s else ""))
+    if s.get("inferred_trends"):
+        print("trends inferred from train (recorded in the run's card.yaml; --decreasing/--increasing override):")
+        for text in s["inferred_trends"].values():
+            print(f"  {text}")
     print(f"law: {s['law']}   ({s['n_params']} parameters per group)")
     _table("Chosen law", ["val R2 (search)", "test R2", "test NMSE", "test NMAE"],
            [[s["val_r2"], s["test_r2"], s["test_nmse"], s["test_nmae"]]])

@@ -177,9 +177,10 @@ def case_no_optimum(ds, tmp_path):
     return _rules(bowl, good, csv), _rules(bowl, dict(good, p4=-21.0), csv)
 
 
-def _screen(ds, text, params):
+def _screen(ds, text, params, box=False):
+    """The screen's verdict; the box (which holds most probe points) only where ``box``."""
     law = _law(text, ds)
-    ctx = make_context(SealedDataset(ds), SearchConfig.build())
+    ctx = make_context(SealedDataset(ds), SearchConfig.build(**{"checks.finite_on_box": box}))
     return screen_issue(law, {g: params for g in ds.train.group_names}, ctx.screen, [0])
 
 
@@ -206,6 +207,36 @@ def case_trend_probe_against(ds, tmp_path):
     span = float(np.ptp(ds.train.y))
     return ({_screen(ds, "p0 + p1/N**p2 + p3/D**p4", TRUE)},
             {_screen(ds, "p0 + p1/N**p2 + p5*D**p6", dict(TRUE, p5=0.5 * span / d_max ** 0.5, p6=0.5))})
+
+
+def case_box_not_finite(ds, tmp_path):
+    """Finite on every train row and beyond along each trend; undefined for D below half the
+    smallest train D (``D + p5 < 0`` under a fractional power), which the box reaches."""
+    d_min = float(ds.train.X["D"].min())
+    return ({_screen(ds, "p0 + p1/N**p2 + p3/D**p4", TRUE, box=True)},
+            {_screen(ds, "p0 + p1/N**p2 + p3/(D + p5)**p4", dict(TRUE, p5=-0.5 * d_min), box=True)})
+
+
+@pytest.mark.slow
+def test_every_cards_human_law_refit_on_train_is_finite_on_its_box():
+    """The box rule must not reject the laws the field publishes."""
+    from lawforge.datasets.card import bundled_card_paths, get_card
+    from lawforge.datasets.loader import data_available
+    from lawforge.fitting.scoring import score_human
+    from lawforge.search.checks import Screen, box_issue, make_box_probe
+
+    checked = 0
+    for name in sorted(bundled_card_paths()):
+        card = get_card(name)
+        if not data_available(card):
+            continue
+        ds = load_dataset(name)
+        screen = Screen(box=make_box_probe(ds.train, card.log_bases))
+        for h in card.human_laws:
+            sc = score_human(ds, "refit", law_name=h.name, restarts=4)
+            assert box_issue(sc.law, sc.params, screen) is None, (name, h.name)
+            checked += 1
+    assert checked >= 5
 
 
 def _mixture(tmp_path):
@@ -303,6 +334,7 @@ def test_a_run_records_which_rules_rejected_its_candidates(run_dir):
         if c.get("contract_rule"):
             assert c["contract"] is False and c["contract_rule"] in RULES, c
     assert metrics["rejected_by_rule"] == counted
+    assert metrics["rejected_share_by_rule"] == {k: round(v / len(cands), 4) for k, v in counted.items()}
     assert all(c.get("rule") for c in cands if c["status"] == "unstable")
     assert set(metrics["contract_broken_by_rule"]) <= set(RULES)
     if counted:

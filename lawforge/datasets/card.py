@@ -17,7 +17,7 @@ _CARD_KEYS = {"name", "description", "source", "citation", "provenance", "featur
               "group", "split", "data", "param_limit", "validation", "human_laws", "notes"}
 _FEATURE_KEYS = {"column", "symbol", "description", "unit", "natural_unit", "role", "trend", "log"}
 LOG_BASES = {"10": 10.0, "2": 2.0, "e": 2.718281828459045}   # a feature's ``log:`` key -> its base
-_TRENDS = ("decreasing", "increasing")
+_TRENDS = ("decreasing", "increasing", "none")   # none: stated to have no trend
 _ROLES = ("scale", "hyperparameter")
 _TARGET_KEYS = {"column", "description", "unit", "higher_is_better"}
 _SPLIT_KEYS = {"train", "test", "file", "keep"}
@@ -43,7 +43,8 @@ class Feature:
     description: str = ""
     unit: str = ""
     role: str = "scale"    # 'scale' (N, D, compute...) or 'hyperparameter' (lr, batch size...)
-    trend: str | None = None  # the target's known direction beyond the data along this feature
+    trend: str | None = None  # the target's direction beyond the data along this feature; 'none': stated
+                              # to have none; None: unstated (a discovery infers it: datasets.trends)
     log: float | None = None  # the column is already a log (this base) of a positive quantity: log10 FLOPs
     natural_unit: bool = False  # a count whose unit means something (experts, parallel streams): 1 is special
 
@@ -102,6 +103,11 @@ class DatasetCard:
             if f.column.isidentifier() and f.column not in out:
                 out[f.column] = f.column
         return out
+
+    @property
+    def trends(self) -> dict[str, str]:
+        """Column -> ``decreasing`` or ``increasing``: the features with a direction beyond the data."""
+        return {f.column: f.trend for f in self.features if f.trend in ("decreasing", "increasing")}
 
     @property
     def log_variables(self) -> set[str]:

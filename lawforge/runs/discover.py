@@ -28,6 +28,7 @@ import sympy as sp
 from lawforge._version import __version__
 from lawforge.datasets.byo import card_yaml
 from lawforge.datasets.loader import Dataset, SealedDataset
+from lawforge.datasets.trends import with_inferred_trends
 from lawforge.errors import ConfigError
 from lawforge.fitting.lm import FitJob, FitResult, fit_many, predict, resolve_device
 from lawforge.laws.metrics import compute_metrics
@@ -63,6 +64,7 @@ class Stage:
     checkpoint: dict | None = None
     timings: dict[str, float] = field(default_factory=dict)
     lock: FolderLock | None = None
+    trends: dict[str, str] = field(default_factory=dict)   # column -> the trend inferred, in words
 
 
 def discover(dataset: Dataset, cfg: SearchConfig, out_dir: str | Path | None = None, engine: str = "native",
@@ -216,6 +218,9 @@ def prepare(dataset: Dataset, cfg: SearchConfig, out_dir, engine: str, data_dir,
         from lawforge.search.pysr_backend import require_pysr
 
         require_pysr()
+    inferred = {}
+    if not resume and cfg.checks.infer_trends:   # a resumed run's card holds them already
+        dataset, inferred = with_inferred_trends(dataset)
     sealed = SealedDataset(dataset, cfg.seed)
     if resume:
         if out_dir is None:
@@ -239,7 +244,8 @@ def prepare(dataset: Dataset, cfg: SearchConfig, out_dir, engine: str, data_dir,
                   "data_dir": str(data_dir) if data_dir else os.environ.get("LAWFORGE_DATA"),
                   "data_origin": dataset.origin, "report": report, "llm": llm.to_dict() if llm else None}
         run.write_start(config, card_yaml(dataset.card), manifest(sealed, cfg, engine))
-    st = Stage(dataset, cfg, run, engine, sealed, checkpoint=ck, lock=lock)
+    st = Stage(dataset, cfg, run, engine, sealed, checkpoint=ck, lock=lock,
+               trends={c: i.text() for c, i in inferred.items()})
     try:
         st.space = build_space(sealed, cfg)
         st.ctx = make_context(sealed, cfg)
@@ -369,7 +375,8 @@ def score_top_laws(choice: Choice, full: Dataset, train, cfg: SearchConfig,
 def rule_counts(candidates: list[dict]) -> dict:
     """How many candidates each rule of the contract rejected (``rule``: a form rule made it
     ``invalid``, a probe rule ``unstable``) and how many fitted candidates broke each contract
-    rule first (``contract_rule``: they rank lower), by rule id, most first."""
+    rule first (``contract_rule``: they rank lower), by rule id, most first; and the share of all
+    candidates each rule rejected."""
     def count(key):
         out: dict[str, int] = {}
         for c in candidates:
@@ -377,7 +384,10 @@ def rule_counts(candidates: list[dict]) -> dict:
                 out[c[key]] = out.get(c[key], 0) + 1
         return dict(sorted(out.items(), key=lambda kv: (-kv[1], kv[0])))
 
-    return {"rejected_by_rule": count("rule"), "contract_broken_by_rule": count("contract_rule")}
+    rejected = count("rule")
+    share = {k: round(v / max(len(candidates), 1), 4) for k, v in rejected.items()}
+    return {"rejected_by_rule": rejected, "rejected_share_by_rule": share,
+            "contract_broken_by_rule": count("contract_rule")}
 
 
 def test_metrics(law, params, full: Dataset) -> dict:
@@ -423,6 +433,8 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                "ensemble_size": len(ensemble or []), "ensemble_test_r2": ens_test,
                "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
                "run_dir": str(run.path), "timings": {k: round(v, 2) for k, v in st.timings.items()}}
+    if st.trends:
+        summary["inferred_trends"] = st.trends
     summary.update(rule_counts(run.read_candidates()))
     if st.proposer is not None:
         summary["llm"] = st.proposer.usage()

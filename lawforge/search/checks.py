@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from lawforge.fitting.lm import predict
-from lawforge.search.contract.push import SCREEN, cell_index, on_simplex, push_values
+from lawforge.search.contract.push import BOX, BOX_LOG, BOX_SPAN, SCREEN, box_points, cell_index, on_simplex, push_values
 from lawforge.search.contract.rules import rule
 
 _BOTH = ("screen", "choice")
@@ -33,6 +33,17 @@ PROBE_TOL = 2.0
 #: allowed move against a declared trend at the screen's pushes, in group ranges.
 TREND_TOL = 0.02
 
+BOX_NOT_FINITE = rule(
+    "box-not-finite", "probe", _BOTH, "not finite somewhere on the box around the data",
+    f"""For every group's constants, the law is finite and real over the box around the train features: from
+    1/{BOX:g} of each positive feature's smallest train value (not below 1 for a count: integer values) to
+    {BOX:g}x its largest ({BOX_LOG:g} units either way
+    for a feature that holds a log, {BOX_SPAN:g} train ranges for one that can be <= 0), at its corners and at
+    {64} points of a Latin hypercube in log space. A user asks a law to predict below the train range along
+    one feature as often as above it (a larger model trained on fewer tokens): ``p2 + D**p3`` with a fitted
+    ``p2 < 0`` under a fractional power is undefined for small D. Not on a simplex (the domain rules hold
+    there). A feature never above another in train (unique tokens, tokens) stays so.""",
+    keeps="p0 + p1/N**p2 + p3/D**p4", breaks="p0 + p1*(p2 + D**p3)**p4  (p2 < 0)", setting="checks.finite_on_box")
 DOMAIN_NOT_FINITE = rule(
     "domain-not-finite", "probe", _BOTH, "not finite somewhere on the feature domain (no scale axis)",
     """On a dataset without a scale axis (mixture-type), a law predicts finite values at points spread over
@@ -187,6 +198,17 @@ def make_domain_probe(train, n: int = 200, seed: int = 0):
     return _points_split("domain", cols, blocks, train)
 
 
+def make_box_probe(train, logs=None):
+    """The points of :func:`~lawforge.search.contract.push.box_points` around ``train``'s features,
+    once per group (features only); None on a simplex, whose domain probe covers it."""
+    if on_simplex(train):
+        return None
+    cols = list(train.X)
+    pts = box_points(train.X, logs)
+    P = np.stack([pts[c] for c in cols], axis=1)
+    return _points_split("box", cols, [(g, P) for g in train.group_names], train)
+
+
 def make_probe(train, axis, logs=None):
     """Probe points beyond the train range along the scale axis (each axis of a list), per
     group: the group's rows at its largest axis value, with the axis pushed to x2 and x5
@@ -257,11 +279,12 @@ class Screen:
     domain: Any = None         # DataSplit of points spread over the feature domain (make_domain_probe)
     domain_center: Any = None  # (n_domain, d) train mean of each domain row's group
     domain_span: Any = None    # (n_domain, d) train range of each domain row's group
+    box: Any = None            # DataSplit of points over the box around the data (make_box_probe)
 
     @property
     def active(self) -> bool:
         """Whether some probe is set (a fitted law must then pass :func:`screen_issue`)."""
-        return self.probe is not None or self.trend is not None or self.domain is not None
+        return self.probe is not None or self.trend is not None or self.domain is not None or self.box is not None
 
 
 def screen_issue(law, params, screen: Screen, tcols) -> str | None:
@@ -269,7 +292,9 @@ def screen_issue(law, params, screen: Screen, tcols) -> str | None:
     domain (``screen.domain``) predictions are finite and within :data:`DOMAIN_TOL` group ranges of
     the group's train mean; at the probe points, finite and within ``probe_tol`` group ranges; along
     features with a declared trend, finite and not moving against it beyond ``trend_tol`` group
-    ranges."""
+    ranges; over the box around the data (``screen.box``), finite."""
+    if box_issue(law, params, screen) is not None:
+        return BOX_NOT_FINITE
     if screen.domain is not None:
         with np.errstate(all="ignore"):
             pd = predict(law, params, screen.domain)
@@ -304,6 +329,16 @@ def screen_issue(law, params, screen: Screen, tcols) -> str | None:
                 if np.any(step < -screen.trend_tol * sp0):
                     return TREND_AGAINST
     return None
+
+
+def box_issue(law, params, screen: Screen) -> str | None:
+    """:data:`BOX_NOT_FINITE` when ``law`` with ``params`` is not finite somewhere on the box
+    (``screen.box``), else None."""
+    if screen.box is None:
+        return None
+    with np.errstate(all="ignore"):
+        pb = predict(law, params, screen.box)
+    return None if np.all(np.isfinite(pb)) else BOX_NOT_FINITE
 
 
 def passes_checks(law, params, screen: Screen, tcols) -> bool:

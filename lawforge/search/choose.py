@@ -16,7 +16,7 @@ from lawforge.laws.law import Law
 from lawforge.laws.metrics import compute_metrics
 from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
-from lawforge.search.checks import passes_checks
+from lawforge.search.checks import box_issue, passes_checks
 from lawforge.search.contract import check_law
 from lawforge.search.prepare import human_forms, seed_specs
 from lawforge.search.settings import RANK_RESTARTS, SearchConfig
@@ -316,6 +316,8 @@ def _members(members: list, ctx: CandidateContext, card, train, cfg: SearchConfi
             ok = np.isfinite(predict(law, fit.params(), train)).all()
         if ok and given is None and cfg.checks.contract:   # the chosen law is in whatever its contract says
             ok = _keeps_contract(law, fit.params(), train, card, cfg)
+        if ok and given is None:   # nor is one member that is undefined where a user may ask
+            ok = box_issue(law, fit.params(), ctx.screen) is None
         if ok:
             out.append(EnsembleMember(law, fit.params(), origin, evidence[i], 1.0 / evidence[i]))
     return out

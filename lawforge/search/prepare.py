@@ -12,7 +12,7 @@ from lawforge.search import space as S
 from lawforge.search.candidates import CandidateContext
 from lawforge.search.contract import unit_bounded
 from lawforge.search.checks import (BETWEEN_TOL, PROBE_TOL, Screen, make_between_probe, make_domain_probe,
-                                    make_probe, make_trend_probe, probe_stats)
+                                    make_box_probe, make_probe, make_trend_probe, probe_stats)
 from lawforge.search.settings import SearchConfig
 
 # Shared parameters (``s0``...) are searched on datasets with 2..MAX_SHARED_GROUPS groups. A law
@@ -87,10 +87,11 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
         make_between_probe(sealed.train) if checks.sane_between_points else None
     probe_tol = PROBE_TOL if axis else BETWEEN_TOL
     domain = make_domain_probe(sealed.train) if not axis and checks.finite_on_domain else None
+    box = make_box_probe(sealed.train, logs) if checks.finite_on_box else None
     center, span = probe_stats(sealed.train, probe) if probe is not None else (None, None)
     dcenter, dspan = probe_stats(sealed.train, domain) if domain is not None else (None, None)
     hyper = [f.column for f in card.features if f.role == "hyperparameter"] if checks.trend_at_best_setting else []
-    trends = {f.column: f.trend for f in card.features if f.trend}
+    trends = card.trends
     trend = make_trend_probe(sealed.train, trends, hyper, logs) if checks.follow_trends else None
     tspan = probe_stats(sealed.train, trend[0])[1] if trend is not None else None
     folds = sealed.extra_folds(max(0, cfg.validation.folds - 1))
@@ -103,7 +104,7 @@ def make_context(sealed: SealedDataset, cfg: SearchConfig) -> CandidateContext:
                             batch=cfg.fitting.batch, device=resolve_device(cfg.fitting.device),
                             screen=Screen(probe=probe, probe_tol=probe_tol, probe_center=center, probe_span=span,
                                           trend=trend, trend_span=tspan, domain=domain, domain_center=dcenter,
-                                          domain_span=dspan),
+                                          domain_span=dspan, box=box),
                             folds=folds, scale_starts=cfg.grammar.scale_starts,
                             readable_form=checks.readable_form, unit_offset=unit_bounded(sealed.train.y),
                             log_vars=tuple(sorted(card.log_variables)),

@@ -68,6 +68,10 @@ class Grammar:
 
 @dataclass
 class Checks:
+    infer_trends: bool = _doc(True, "a feature whose trend the card leaves unstated (a --csv without "
+                                    "--decreasing/--increasing) gets the trend of its train rows: the sign of "
+                                    "the median Spearman correlation within cells of the other features, when "
+                                    "at least 0.5 (datasets.trends); recorded in the run's card")
     follow_trends: bool = _doc(True, "reject forms that move against the card's feature trends beyond the data")
     trend_at_best_setting: bool = _doc(True, "with hyperparameter features, the trend must hold for each cell's "
                                              "best setting (not for every setting)")
@@ -75,6 +79,9 @@ class Checks:
                                            "points stay within a few group ranges")
     finite_on_domain: bool = _doc(True, "no scale axis: predictions are finite over the whole feature domain "
                                         "(simplex or box), and within 20 group ranges of the group's train mean")
+    finite_on_box: bool = _doc(True, "predictions are finite for every group's constants over the box from "
+                                     "1/1000 of each feature's smallest train value to 1000x its largest "
+                                     "(corners and a Latin hypercube); not on a simplex")
     readable_form: bool = _doc(True, "forms with a construct researchers do not publish are not fitted: a "
                                      "variable rescaled by a number, a non-integer or fitted power of a log, a "
                                      "polynomial of degree above 2 in logs")
@@ -312,7 +319,8 @@ def config_of_run(conf: dict) -> SearchConfig:
     (``scale_starts``), the trend on every row (``trend_best``), the final choice by validation
     score (``select``), per-group parameters only (``scope``), no probe without a scale axis
     (``between``), no finiteness check over the feature domain (``domain``), no readable-law
-    filter or contract (``checks.readable_form``, ``checks.contract``), no incumbent human law
+    filter or contract (``checks.readable_form``, ``checks.contract``), no inferred trends
+    (``checks.infer_trends``), no box check (``checks.finite_on_box``), no incumbent human law
     (``selection.incumbent``), no ensemble (``selection.ensemble``). Retired settings
     (:data:`RETIRED`) are dropped."""
     if isinstance(conf.get("settings"), dict):
@@ -322,13 +330,14 @@ def config_of_run(conf: dict) -> SearchConfig:
             if isinstance(settings.get(section), dict):
                 settings[section].pop(name, None)
         checks = settings.setdefault("checks", {})
-        for k in ("readable_form", "contract"):   # added after such runs were written
+        for k in ("readable_form", "contract", "infer_trends", "finite_on_box"):   # added after such runs
             checks.setdefault(k, False)
         settings.setdefault("selection", {}).setdefault("incumbent", 0.0)
         settings["selection"].setdefault("ensemble", False)
         return SearchConfig.from_dict(settings)
     legacy = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", "scope": False,
               "between": False, "domain": False, "checks.readable_form": False, "checks.contract": False,
+              "checks.infer_trends": False, "checks.finite_on_box": False,
               "selection.incumbent": 0.0, "selection.ensemble": False, **conf}
     flat = {k: legacy[k] for k in _LEGACY_FLAT if k in legacy and _retired(k) is None}
     for k in ("final_restarts", "top_k"):
@@ -340,4 +349,5 @@ def config_of_run(conf: dict) -> SearchConfig:
 _LEGACY_FLAT = ("max_evals", "budget_s", "seed", "population", "offspring", "tournament", "crossover_rate",
                 "parsimony", "restarts", "max_iter", "workers", "val_folds", "trend", "returns", "cross_trend",
                 "replicates", "scale_starts", "trend_best", "select", "scope", "between", "domain",
-                "checks.readable_form", "checks.contract", "selection.incumbent", "selection.ensemble")
+                "checks.readable_form", "checks.contract", "checks.infer_trends", "checks.finite_on_box", "selection.incumbent",
+                "selection.ensemble")

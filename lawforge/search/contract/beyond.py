@@ -104,7 +104,7 @@ def check_law(law, params: Mapping[str, Mapping[str, float]], train, card, *, re
     issues = _law_issues(law, params, train, card, first_only)
     if first_only and issues:
         return ContractResult(False, issues)
-    trends = {f.column: f.trend for f in card.features if f.trend}
+    trends = card.trends
     hyper = [f.column for f in card.features if f.role == "hyperparameter"]
     logs = card.log_bases
     better = np.array([1.0 if t.higher_is_better else -1.0 for t in card.targets])

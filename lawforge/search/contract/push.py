@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from lawforge.datasets.trends import on_simplex as simplex_features
+
 #: How far the contract pushes along a trend: every rule of :mod:`.beyond` holds out to here.
 REACH = 1000.0
 #: Points from 1x to :data:`REACH` (quarter decades).
@@ -55,13 +57,54 @@ def contract_push(reach: float = REACH) -> Push:
     return Push(tuple(factors), tuple(offsets))
 
 
+#: The box a law must be finite on: from 1/BOX of each positive feature's smallest train value
+#: (but not below 1 for a count: integer values) to BOX times its largest; a feature that holds a log, BOX_LOG of its own units either way; one that
+#: can be <= 0, BOX_SPAN train ranges either way.
+BOX, BOX_LOG, BOX_SPAN = 1000.0, 3.0, 3.0
+#: Space-filling points of the box (a Latin hypercube in log space) beside its corners; the corners
+#: are left out past BOX_MAX_CORNERS (more than 6 features).
+BOX_POINTS, BOX_MAX_CORNERS = 64, 64
+
+
+def box_points(X: dict, logs: dict | None = None, seed: int = 0) -> dict:
+    """Points over the box around the features ``X`` (column -> train values; ``logs`` {column:
+    base} for features that hold a log): its corners and a Latin hypercube, in log space for a
+    positive feature. A feature never above another on any train row, and equal to it on some
+    (unique tokens and tokens), is kept at most that other feature. Column -> values."""
+    from scipy.stats import qmc
+
+    cols = list(X)
+    logs = logs or {}
+    lo, hi, positive = [], [], []
+    for c in cols:
+        v = np.asarray(X[c], dtype=float)
+        pos = c not in logs and bool((v > 0).all())
+        if pos:   # a count (integer values: experts, parallel streams) is at least 1
+            floor = 1.0 if np.all(v == np.round(v)) else 0.0
+            a, b = np.log(max(v.min() / BOX, floor)), np.log(v.max() * BOX)
+        elif c in logs:
+            a, b = v.min() - BOX_LOG, v.max() + BOX_LOG
+        else:
+            span = float(np.ptp(v)) or abs(float(v.max())) or 1.0
+            a, b = v.min() - BOX_SPAN * span, v.max() + BOX_SPAN * span
+        lo.append(a), hi.append(b), positive.append(pos)
+    d = len(cols)
+    unit = qmc.LatinHypercube(d=d, seed=np.random.default_rng(np.random.SeedSequence([seed, 2029]))).random(BOX_POINTS)
+    if 2 ** d <= BOX_MAX_CORNERS:
+        corners = (np.arange(2 ** d)[:, None] >> np.arange(d)[None, :]) & 1
+        unit = np.concatenate([corners.astype(float), unit])
+    P = np.asarray(lo) + unit * (np.asarray(hi) - np.asarray(lo))
+    out = {c: (np.exp(P[:, k]) if positive[k] else P[:, k]) for k, c in enumerate(cols)}
+    for c in cols:
+        for e in cols:
+            if e != c and (X[c] <= X[e]).all() and (X[c] == X[e]).any():
+                out[c] = np.minimum(out[c], out[e])
+    return out
+
+
 def on_simplex(train) -> bool:
-    """Whether ``train``'s features are proportions: two or more, non-negative, with the same sum
-    on every row (mixture weights summing to 1)."""
-    cols = list(train.X)
-    F = np.stack([np.asarray(train.X[c], dtype=float) for c in cols], axis=1)
-    total = F.sum(axis=1)
-    return len(cols) > 1 and bool(np.all(F >= 0)) and np.ptp(total) <= 1e-6 * max(1.0, abs(float(total[0])))
+    """Whether ``train``'s features are proportions (:func:`lawforge.datasets.trends.on_simplex`)."""
+    return simplex_features(train.X)
 
 
 def cell_index(X: dict, hyper) -> tuple[np.ndarray, np.ndarray]:
