@@ -285,6 +285,13 @@ def _print_summary(s, args) -> int:
         print("trends inferred from train (recorded in the run's card.yaml; --decreasing/--increasing override):")
         for text in s["inferred_trends"].values():
             print(f"  {text}")
+    ref = s.get("reference") or {}
+    if ref.get("chosen") == "reference":
+        print(f"the reference law is returned: the best discovered form was not better on validation in "
+              f"{ref['keep_share']:.0%} of bootstrap resamples ({ref['found_better_share']:.0%})")
+    elif ref.get("law"):
+        print(f"reference law: {ref['law']}; the discovered law beat it on validation in "
+              f"{ref['found_better_share']:.0%} of bootstrap resamples" + (f" ({ref['why_not']})" if ref.get("why_not") else ""))
     print(f"law: {s['law']}   ({s['n_params']} parameters per group)")
     _table("Chosen law", ["val R2 (search)", "test R2", "test NMSE", "test NMAE"],
            [[s["val_r2"], s["test_r2"], s["test_nmse"], s["test_nmae"]]])

@@ -1011,7 +1011,8 @@ def test_the_final_choice_ranks_with_its_own_parsimony():
     assert members[1].rec["complexity"] >= 1.8 * members[0].rec["complexity"]
     picks = {}
     for pc in (None, 0.02, 0.10):
-        cfg = SearchConfig.build(seed=0, select="score", **({} if pc is None else {"parsimony_choice": pc}))
+        cfg = SearchConfig.build(seed=0, select="score", **{"selection.reference": False},
+                                 **({} if pc is None else {"parsimony_choice": pc}))
         sealed = SealedDataset(ds, cfg.seed)
         picks[pc] = choose(members, make_context(sealed, cfg), ds.card, final_train(sealed, cfg), cfg).member
     assert picks[None] is members[1] and picks[0.02] is members[1] and picks[0.10] is members[0]

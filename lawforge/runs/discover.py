@@ -411,7 +411,7 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                                 "shared_params": [p.name for p in law.params if p.shared], "origin": best.origin,
                                 "fit_status": {g: gf.status for g, gf in fit.groups.items()},
                                 "contract": choice.contract.to_dict() if choice.contract is not None else None,
-                                "incumbent": choice.incumbent},
+                                "incumbent": choice.incumbent, "reference": choice.reference},
                    default=float)
     run.write_json(TOP_LAWS, top, default=float)
     ens_test = None
@@ -430,6 +430,7 @@ def write_results(st: Stage, res: SearchResult, choice: Choice, full: Dataset, t
                "stopped": res.stopped, "fallbacks": choice.fallbacks, "select": cfg.selection.rule,
                "contract_ok": choice.contract.ok if choice.contract is not None else None,
                "incumbent": (choice.incumbent or {}).get("chosen"),
+               "reference": choice.reference,
                "ensemble_size": len(ensemble or []), "ensemble_test_r2": ens_test,
                "extrapolation_shift": choice.shift.get(best.key), "seed": cfg.seed, "engine": st.engine,
                "run_dir": str(run.path), "timings": {k: round(v, 2) for k, v in st.timings.items()}}

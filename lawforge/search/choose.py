@@ -107,6 +107,7 @@ class Choice:
     fallbacks: int             # forms skipped because their refit failed the checks
     contract: Any = None       # the chosen law's ContractResult (None when the contract is off)
     incumbent: dict | None = None  # the comparison with the card's own law (selection.incumbent)
+    reference: dict | None = None  # the comparison with the reference law (selection.reference)
 
 
 def law_of(member, card, train, cfg: SearchConfig, name: str = "discovered") -> Law:
@@ -160,7 +161,12 @@ def choose(members: list, ctx: CandidateContext, card, train, cfg: SearchConfig,
         swap, incumbent = _incumbent(best, members, ctx, card, train, cfg)
         if swap is not None:
             best, law, fit, contract = swap
-    return Choice(best, law, fit, ranked, shift, fallback, contract, incumbent)
+    reference = None
+    if cfg.selection.reference:
+        swap, reference = _against_reference(best, ctx, card, train, cfg)
+        if swap is not None:
+            best, law, fit, contract = swap
+    return Choice(best, law, fit, ranked, shift, fallback, contract, incumbent, reference)
 
 
 def _is_human(member) -> bool:
@@ -221,6 +227,78 @@ def _incumbent(best, members: list, ctx: CandidateContext, card, train, cfg: Sea
         return None, rec
     rec["chosen"] = "human"
     return (h, law, fit, contract), rec
+
+
+def validation_errors(laws: list, ctx: CandidateContext, restarts: int, seed: int = 0) -> list[np.ndarray]:
+    """Per law, its squared error on each validation row of the carve and the extra folds (each
+    fit made on that fold's fit part), in units of that fold's target variance, averaged over
+    the targets: one array over all the folds' rows, inf where a fit fails. Train only."""
+    splits = [(ctx.fit, ctx.val)] + list(ctx.folds or [])
+    jobs = [FitJob(law, f, restarts, seed) for law in laws for f, _ in splits]
+    fits = iter(fit_many(jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return"))
+    out = []
+    for law in laws:
+        rows = []
+        for _f, v in splits:
+            res = next(fits)
+            tcols = [v.target_columns.index(t) for t in law.target_names]
+            yv = v.y[:, tcols]
+            if isinstance(res, FitResult) and res.ok:
+                with np.errstate(all="ignore"):
+                    e = (predict(law, res.params(), v) - yv) ** 2 / np.maximum(np.var(yv, axis=0), 1e-300)
+                e = np.where(np.isfinite(e), e, np.inf).mean(axis=1)
+            else:
+                e = np.full(len(yv), np.inf)
+            rows.append(e)
+        out.append(np.concatenate(rows))
+    return out
+
+
+def _against_reference(best, ctx: CandidateContext, card, train, cfg: SearchConfig):
+    """The reference law (:mod:`~lawforge.search.reference_law`) against the chosen form: the
+    chosen form is kept when its validation error (the carve and the extra folds, both laws
+    refit there) is lower than the reference's in at least ``KEEP_SHARE`` of paired bootstrap
+    resamples of the validation rows; otherwise the reference, refit on all of train, is chosen,
+    provided it passes the checks and the contract there. Returns ``(swap or None, record)``;
+    train only."""
+    from lawforge.search.reference_law import KEEP_SHARE, beats, reference_law
+
+    ref = reference_law(card, train)
+    if ref is None:
+        return None, {"chosen": "discovered", "why_not": "no reference for this data (shares on a simplex, "
+                                                          "or several targets)"}
+    found = law_of(best, card, train, cfg)
+    ef, er = validation_errors([found, ref], ctx, cfg.fitting.final_restarts, cfg.seed)
+    share = beats(ef, er, cfg.seed)
+    rec = {"law": ref.to_string(), "found_error": float(np.mean(ef)), "reference_error": float(np.mean(er)),
+           "rows": int(len(ef)), "found_better_share": share, "keep_share": KEEP_SHARE, "chosen": "discovered"}
+    if share >= KEEP_SHARE:
+        return None, rec
+    fit = fit_split(ref, train, restarts=2 * cfg.fitting.final_restarts, seed=cfg.seed, device=ctx.device)
+    tcols = [train.target_columns.index(t) for t in ref.target_names]
+    if not fit.ok or (ctx.checks and not passes_checks(ref, fit.params(), ctx.screen, tcols)):
+        rec["why_not"] = "its refit on train fails the checks"
+        return None, rec
+    contract = check_law(ref, fit.params(), train, card) if cfg.checks.contract else None
+    if contract is not None and not contract.ok:
+        rec["why_not"] = "its refit on train breaks the contract"
+        return None, rec
+    rec["chosen"] = "reference"
+    with np.errstate(all="ignore"):
+        m = compute_metrics(ctx.val.y[:, tcols], predict(ref, fit.params(), ctx.val))
+    member = _Reference(S.from_law(ref), "reference", {"status": "ok", "val_r2": m.r2, "val_nmse": m.nmse,
+                                                       "complexity": S.complexity(S.from_law(ref))}, "reference")
+    return (member, ref, fit, contract), rec
+
+
+@dataclass
+class _Reference:
+    """The reference law in the place of a searched member."""
+
+    expr: Any
+    key: str
+    rec: dict
+    origin: str
 
 
 CONTRACT_TOP = 30

@@ -106,6 +106,10 @@ class Selection:
                                  "validation NMSE (mean over the folds, both refit with final_restarts) is at "
                                  "most this fraction of the human law's (off by default: on the catalogue's "
                                  "inner holdouts it lowered the mean R2, see benchmarks/RESULTS.md)")
+    reference: bool = _doc(False, "(not yet judged on the zoo, so off) every discovery also fits a reference law (a power law with a floor per scale "
+                                 "feature, a moving bowl per hyperparameter; search.reference_law); the chosen "
+                                 "law is kept only where its validation error is lower in 84% of paired "
+                                 "bootstrap resamples of the validation rows, else the reference is returned")
     ensemble: bool = _doc(True, "also write a model ensemble (ensemble.json): the chosen form, the top_k "
                                 "runners-up and the card's laws that keep the readable-law contract, weighted "
                                 "by 1 / validation NMSE; predict reports its point prediction beside the "
@@ -321,7 +325,7 @@ def config_of_run(conf: dict) -> SearchConfig:
     (``between``), no finiteness check over the feature domain (``domain``), no readable-law
     filter or contract (``checks.readable_form``, ``checks.contract``), no inferred trends
     (``checks.infer_trends``), no box check (``checks.finite_on_box``), no incumbent human law
-    (``selection.incumbent``), no ensemble (``selection.ensemble``). Retired settings
+    (``selection.incumbent``), no ensemble (``selection.ensemble``), no reference law (``selection.reference``). Retired settings
     (:data:`RETIRED`) are dropped."""
     if isinstance(conf.get("settings"), dict):
         settings = {k: dict(v) if isinstance(v, dict) else v for k, v in conf["settings"].items()}
@@ -334,10 +338,11 @@ def config_of_run(conf: dict) -> SearchConfig:
             checks.setdefault(k, False)
         settings.setdefault("selection", {}).setdefault("incumbent", 0.0)
         settings["selection"].setdefault("ensemble", False)
+        settings["selection"].setdefault("reference", False)
         return SearchConfig.from_dict(settings)
     legacy = {"replicates": "rows", "scale_starts": False, "trend_best": False, "select": "score", "scope": False,
               "between": False, "domain": False, "checks.readable_form": False, "checks.contract": False,
-              "checks.infer_trends": False, "checks.finite_on_box": False,
+              "checks.infer_trends": False, "checks.finite_on_box": False, "selection.reference": False,
               "selection.incumbent": 0.0, "selection.ensemble": False, **conf}
     flat = {k: legacy[k] for k in _LEGACY_FLAT if k in legacy and _retired(k) is None}
     for k in ("final_restarts", "top_k"):
@@ -350,4 +355,4 @@ _LEGACY_FLAT = ("max_evals", "budget_s", "seed", "population", "offspring", "tou
                 "parsimony", "restarts", "max_iter", "workers", "val_folds", "trend", "returns", "cross_trend",
                 "replicates", "scale_starts", "trend_best", "select", "scope", "between", "domain",
                 "checks.readable_form", "checks.contract", "checks.infer_trends", "checks.finite_on_box", "selection.incumbent",
-                "selection.ensemble")
+                "selection.ensemble", "selection.reference")
