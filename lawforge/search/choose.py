@@ -173,18 +173,23 @@ def _is_human(member) -> bool:
     return str(getattr(member, "origin", "")).startswith("human:")
 
 
+def _fold_fits(laws: list, ctx: CandidateContext, restarts: int, seed: int) -> list[list]:
+    """Per law, ``(fit result, validation split)`` for the validation carve and each extra fold,
+    each fit made on that fold's fit part (one batched fit over all laws and folds)."""
+    splits = [(ctx.fit, ctx.val)] + list(ctx.folds or [])
+    jobs = [FitJob(law, f, restarts, seed) for law in laws for f, _ in splits]
+    fits = iter(fit_many(jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return"))
+    return [[(next(fits), v) for _f, v in splits] for _ in laws]
+
+
 def validation_nmse(laws: list, ctx: CandidateContext, restarts: int, seed: int = 0) -> list[list[float]]:
     """Per law, its validation NMSE on the validation carve and on each extra fold, each fit
     made on that fold's fit part with ``restarts`` restarts (one batched fit); inf where a fit
     fails or predicts non-finite values. Train only."""
-    splits = [(ctx.fit, ctx.val)] + list(ctx.folds or [])
-    jobs = [FitJob(law, f, restarts, seed) for law in laws for f, _ in splits]
-    fits = iter(fit_many(jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return"))
     out = []
-    for law in laws:
+    for law, folds in zip(laws, _fold_fits(laws, ctx, restarts, seed)):
         row = []
-        for _f, v in splits:
-            res = next(fits)
+        for res, v in folds:
             nmse = np.inf
             if isinstance(res, FitResult) and res.ok:
                 tcols = [v.target_columns.index(t) for t in law.target_names]
@@ -233,14 +238,10 @@ def validation_errors(laws: list, ctx: CandidateContext, restarts: int, seed: in
     """Per law, its squared error on each validation row of the carve and the extra folds (each
     fit made on that fold's fit part), in units of that fold's target variance, averaged over
     the targets: one array over all the folds' rows, inf where a fit fails. Train only."""
-    splits = [(ctx.fit, ctx.val)] + list(ctx.folds or [])
-    jobs = [FitJob(law, f, restarts, seed) for law in laws for f, _ in splits]
-    fits = iter(fit_many(jobs, max_iter=ctx.max_iter, device=ctx.device, errors="return"))
     out = []
-    for law in laws:
+    for law, folds in zip(laws, _fold_fits(laws, ctx, restarts, seed)):
         rows = []
-        for _f, v in splits:
-            res = next(fits)
+        for res, v in folds:
             tcols = [v.target_columns.index(t) for t in law.target_names]
             yv = v.y[:, tcols]
             if isinstance(res, FitResult) and res.ok:
